@@ -1,0 +1,147 @@
+"""Layer and Variable: what every layer shares."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from ..backend import empty
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Variable:
+    """A named parameter with its gradient buffer. ``value`` may be a view into
+    the model's flat parameter buffer (see Model._pack_parameters)."""
+
+    __slots__ = ("name", "path", "value", "grad", "trainable", "regularizer", "constraint")
+
+    def __init__(self, name, path, value, trainable=True, regularizer=None, constraint=None):
+        self.name, self.path, self.value, self.trainable = name, path, value, trainable
+        self.grad = empty(value.shape)
+        self.regularizer, self.constraint = regularizer, constraint
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    def numpy(self):
+        return self.value.copy()
+
+    def assign(self, value):
+        value = np.asarray(value)
+        if value.shape != self.value.shape:
+            raise ValueError(f"{self.path}: expected a value of shape {self.value.shape}, got {value.shape}")
+        self.value[...] = value
+
+    def __repr__(self):
+        return f"<Variable {self.path} shape={self.value.shape} trainable={self.trainable}>"
+
+
+class Layer:
+    """Base layer. Subclasses implement ``build``, ``compute_output_shape``,
+    ``forward(x, training)`` and ``backward(dy, need_dx)``; forward caches
+    what backward needs. Shapes exclude the batch axis unless said otherwise."""
+
+    _name_counts: defaultdict = defaultdict(int)
+
+    def __init__(self, name=None, trainable=True, input_shape=None, input_dim=None, dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}")
+        if name is None:
+            base = _snake(type(self).__name__)
+            n = Layer._name_counts[base]
+            Layer._name_counts[base] += 1
+            name = base if n == 0 else f"{base}_{n}"
+        self.name = name
+        self.trainable = trainable
+        self.built = False
+        self._variables: list[Variable] = []
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        self._declared_input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.input_shape = None   # excludes batch
+        self.output_shape = None  # excludes batch
+
+    # ------------------------------------------------------------ weights
+    def add_weight(self, name, shape, initializer, trainable=True, regularizer=None, constraint=None):
+        value = initializer(tuple(int(s) for s in shape))
+        var = Variable(name, f"{self.name}/{name}", value, trainable, regularizer, constraint)
+        self._variables.append(var)
+        return var
+
+    @property
+    def weights(self) -> list[Variable]:
+        return self.trainable_weights + self.non_trainable_weights
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [v for v in self._variables if v.trainable and self.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [v for v in self._variables if not (v.trainable and self.trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.value.copy() for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        variables = self.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"Layer '{self.name}' expects {len(variables)} weight arrays, got {len(weights)}")
+        for var, w in zip(variables, weights):
+            var.assign(w)
+
+    def count_params(self) -> int:
+        return int(sum(v.value.size for v in self._variables))
+
+    # ------------------------------------------------------------ building
+    def build(self, input_shape) -> None:
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _build_for(self, input_shape) -> tuple:
+        """Build (once) for input_shape and return the output shape."""
+        input_shape = tuple(input_shape)
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+            self.input_shape = input_shape
+            self.output_shape = tuple(self.compute_output_shape(input_shape))
+        elif self.input_shape != input_shape:
+            raise ValueError(f"Layer '{self.name}' was built for input shape {(None,) + self.input_shape}, "
+                             f"got {(None,) + input_shape}")
+        return self.output_shape
+
+    def _check_input(self, x) -> None:
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) expected input shape "
+                             f"{(None,) + self.input_shape}, got {tuple(x.shape)}")
+
+    # ------------------------------------------------------------ compute
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy, need_dx=True):
+        raise NotImplementedError
+
+    def __call__(self, x, training=False):
+        """Eager call on an array: builds if needed and returns a fresh array."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._build_for(x.shape[1:])
+        return np.array(self.forward(x, training=training), copy=True)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"

@@ -1,0 +1,186 @@
+"""Input, Dense, Flatten and Activation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import initializers as _initializers
+from ..backend import empty, ops
+from .base import Layer
+
+
+class InputLayer(Layer):
+    """Declares the shape of one sample (batch axis excluded)."""
+
+    def __init__(self, shape=None, batch_size=None, name=None, input_shape=None, **kwargs):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("Input: a shape is required, e.g. Input(shape=[28, 28])")
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape = tuple(int(d) for d in shape)
+        if any(d <= 0 for d in shape):
+            raise ValueError(f"Input: every dimension must be positive, got {shape}")
+        super().__init__(name=name, input_shape=shape, **kwargs)
+        self.batch_size = batch_size
+        self._build_for(shape)
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self.input_shape)}
+
+
+def Input(shape=None, batch_size=None, name=None, **kwargs) -> InputLayer:
+    """Keras's ``Input(shape)``: the first element of a Sequential model."""
+    return InputLayer(shape=shape, batch_size=batch_size, name=name, **kwargs)
+
+
+class _BatchBuffers:
+    """Output/gradient buffers of one layer, allocated once per batch size so
+    that a steady-state training step allocates nothing."""
+
+    def __init__(self):
+        self._by_batch = {}
+
+    def get(self, batch, make):
+        bufs = self._by_batch.get(batch)
+        if bufs is None:
+            bufs = self._by_batch[batch] = make(batch)
+        return bufs
+
+
+class Dense(Layer):
+    """``y = activation(x W + b)`` with W of shape (input_dim, units).
+
+    Defaults as in Keras: activation=None (linear), use_bias=True,
+    kernel_initializer="glorot_uniform", bias_initializer="zeros". The bias
+    add and the activation run fused after the GEMM; backward fuses the
+    activation derivative and the bias gradient.
+    """
+
+    # Activations whose backward needs only the output (or its sign), so the
+    # output may overwrite the pre-activation buffer.
+    _IN_PLACE = frozenset({"linear", "relu", "elu", "selu", "tanh"})
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"Dense '{self.name}': units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = _activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
+        self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
+        self._bufs = _BatchBuffers()
+        self._x = self._z = self._y = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense '{self.name}' expects 2-D input (batch, features), got shape "
+                             f"{(None,) + tuple(input_shape)}; add a Flatten() layer before it")
+        self.kernel = self.add_weight("kernel", (input_shape[0], self.units), self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
+        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer,
+                                     regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+                     if self.use_bias else None)
+
+    def compute_output_shape(self, input_shape):
+        return (self.units,)
+
+    def _make_buffers(self, batch):
+        z = empty((batch, self.units))
+        y = z if self.activation.name in self._IN_PLACE else empty((batch, self.units))
+        return {"z": z, "y": y, "dz": empty((batch, self.units)), "dx": empty((batch, self.input_shape[0]))}
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        b = self._bufs.get(x.shape[0], self._make_buffers)
+        a = self.activation
+        ops().dense_forward(x, self.kernel.value, self.bias.value if self.bias is not None else None,
+                            b["z"], b["y"], a.code, a.alpha, a.beta)
+        self._x, self._z, self._y, self._cur = x, b["z"], b["y"], b
+        return b["y"]
+
+    @property
+    def logits(self):
+        """The pre-activation output of the last forward pass (for fused losses)."""
+        return self._z
+
+    def backward(self, dy, need_dx=True, dy_is_dz=False):
+        b, a = self._cur, self.activation
+        ops().dense_backward(self._x, self.kernel.value, self._z, self._y, dy, b["dz"],
+                             b["dx"] if need_dx else None, self.kernel.grad,
+                             self.bias.grad if self.bias is not None else None,
+                             a.code, a.alpha, a.beta, dy_is_dz, False)
+        return b["dx"] if need_dx else None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, activation=self.activation.name, use_bias=self.use_bias,
+                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        return cfg
+
+
+class Flatten(Layer):
+    """Reshapes (batch, d1, d2, ...) to (batch, d1*d2*...) without copying."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(math.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape((dy.shape[0],) + self.input_shape) if need_dx else None
+
+
+class Activation(Layer):
+    """Applies an activation by name: ``Activation("relu")``."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = _activations.get(activation)
+        self._bufs = _BatchBuffers()
+
+    def _make_buffers(self, batch):
+        shape = (batch,) + self.input_shape
+        return {"y": empty(shape), "dx": empty(shape)}
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        b = self._bufs.get(x.shape[0], self._make_buffers)
+        a = self.activation
+        ops().activation_forward(a.code, x, b["y"], a.alpha, a.beta)
+        self._x, self._cur = x, b
+        return b["y"]
+
+    @property
+    def logits(self):
+        return self._x
+
+    def backward(self, dy, need_dx=True, dy_is_dz=False):
+        if not need_dx:
+            return None
+        if dy_is_dz:  # the loss already differentiated through this activation
+            return dy
+        b, a = self._cur, self.activation
+        ops().activation_backward(a.code, self._x, b["y"], dy, b["dx"], a.alpha, a.beta)
+        return b["dx"]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["activation"] = self.activation.name
+        return cfg

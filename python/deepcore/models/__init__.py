@@ -1,0 +1,4 @@
+from .model import Model
+from .sequential import Sequential
+
+__all__ = ["Model", "Sequential"]

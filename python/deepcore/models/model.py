@@ -1,0 +1,377 @@
+"""The training engine shared by every model: compile, fit, evaluate, predict,
+summary and weights I/O. Subclasses provide the graph: ``_build_graph``,
+``_forward(x, training)`` and ``_backward(dy, dy_is_dz)``."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .. import callbacks as _callbacks
+from .. import losses as _losses
+from .. import metrics as _metrics
+from .. import optimizers as _optimizers
+from .. import random as _random
+from ..backend import empty, ops
+from ..saving import load_safetensors, save_safetensors
+
+
+class Model:
+    def __init__(self, name=None):
+        self.name = name or "model"
+        self.optimizer = None
+        self.loss = None
+        self.compiled_metrics = []
+        self.history = None
+        self.stop_training = False
+        self._flat_params = None
+        self._flat_grads = None
+        self._fused = False
+        self._batch_buffers = {}
+
+    # --------------------------------------------------------- graph (subclass)
+    @property
+    def layers(self):
+        raise NotImplementedError
+
+    @property
+    def built(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def input_shape(self):
+        raise NotImplementedError
+
+    @property
+    def output_shape(self):
+        raise NotImplementedError
+
+    def build(self, input_shape=None):
+        raise NotImplementedError
+
+    def _forward(self, x, training):
+        raise NotImplementedError
+
+    def _backward(self, dy, dy_is_dz):
+        raise NotImplementedError
+
+    def _output_layer(self):
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- weights
+    @property
+    def weights(self):
+        return [v for layer in self.layers for v in layer.weights]
+
+    @property
+    def trainable_weights(self):
+        return [v for layer in self.layers for v in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        return [v for layer in self.layers for v in layer.non_trainable_weights]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    def get_weights(self):
+        return [v.value.copy() for v in self.weights]
+
+    def set_weights(self, weights):
+        variables = self.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"Model '{self.name}' has {len(variables)} weight arrays, got {len(weights)}")
+        for var, w in zip(variables, weights):
+            var.assign(w)
+
+    def _pack_parameters(self):
+        """Move every trainable weight and its gradient into two flat buffers
+        (each weight becomes a view), so the optimizer updates all of them in
+        one call. Values are preserved."""
+        variables = self.trainable_weights
+        total = sum(v.value.size for v in variables)
+        params, grads = empty((total,)), empty((total,))
+        offset = 0
+        for v in variables:
+            n = v.value.size
+            params[offset:offset + n] = v.value.reshape(-1)
+            v.value = params[offset:offset + n].reshape(v.value.shape)
+            v.grad = grads[offset:offset + n].reshape(v.value.shape)
+            offset += n
+        self._flat_params, self._flat_grads = params, grads
+        self._packed_ids = [id(v) for v in variables]
+
+    def _ensure_packed(self):
+        if self._flat_params is None or self._packed_ids != [id(v) for v in self.trainable_weights]:
+            self._pack_parameters()
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write all weights to a safetensors file (atomically: on failure the
+        previous file is left intact). Names are "<layer>/<weight>"."""
+        self._require_built("save_weights")
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"save_weights: {filepath} exists and overwrite=False")
+        tensors = {v.path: v.value for v in self.weights}
+        save_safetensors(filepath, tensors, {"format": "deepcore-weights", "model": self.name})
+
+    def load_weights(self, filepath):
+        """Load weights saved by save_weights; names and shapes must match."""
+        self._require_built("load_weights")
+        tensors, _ = load_safetensors(filepath)
+        variables = {v.path: v for v in self.weights}
+        missing = sorted(set(variables) - set(tensors))
+        unexpected = sorted(set(tensors) - set(variables))
+        if missing or unexpected:
+            raise ValueError(f"{filepath}: weights do not match model '{self.name}': "
+                             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+        for path, var in variables.items():
+            t = tensors[path]
+            if t.shape != var.value.shape:
+                raise ValueError(f"{filepath}: weight {path!r} has shape {t.shape}, "
+                                 f"the model expects {var.value.shape}")
+            if t.dtype != np.float32:
+                raise ValueError(f"{filepath}: weight {path!r} has dtype {t.dtype}, expected float32")
+        for path, var in variables.items():
+            var.value[...] = tensors[path]
+
+    # --------------------------------------------------------------- compile
+    def compile(self, optimizer="sgd", loss=None, metrics=None):
+        """Configure training. ``optimizer``, ``loss`` and ``metrics`` accept
+        Keras strings ("sgd", "sparse_categorical_crossentropy", "accuracy")
+        or objects."""
+        if loss is None:
+            raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = _optimizers.get(optimizer)
+        self.loss = _losses.get(loss)
+        self.compiled_metrics = [_metrics.get(m, self.loss) for m in (metrics or [])]
+        self._compiled = True
+
+    def _require_built(self, what):
+        if not self.built:
+            raise ValueError(f"{what}: model '{self.name}' is not built yet; give the first layer an input "
+                             f"shape (Input(shape=...) or input_shape=...) or call build()/fit() first")
+
+    def _require_compiled(self, what):
+        if self.loss is None:
+            raise RuntimeError(f"{what}: compile the model first (model.compile(loss=..., optimizer=...))")
+
+    def _fusion(self):
+        """Whether the loss absorbs the output activation (softmax + CE, sigmoid + BCE)."""
+        out = self._output_layer()
+        act = getattr(getattr(out, "activation", None), "name", None)
+        return (act is not None and act == self.loss.fusable_activation
+                and not getattr(self.loss, "from_logits", False) and hasattr(out, "logits"))
+
+    # ------------------------------------------------------------ input checks
+    def _prepare_x(self, x, where):
+        if x is None:
+            raise ValueError(f"{where}: x is required")
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: x must be numeric, got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{where}: x is empty (0 samples)")
+        if not self.built:
+            self.build((None,) + x.shape[1:])
+        want = tuple(self.input_shape[1:])
+        if x.shape[1:] != want:
+            raise ValueError(f"{where}: model '{self.name}' expects input of shape (batch,) + {want}, "
+                             f"got {x.shape}")
+        # One conversion for the whole array (kernels themselves never copy).
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ops().count_nonfinite(x)
+        if bad:
+            raise ValueError(f"{where}: x contains {bad} NaN or infinite values")
+        return x
+
+    def _prepare_xy(self, x, y, where):
+        x = self._prepare_x(x, where)
+        if y is None:
+            raise ValueError(f"{where}: y is required")
+        y = self.loss.prepare_targets(y, self.output_shape[1:], where=f"{where}: y")
+        if len(y) != len(x):
+            raise ValueError(f"{where}: x has {len(x)} samples but y has {len(y)}")
+        return x, y
+
+    # ------------------------------------------------------------------ train
+    def _batch_buffer(self, key, shape, dtype):
+        buf = self._batch_buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._batch_buffers[key] = empty(shape, dtype)
+        return buf
+
+    def train_on_batch(self, x, y):
+        """One optimizer step on (x, y); returns the batch loss."""
+        self._require_compiled("train_on_batch")
+        x, y = self._prepare_xy(x, y, "train_on_batch")
+        self._ensure_packed()
+        self._fused = self._fusion()
+        return self._train_step(x, y)[0]
+
+    def _train_step(self, xb, yb):
+        out = self._forward(xb, True)
+        grad = self._batch_buffer(("grad", out.shape), out.shape, "float32")
+        if self._fused:
+            loss = self.loss.compute(self._output_layer().logits, yb, grad, from_logits=True)
+        else:
+            loss = self.loss.compute(out, yb, grad)
+        self._backward(grad, self._fused)
+        self.optimizer.apply(self._flat_params, self._flat_grads)
+        return loss, out
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+        """Train for ``epochs`` epochs; returns a History. Keras defaults:
+        batch_size=32, shuffle=True, verbose=1 (tqdm bar per epoch)."""
+        self._require_compiled("fit")
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+        x, y = self._prepare_xy(x, y, "fit")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
+        if validation_data is None and validation_split > 0:
+            # Keras takes the last fraction, before shuffling.
+            n_val = int(len(x) * validation_split)
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(f"fit: validation_split={validation_split} leaves an empty training or "
+                                 f"validation set for {len(x)} samples")
+            x, y, validation_data = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
+            xv, yv = self._prepare_xy(validation_data[0], validation_data[1], "fit: validation_data")
+        self._ensure_packed()
+        self._fused = self._fusion()
+
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        verbose = 1 if verbose == "auto" else int(verbose)
+        history = _callbacks.History()
+        progbar = _callbacks.ProgbarLogger(verbose) if verbose else None
+        cbs = [history] + list(callbacks or []) + ([progbar] if progbar else [])
+        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose}
+        cb = _callbacks.CallbackList(cbs, self, params)
+        history.params = params
+        self.history = history
+        self.stop_training = False
+        seed, stream = _random.resolve(seed)
+        metrics = self.compiled_metrics
+
+        cb.call("on_train_begin", {})
+        for epoch in range(initial_epoch, epochs):
+            for m in metrics:
+                m.reset_state()
+            cb.call("on_epoch_begin", epoch, {})
+            order = ops().philox_permutation(n, seed, stream * 1_000_003 + epoch) if shuffle else None
+            loss_sum, seen = 0.0, 0
+            logs = {}
+            for step in range(steps):
+                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                if order is None:
+                    xb, yb = x[lo:hi], y[lo:hi]
+                else:
+                    idx = order[lo:hi]
+                    xb = self._batch_buffer(("x", hi - lo), (hi - lo,) + x.shape[1:], "float32")
+                    yb = self._batch_buffer(("y", hi - lo), (hi - lo,) + y.shape[1:],
+                                            "int32" if y.dtype == np.int32 else "float32")
+                    ops().gather_rows(x, idx, xb)
+                    ops().gather_rows(y, idx, yb)
+                if cb.wants_batch_hooks:
+                    cb.train_batch_begin(step, {})
+                loss, out = self._train_step(xb, yb)
+                loss_sum += loss * (hi - lo)
+                seen += hi - lo
+                for m in metrics:
+                    m.update_state(yb, out)
+                if not math.isfinite(loss):
+                    logs = {"loss": loss}
+                if cb.wants_batch_hooks or progbar is not None:
+                    logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
+                    if cb.wants_batch_hooks:
+                        cb.train_batch_end(step, logs)
+                    if progbar is not None:
+                        progbar.update(step + 1, logs)
+                if self.stop_training:
+                    break
+            logs = {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in metrics}}
+            if validation_data is not None:
+                val = self._evaluate_arrays(xv, yv, batch_size)
+                logs.update({"val_" + k: v for k, v in val.items()})
+            logs["learning_rate"] = self.optimizer.learning_rate
+            cb.call("on_epoch_end", epoch, logs)
+            if self.stop_training:
+                break
+        cb.call("on_train_end", logs)
+        return history
+
+    # -------------------------------------------------------------- inference
+    def _evaluate_arrays(self, x, y, batch_size):
+        metrics = self.compiled_metrics
+        for m in metrics:
+            m.reset_state()
+        total = 0.0
+        fused = self._fusion()
+        for lo in range(0, len(x), batch_size):
+            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            out = self._forward(xb, False)
+            if fused:
+                loss = self.loss.compute(self._output_layer().logits, yb, None, from_logits=True)
+            else:
+                loss = self.loss.compute(out, yb, None)
+            total += loss * len(xb)
+            for m in metrics:
+                m.update_state(yb, out)
+        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+        """Loss and metrics on (x, y). Returns a scalar loss when there are no
+        metrics, else [loss, *metrics] (or a dict with return_dict=True)."""
+        self._require_compiled("evaluate")
+        x, y = self._prepare_xy(x, y, "evaluate")
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+        logs = self._evaluate_arrays(x, y, batch_size)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """Model outputs for x, batch by batch (batch_size default 32)."""
+        x = self._prepare_x(x, "predict")
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
+        out = np.empty((len(x),) + tuple(self.output_shape[1:]), dtype=np.float32)
+        for lo in range(0, len(x), batch_size):
+            out[lo:lo + batch_size] = self._forward(x[lo:lo + batch_size], False)
+        return out
+
+    def __call__(self, x, training=False):
+        x = self._prepare_x(x, "call")
+        return np.array(self._forward(x, training), copy=True)
+
+    # ---------------------------------------------------------------- summary
+    def summary(self, print_fn=None, line_length=80):
+        """Print layer names, output shapes and parameter counts, as Keras does."""
+        self._require_built("summary")
+        print_fn = print_fn or print
+        widths = [34, 28, line_length - 62]
+        rule = "_" * line_length
+
+        def row(cells):
+            return "".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+        lines = [f'Model: "{self.name}"', rule, row(["Layer (type)", "Output Shape", "Param #"]), "=" * line_length]
+        for layer in self.layers:
+            shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
+            lines.append(row([f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"]))
+        trainable = sum(v.value.size for v in self.trainable_weights)
+        non_trainable = sum(v.value.size for v in self.non_trainable_weights)
+        lines += ["=" * line_length, f"Total params: {trainable + non_trainable:,}",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}", rule]
+        for line in lines:
+            print_fn(line)

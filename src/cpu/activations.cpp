@@ -1,0 +1,122 @@
+// CPU activations. Each elementwise loop is instantiated per activation (the
+// switch is resolved outside the loop) so the compiler vectorizes it, and each
+// chunk function is multiversioned for AVX2 / AVX-512 at run time.
+#include "ops/activations.h"
+#include <algorithm>
+#include <cmath>
+#include "cpu/parallel.h"
+
+namespace deepcore {
+namespace {
+
+template <Act K>
+__attribute__((always_inline)) inline void fwd_loop(const float* x, float* y, index_t n, float alpha, float beta) {
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) y[i] = act_forward_scalar(K, x[i], alpha, beta);
+}
+
+template <Act K>
+__attribute__((always_inline)) inline void bwd_loop(const float* x, const float* y, const float* dy, float* dx,
+                                                    index_t n, float alpha, float beta) {
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) dx[i] = act_backward_scalar(K, x[i], y[i], dy[i], alpha, beta);
+}
+
+#define DC_FOR_EACH_ELEMENTWISE_ACT(X) \
+  X(Linear) X(Sigmoid) X(Tanh) X(Relu) X(LeakyRelu) X(Elu) X(Selu) X(GeluErf) X(GeluTanh) X(Swish) X(Mish) X(Softplus)
+
+DC_MULTIVERSION void fwd_chunk(Act k, const float* x, float* y, index_t n, float alpha, float beta) {
+  switch (k) {
+#define X(name) case Act::name: fwd_loop<Act::name>(x, y, n, alpha, beta); break;
+    DC_FOR_EACH_ELEMENTWISE_ACT(X)
+#undef X
+    default: break;
+  }
+}
+
+DC_MULTIVERSION void bwd_chunk(Act k, const float* x, const float* y, const float* dy, float* dx, index_t n,
+                               float alpha, float beta) {
+  switch (k) {
+#define X(name) case Act::name: bwd_loop<Act::name>(x, y, dy, dx, n, alpha, beta); break;
+    DC_FOR_EACH_ELEMENTWISE_ACT(X)
+#undef X
+    default: break;
+  }
+}
+
+// softmax(x)_j = e^{x_j - max x} / sum_k e^{x_k - max x}
+DC_MULTIVERSION void softmax_rows(const float* x, float* y, index_t r0, index_t r1, index_t cols) {
+  for (index_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    float m = -INFINITY;
+    for (index_t j = 0; j < cols; ++j) m = std::max(m, xr[j]);
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (index_t j = 0; j < cols; ++j) {
+      yr[j] = fast_exp(xr[j] - m);
+      s += yr[j];
+    }
+    const float inv = 1.0f / s;
+#pragma omp simd
+    for (index_t j = 0; j < cols; ++j) yr[j] *= inv;
+  }
+}
+
+// dx_j = y_j (dy_j - sum_k dy_k y_k)
+DC_MULTIVERSION void softmax_backward_rows(const float* y, const float* dy, float* dx, index_t r0, index_t r1,
+                                           index_t cols) {
+  for (index_t r = r0; r < r1; ++r) {
+    const float* yr = y + r * cols;
+    const float* gr = dy + r * cols;
+    float* dr = dx + r * cols;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (index_t j = 0; j < cols; ++j) dot += gr[j] * yr[j];
+#pragma omp simd
+    for (index_t j = 0; j < cols; ++j) dr[j] = yr[j] * (gr[j] - dot);
+  }
+}
+
+template <class Fn>
+void parallel_rows(index_t rows, index_t cols, Fn fn) {
+  if (rows * cols < kParallelThreshold) {
+    fn(index_t(0), rows);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t r = 0; r < rows; r += 8) fn(r, std::min(rows, r + 8));
+}
+
+}  // namespace
+
+void activation_forward(ActParams a, const float* x, float* y, index_t rows, index_t cols) {
+  if (a.kind == Act::Softmax) {
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) { softmax_rows(x, y, r0, r1, cols); });
+    return;
+  }
+  parallel_chunks(rows * cols, [&](index_t b, index_t e) { fwd_chunk(a.kind, x + b, y + b, e - b, a.alpha, a.beta); });
+}
+
+void activation_backward(ActParams a, const float* x, const float* y, const float* dy, float* dx, index_t rows,
+                         index_t cols) {
+  if (a.kind == Act::Softmax) {
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) { softmax_backward_rows(y, dy, dx, r0, r1, cols); });
+    return;
+  }
+  parallel_chunks(rows * cols, [&](index_t b, index_t e) {
+    bwd_chunk(a.kind, x + b, y + b, dy + b, dx + b, e - b, a.alpha, a.beta);
+  });
+}
+
+double swish_beta_grad(const float* x, const float* dy, index_t n, float beta) {
+  double acc = 0.0;
+#pragma omp parallel for reduction(+ : acc) if (n >= kParallelThreshold)
+  for (index_t i = 0; i < n; ++i) {
+    const float s = fast_sigmoid(beta * x[i]);
+    acc += double(dy[i]) * x[i] * x[i] * s * (1.0f - s);
+  }
+  return acc;
+}
+
+}  // namespace deepcore

@@ -1,0 +1,100 @@
+// Activation functions, forward and backward, as used standalone (Activation
+// layer) and fused into the dense epilogue. One declaration for both backends.
+#pragma once
+#include <cmath>
+#include "ops/common.h"
+#include "ops/fastmath.h"
+
+namespace deepcore {
+
+enum class Act : int {
+  Linear = 0,
+  Sigmoid = 1,
+  Tanh = 2,
+  Relu = 3,
+  LeakyRelu = 4,  // alpha = negative slope
+  Elu = 5,        // alpha
+  Selu = 6,
+  GeluErf = 7,    // exact: x * Phi(x)
+  GeluTanh = 8,   // tanh approximation
+  Swish = 9,      // x * sigmoid(beta * x)
+  Mish = 10,      // x * tanh(softplus(x))
+  Softplus = 11,
+  Softmax = 12,   // over the last axis (rows)
+};
+constexpr int kNumActs = 13;
+
+struct ActParams {
+  Act kind = Act::Linear;
+  float alpha = 0.0f;
+  float beta = 1.0f;
+};
+
+constexpr float kSeluScale = 1.0507009873554804934f;
+constexpr float kSeluAlpha = 1.6732632423543772848f;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluCoef = 0.044715f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+
+// y = f(x) for the elementwise activations (not softmax).
+DC_HD float act_forward_scalar(Act kind, float x, float alpha, float beta) {
+  switch (kind) {
+    case Act::Linear: return x;
+    case Act::Sigmoid: return fast_sigmoid(x);
+    case Act::Tanh: return fast_tanh(x);
+    case Act::Relu: return (x > 0.0f || x != x) ? x : 0.0f;  // NaN stays NaN
+    case Act::LeakyRelu: return x > 0.0f ? x : alpha * x;
+    case Act::Elu: return x > 0.0f ? x : alpha * (fast_exp(x) - 1.0f);
+    case Act::Selu: return kSeluScale * (x > 0.0f ? x : kSeluAlpha * (fast_exp(x) - 1.0f));
+    case Act::GeluErf: return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2));
+    case Act::GeluTanh: return 0.5f * x * (1.0f + fast_tanh(kSqrt2OverPi * (x + kGeluCoef * x * x * x)));
+    case Act::Swish: return x * fast_sigmoid(beta * x);
+    case Act::Mish: return x * fast_tanh(softplus_f(x));
+    case Act::Softplus: return softplus_f(x);
+    default: return x;
+  }
+}
+
+// dL/dx given dL/dy, the input x and the output y (whichever the derivative
+// is cheaper from).
+DC_HD float act_backward_scalar(Act kind, float x, float y, float dy, float alpha, float beta) {
+  switch (kind) {
+    case Act::Linear: return dy;
+    case Act::Sigmoid: return dy * y * (1.0f - y);        // s' = s (1 - s)
+    case Act::Tanh: return dy * (1.0f - y * y);           // tanh' = 1 - tanh^2
+    case Act::Relu: return x > 0.0f ? dy : 0.0f;
+    case Act::LeakyRelu: return x > 0.0f ? dy : alpha * dy;
+    case Act::Elu: return x > 0.0f ? dy : dy * (y + alpha);               // alpha e^x = y + alpha
+    case Act::Selu: return x > 0.0f ? dy * kSeluScale : dy * (y + kSeluScale * kSeluAlpha);
+    case Act::GeluErf: {  // Phi(x) + x phi(x)
+      const float cdf = 0.5f * (1.0f + std::erf(x * kInvSqrt2));
+      const float pdf = kInvSqrt2Pi * fast_exp(-0.5f * x * x);
+      return dy * (cdf + x * pdf);
+    }
+    case Act::GeluTanh: {  // u = c (x + k x^3): 0.5(1+t) + 0.5 x (1-t^2) c (1 + 3k x^2)
+      const float t = fast_tanh(kSqrt2OverPi * (x + kGeluCoef * x * x * x));
+      return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluCoef * x * x));
+    }
+    case Act::Swish: {  // s = sigmoid(beta x): s + beta x s (1 - s)
+      const float s = fast_sigmoid(beta * x);
+      return dy * (s + beta * x * s * (1.0f - s));
+    }
+    case Act::Mish: {  // t = tanh(softplus(x)): t + x (1 - t^2) sigmoid(x)
+      const float t = fast_tanh(softplus_f(x));
+      return dy * (t + x * (1.0f - t * t) * fast_sigmoid(x));
+    }
+    case Act::Softplus: return dy * fast_sigmoid(x);
+    default: return dy;
+  }
+}
+
+// y = act(x) over rows x cols (softmax works per row). x == y is allowed.
+void activation_forward(ActParams a, const float* x, float* y, index_t rows, index_t cols);
+// dx = dL/dx from dy, x (pre-activation) and y (output). dx == dy is allowed.
+void activation_backward(ActParams a, const float* x, const float* y, const float* dy, float* dx,
+                         index_t rows, index_t cols);
+// Swish with a learnable beta: dL/dbeta = sum dy * x^2 s (1 - s).
+double swish_beta_grad(const float* x, const float* dy, index_t n, float beta);
+
+}  // namespace deepcore
