@@ -47,7 +47,7 @@ DC_HD float act_forward_scalar(Act kind, float x, float alpha, float beta) {
     case Act::LeakyRelu: return x > 0.0f ? x : alpha * x;
     case Act::Elu: return x > 0.0f ? x : alpha * (fast_exp(x) - 1.0f);
     case Act::Selu: return kSeluScale * (x > 0.0f ? x : kSeluAlpha * (fast_exp(x) - 1.0f));
-    case Act::GeluErf: return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2));
+    case Act::GeluErf: return x * normal_cdf(x);
     case Act::GeluTanh: return 0.5f * x * (1.0f + fast_tanh(kSqrt2OverPi * (x + kGeluCoef * x * x * x)));
     case Act::Swish: return x * fast_sigmoid(beta * x);
     case Act::Mish: return x * fast_tanh(softplus_f(x));
@@ -68,7 +68,7 @@ DC_HD float act_backward_scalar(Act kind, float x, float y, float dy, float alph
     case Act::Elu: return x > 0.0f ? dy : dy * (y + alpha);               // alpha e^x = y + alpha
     case Act::Selu: return x > 0.0f ? dy * kSeluScale : dy * (y + kSeluScale * kSeluAlpha);
     case Act::GeluErf: {  // Phi(x) + x phi(x)
-      const float cdf = 0.5f * (1.0f + std::erf(x * kInvSqrt2));
+      const float cdf = normal_cdf(x);
       const float pdf = kInvSqrt2Pi * fast_exp(-0.5f * x * x);
       return dy * (cdf + x * pdf);
     }

@@ -8,7 +8,7 @@
 #if defined(__CUDACC__)
 #define DC_HD __host__ __device__ __forceinline__
 #else
-#define DC_HD inline
+#define DC_HD inline __attribute__((always_inline))
 #endif
 
 // Hot elementwise loops are compiled for baseline x86-64, AVX2+FMA (v3) and

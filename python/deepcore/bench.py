@@ -1,0 +1,330 @@
+"""Benchmarks: deepcore kernels and training against NumPy float32 (and
+PyTorch CPU when installed), timed in the same process. Medians of repeated
+runs; ratios > 1 mean deepcore is faster. ``deepcore bench`` runs this."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+
+import numpy as np
+
+from ._native import core
+from .activations import _CODES
+
+
+def _median_time(fn, min_time=0.2, repeats=7):
+    """Median seconds per call: calls are batched so each sample lasts >= min_time/repeats."""
+    fn()
+    n, t = 1, 0.0
+    while True:  # calibrate the batch size
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        t = time.perf_counter() - t0
+        if t >= min_time / repeats or n >= 1 << 20:
+            break
+        n *= 2
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - t0) / n)
+    return float(np.median(samples))
+
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else (f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.3f} s")
+
+
+def _ratio(base, ours):
+    return "-" if base is None or ours is None else f"{base / ours:.2f}x"
+
+
+class _Table:
+    def __init__(self, title, columns):
+        self.title, self.columns, self.rows = title, columns, []
+        print(f"\n{title}")
+        print(" | ".join(columns))
+        print(" | ".join("---" for _ in columns))
+
+    def add(self, *cells):
+        self.rows.append(cells)
+        print(" | ".join(str(c) for c in cells), flush=True)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(core.get_num_threads())
+    return torch
+
+
+# ------------------------------------------------------------------ kernels
+def _np_act(name):
+    """float32 NumPy forward and backward (given x, y, dy) for an activation."""
+    f32 = np.float32
+    erf = np.vectorize(math.erf, otypes=[f32])
+    sig = lambda v: f32(1) / (f32(1) + np.exp(-v))  # noqa: E731
+    table = {
+        "sigmoid": (sig, lambda x, y, g: g * y * (1 - y)),
+        "tanh": (np.tanh, lambda x, y, g: g * (1 - y * y)),
+        "relu": (lambda x: np.maximum(x, 0), lambda x, y, g: g * (x > 0)),
+        "leaky_relu": (lambda x: np.where(x > 0, x, f32(0.2) * x), lambda x, y, g: np.where(x > 0, g, f32(0.2) * g)),
+        "elu": (lambda x: np.where(x > 0, x, np.expm1(x)), lambda x, y, g: np.where(x > 0, g, g * (y + 1))),
+        "selu": (lambda x: f32(1.0507) * np.where(x > 0, x, f32(1.6733) * np.expm1(x)),
+                 lambda x, y, g: np.where(x > 0, g * f32(1.0507), g * (y + f32(1.7581)))),
+        "gelu": (lambda x: f32(0.5) * x * (1 + erf(x * f32(0.70710678))),
+                 lambda x, y, g: g * (f32(0.5) * (1 + erf(x * f32(0.70710678))) + x * f32(0.39894228) * np.exp(-0.5 * x * x))),
+        "gelu_tanh": (lambda x: f32(0.5) * x * (1 + np.tanh(f32(0.7978846) * (x + f32(0.044715) * x ** 3))),
+                      lambda x, y, g: g * (lambda t: f32(0.5) * (1 + t) + f32(0.5) * x * (1 - t * t) * f32(0.7978846) * (1 + f32(0.134145) * x * x))(np.tanh(f32(0.7978846) * (x + f32(0.044715) * x ** 3)))),
+        "swish": (lambda x: x * sig(x), lambda x, y, g: g * (lambda s: s + x * s * (1 - s))(sig(x))),
+        "mish": (lambda x: x * np.tanh(np.logaddexp(0, x)),
+                 lambda x, y, g: g * (lambda t: t + x * (1 - t * t) * sig(x))(np.tanh(np.logaddexp(0, x)))),
+        "softplus": (lambda x: np.logaddexp(f32(0), x), lambda x, y, g: g * sig(x)),
+        "softmax": (lambda x: (lambda e: e / e.sum(1, keepdims=True))(np.exp(x - x.max(1, keepdims=True))),
+                    lambda x, y, g: y * (g - (g * y).sum(1, keepdims=True))),
+    }
+    return table[name]
+
+
+def bench_kernels(quick=False, use_torch=True):
+    torch = _torch() if use_torch else None
+    mt = 0.05 if quick else 0.3
+    rng = np.random.default_rng(0)
+    table = _Table("Kernels (median time per call; ratio = other / deepcore, > 1 means deepcore is faster)",
+                   ["kernel", "shape", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+
+    shapes = [(32, 784, 300), (256, 784, 300), (256, 300, 100), (1024, 1024, 1024)]
+    for m, k, n in shapes:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((m, n), np.float32)
+        t_np = _median_time(lambda: np.matmul(a, b, out=c), mt)
+        t_dc = _median_time(lambda: core.sgemm(a, b, c), mt)
+        t_th = None
+        if torch is not None:
+            ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+            t_th = _median_time(lambda: torch.mm(ta, tb, out=tc), mt)
+        table.add("sgemm", f"{m}x{k}x{n}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+                  _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    for m, k, n in [(32, 784, 300), (256, 784, 300)]:
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((k, n), dtype=np.float32)
+        bias = rng.standard_normal(n, dtype=np.float32)
+        z = np.empty((m, n), np.float32)
+
+        def np_dense():
+            np.matmul(x, w, out=z)
+            np.add(z, bias, out=z)
+            np.maximum(z, 0, out=z)
+
+        t_np = _median_time(np_dense, mt)
+        t_dc = _median_time(lambda: core.dense_forward(x, w, bias, z, z, _CODES["relu"]), mt)
+        t_gemm = _median_time(lambda: core.sgemm(x, w, z), mt)
+        t_th = None
+        if torch is not None:
+            tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)
+            t_th = _median_time(lambda: torch.relu_(torch.addmm(tb, tx, tw)), mt)
+        table.add("dense+bias+relu", f"{m}x{k}x{n}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+                  _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+        table.add("  vs bare sgemm (deepcore)", f"{m}x{k}x{n}", "-", _fmt_time(t_gemm), "-",
+                  f"overhead {100 * (t_dc / t_gemm - 1):+.1f}%", "-")
+
+    x = rng.standard_normal((256, 300), dtype=np.float32) * 3
+    dy = rng.standard_normal((256, 300), dtype=np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    torch_fns = {}
+    if torch is not None:
+        F = torch.nn.functional
+        torch_fns = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+                     "leaky_relu": lambda v: F.leaky_relu(v, 0.2), "elu": F.elu, "selu": F.selu,
+                     "gelu": F.gelu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"), "swish": F.silu,
+                     "mish": F.mish, "softplus": F.softplus, "softmax": lambda v: torch.softmax(v, 1)}
+    for name, code in _CODES.items():
+        if name == "linear":
+            continue
+        alpha = {"leaky_relu": 0.2, "elu": 1.0}.get(name, 0.0)
+        fwd, bwd = _np_act(name)
+        t_np = _median_time(lambda: bwd(x, fwd(x), dy), mt)
+
+        def dc_act():
+            core.activation_forward(code, x, y, alpha, 1.0)
+            core.activation_backward(code, x, y, dy, dx, alpha, 1.0)
+
+        t_dc = _median_time(dc_act, mt)
+        t_th = None
+        if name in torch_fns:
+            tx = torch.from_numpy(x.copy()).requires_grad_(True)
+            tdy = torch.from_numpy(dy)
+            fn = torch_fns[name]
+            t_th = _median_time(lambda: torch.autograd.grad(fn(tx), tx, tdy), mt)
+        table.add(f"{name} fwd+bwd", "256x300", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+                  _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    for rows in (32, 256):
+        logits = rng.standard_normal((rows, 10), dtype=np.float32)
+        labels = rng.integers(0, 10, rows).astype(np.int32)
+        grad = np.empty_like(logits)
+
+        def np_xent():
+            z = logits - logits.max(1, keepdims=True)
+            e = np.exp(z)
+            s = e.sum(1, keepdims=True)
+            loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(rows), labels]))
+            g = e / s
+            g[np.arange(rows), labels] -= 1
+            g /= rows
+            return loss, g
+
+        t_np = _median_time(np_xent, mt)
+        t_dc = _median_time(lambda: core.sparse_categorical_crossentropy(logits, labels, grad, True), mt)
+        t_th = None
+        if torch is not None:
+            tl = torch.from_numpy(logits.copy()).requires_grad_(True)
+            tlab = torch.from_numpy(labels.astype(np.int64))
+            F = torch.nn.functional
+            t_th = _median_time(lambda: torch.autograd.grad(F.cross_entropy(tl, tlab), tl), mt)
+        table.add("softmax+sparse CE fwd+bwd", f"{rows}x10", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+                  _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+    return table
+
+
+# ----------------------------------------------------------------- training
+def _load_training_images(n):
+    try:
+        from .datasets import load_fashion_mnist
+
+        (X, y), _ = load_fashion_mnist()
+        source = "Fashion-MNIST"
+    except FileNotFoundError:
+        rng = np.random.default_rng(0)
+        X = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        source = "random images (Fashion-MNIST not found)"
+    X = (X[:n].reshape(n, 784) / 255.0).astype(np.float32)
+    return X, y[:n].astype(np.int64), source
+
+
+def _epoch_deepcore(X, y, batch_size):
+    import deepcore as dc
+
+    dc.set_random_seed(0)
+    model = dc.Sequential([
+        dc.Input(shape=[784]),
+        dc.Dense(300, activation="relu", kernel_initializer="he_normal"),
+        dc.Dense(100, activation="relu", kernel_initializer="he_normal"),
+        dc.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=dc.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
+    model.fit(X[:2048], y[:2048], batch_size=batch_size, epochs=1, verbose=0)  # warm up buffers
+    t0 = time.perf_counter()
+    model.fit(X, y, batch_size=batch_size, epochs=1, verbose=0)
+    return time.perf_counter() - t0
+
+
+def _epoch_numpy(X, y, batch_size):
+    """A plain NumPy float32 MLP: the textbook forward/backward and Nesterov SGD."""
+    rng = np.random.default_rng(0)
+    sizes = [784, 300, 100, 10]
+    W = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(sizes, sizes[1:])]
+    B = [np.zeros(b, np.float32) for b in sizes[1:]]
+    params = W + B
+    vel = [np.zeros_like(p) for p in params]
+    lr, mom = np.float32(0.01), np.float32(0.9)
+
+    def step(xb, yb):
+        acts = [xb]
+        for i in range(3):
+            z = acts[-1] @ W[i] + B[i]
+            acts.append(np.maximum(z, 0) if i < 2 else z)
+        z = acts[-1]
+        e = np.exp(z - z.max(1, keepdims=True))
+        p = e / e.sum(1, keepdims=True)
+        p[np.arange(len(yb)), yb] -= 1
+        g = p / np.float32(len(yb))
+        grads_w, grads_b = [None] * 3, [None] * 3
+        for i in range(2, -1, -1):
+            grads_w[i] = acts[i].T @ g
+            grads_b[i] = g.sum(0)
+            if i > 0:
+                g = (g @ W[i].T) * (acts[i] > 0)
+        for p_, g_, v_ in zip(params, grads_w + grads_b, vel):
+            v_ *= mom
+            v_ -= lr * g_
+            p_ += mom * v_ - lr * g_
+
+    def epoch(Xe, ye):
+        order = rng.permutation(len(Xe))
+        for lo in range(0, len(Xe), batch_size):
+            idx = order[lo:lo + batch_size]
+            step(Xe[idx], ye[idx])
+
+    epoch(X[:2048], y[:2048])
+    t0 = time.perf_counter()
+    epoch(X, y)
+    return time.perf_counter() - t0
+
+
+def _epoch_torch(torch, X, y, batch_size):
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def epoch(Xe, ye):
+        order = torch.randperm(len(Xe))
+        for lo in range(0, len(Xe), batch_size):
+            idx = order[lo:lo + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xe[idx]), ye[idx])
+            loss.backward()
+            opt.step()
+
+    epoch(Xt[:2048], yt[:2048])
+    t0 = time.perf_counter()
+    epoch(Xt, yt)
+    return time.perf_counter() - t0
+
+
+def bench_training(quick=False, use_torch=True):
+    torch = _torch() if use_torch else None
+    n = 11000 if quick else 55000
+    X, y, source = _load_training_images(n)
+    table = _Table(f"Training: one epoch of 784-300-100-10 (ReLU, He normal, SGD lr 0.01 momentum 0.9 Nesterov) "
+                   f"on {n} {source}; ratio = other's time / deepcore's (throughput ratio)",
+                   ["batch", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    for bs in (32, 256):
+        t_dc = _epoch_deepcore(X, y, bs)
+        t_np = _epoch_numpy(X, y, bs)
+        t_th = _epoch_torch(torch, X, y, bs) if torch is not None else None
+        table.add(bs, _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th), _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+    return table
+
+
+def run(quick=False, torch=True, sections=None):
+    import deepcore
+
+    th = _torch() if torch else None
+    print(f"deepcore {deepcore.__version__} | numpy {np.__version__} | "
+          f"PyTorch {th.__version__ if th else 'not installed'} | {platform.machine()} | "
+          f"{os.cpu_count()} CPUs | threads {core.get_num_threads()} | {core.blas_config()}")
+    sections = sections or ["kernels", "training"]
+    if "kernels" in sections:
+        bench_kernels(quick, torch)
+    if "training" in sections:
+        bench_training(quick, torch)
