@@ -37,6 +37,16 @@ constexpr float kGeluCoef = 0.044715f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
+// tanh(softplus(x)) with one exp: with n = e^x, (1+n)^2 = e^{2 softplus}, so
+// tanh(softplus(x)) = ((1+n)^2 - 1) / ((1+n)^2 + 1) = (n^2 + 2n) / (n^2 + 2n + 2).
+// For x >= 20 it is 1 to float precision (and n^2 would overflow past 44).
+DC_HD float mish_tanh_softplus(float x) {
+  const float n = fast_exp(x < 20.0f ? x : 20.0f);
+  const float q = n * n + 2.0f * n;
+  const float t = q / (q + 2.0f);
+  return (x != x) ? x : t;
+}
+
 // y = f(x) for the elementwise activations (not softmax).
 DC_HD float act_forward_scalar(Act kind, float x, float alpha, float beta) {
   switch (kind) {
@@ -50,7 +60,7 @@ DC_HD float act_forward_scalar(Act kind, float x, float alpha, float beta) {
     case Act::GeluErf: return x * normal_cdf(x);
     case Act::GeluTanh: return 0.5f * x * (1.0f + fast_tanh(kSqrt2OverPi * (x + kGeluCoef * x * x * x)));
     case Act::Swish: return x * fast_sigmoid(beta * x);
-    case Act::Mish: return x * fast_tanh(softplus_f(x));
+    case Act::Mish: return x * mish_tanh_softplus(x);
     case Act::Softplus: return softplus_f(x);
     default: return x;
   }
@@ -81,8 +91,9 @@ DC_HD float act_backward_scalar(Act kind, float x, float y, float dy, float alph
       return dy * (s + beta * x * s * (1.0f - s));
     }
     case Act::Mish: {  // t = tanh(softplus(x)): t + x (1 - t^2) sigmoid(x)
-      const float t = fast_tanh(softplus_f(x));
-      return dy * (t + x * (1.0f - t * t) * fast_sigmoid(x));
+      const float t = mish_tanh_softplus(x);
+      const float n = fast_exp(x < 20.0f ? x : 20.0f);
+      return dy * (t + x * (1.0f - t * t) * (n / (1.0f + n)));
     }
     case Act::Softplus: return dy * fast_sigmoid(x);
     default: return dy;
