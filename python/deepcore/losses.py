@@ -162,7 +162,7 @@ class SparseCategoricalCrossentropy(Loss):
         classes = output_shape[0]
         if y.size and (y.min() < 0 or y.max() >= classes):
             bad = y[(y < 0) | (y >= classes)][0]
-            raise ValueError(f"{where}: label {bad!r} is out of range: the model has {classes} outputs, so "
+            raise ValueError(f"{where}: label {bad.item()!r} is out of range: the model has {classes} outputs, so "
                              f"labels must be in [0, {classes})")
         return np.ascontiguousarray(y, dtype=np.int32)
 

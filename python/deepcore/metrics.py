@@ -103,6 +103,8 @@ def get(identifier, loss=None) -> Metric:
                else CategoricalAccuracy if lname == "categorical_crossentropy" else BinaryAccuracy)
         return cls(name=identifier)
     if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier](name=identifier)
+        cls = _BY_NAME[identifier]
+        # Short names keep the name given ("mae"); a class name logs as Keras does.
+        return cls(name=None if identifier == cls.__name__ else identifier)
     raise ValueError(f"Unknown metric {identifier!r}; expected a Metric or one of: "
                      f"accuracy, {', '.join(sorted(_BY_NAME))}")

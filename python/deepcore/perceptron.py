@@ -71,7 +71,11 @@ class Perceptron:
         return self._b.copy()
 
     def decision_function(self, X):
+        if not hasattr(self, "_w"):
+            raise RuntimeError("Perceptron: call fit(X, y) before predict/decision_function")
         X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self._w.shape[0]:
+            raise ValueError(f"Perceptron: expected X of shape (n, {self._w.shape[0]}), got {X.shape}")
         s = X @ self._w + self._b
         return s[:, 0] if self._mode == "binary" else s
 

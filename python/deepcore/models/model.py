@@ -170,6 +170,8 @@ class Model:
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{where}: x must be numeric, got dtype {x.dtype}")
+        if x.ndim == 0:
+            raise ValueError(f"{where}: x must be an array of samples (batch, ...), got a scalar")
         if x.shape[0] == 0:
             raise ValueError(f"{where}: x is empty (0 samples)")
         if not self.built:
