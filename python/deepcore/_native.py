@@ -15,9 +15,13 @@ import os
 # region, its idle threads steal the cores OpenBLAS needs for the next GEMM
 # (measured: a 784-300-100-10 training step ran 8x slower). Sleeping idle
 # OpenMP threads costs a few microseconds per region and only large tensors
-# take the parallel path. Must be set before libgomp loads; a user's own
-# setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# take the parallel path. libgomp reads it once, when it loads (with our
+# extension below); a user's own setting wins. It is removed again afterwards
+# so that other OpenMP runtimes loaded later in the process (PyTorch bundles
+# its own libgomp) keep their defaults.
+_set_wait_policy = "OMP_WAIT_POLICY" not in os.environ
+if _set_wait_policy:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def _preload_openblas() -> None:
@@ -32,6 +36,10 @@ def _preload_openblas() -> None:
 
 _preload_openblas()
 
-from . import _core  # noqa: E402
+try:
+    from . import _core  # noqa: E402
+finally:
+    if _set_wait_policy:
+        os.environ.pop("OMP_WAIT_POLICY", None)
 
 core = _core
