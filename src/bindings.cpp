@@ -51,7 +51,7 @@ py::array checked(py::handle obj, const char* fn, const char* name, bool writabl
     throw py::type_error(std::string(fn) + ": " + name + " must be a numpy " + want + " array, got " +
                          py::str(py::type::of(obj)).cast<std::string>());
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!a.dtype().equal(py::dtype::of<T>()))
     throw py::type_error(std::string(fn) + ": " + name + " must have dtype " + want + ", got " + dtype_str(a) +
                          " with shape " + shape_str(a) + " (convert it once with .astype(np." + want + "))");
   if (!(a.flags() & py::array::c_style))
@@ -250,7 +250,10 @@ PYBIND11_MODULE(_core, m) {
     const index_t batch = x.shape(0), in = x.shape(1), out = w.shape(1);
     py::array z = checked<float>(z_, fn, "z"), y = checked<float>(y_, fn, "y"), dy = checked<float>(dy_, fn, "dy"),
               dzb = checked<float>(dzbuf_, fn, "dz_buf", true), dw = checked<float>(dw_, fn, "dw", true);
-    for (auto* p : {&z, &y, &dy, &dzb}) expect_shape(*p, {batch, out}, fn, "z/y/dy/dz_buf");
+    expect_shape(z, {batch, out}, fn, "z");
+    expect_shape(y, {batch, out}, fn, "y");
+    expect_shape(dy, {batch, out}, fn, "dy");
+    expect_shape(dzb, {batch, out}, fn, "dz_buf");
     expect_shape(dw, {in, out}, fn, "dw");
     float* dxp = nullptr;
     float* dbp = nullptr;
@@ -351,9 +354,10 @@ PYBIND11_MODULE(_core, m) {
     if (!(s.flags() & py::array::c_style) || !(d.flags() & py::array::c_style))
       throw py::value_error("gather_rows: src and dst must be C-contiguous");
     if (!d.writeable()) throw py::value_error("gather_rows: dst must be writable");
-    if (!s.dtype().is(d.dtype()))
+    if (!s.dtype().equal(d.dtype()))
       throw py::type_error("gather_rows: dst dtype " + dtype_str(d) + " differs from src dtype " + dtype_str(s));
-    if (s.ndim() < 1 || idx.ndim() != 1) throw py::value_error("gather_rows: src must be >= 1-D and indices 1-D");
+    if (s.ndim() < 1) throw py::value_error("gather_rows: src must have at least one dimension, got a scalar");
+    expect_shape(idx, {-1}, fn, "indices");
     std::vector<py::ssize_t> want(s.shape(), s.shape() + s.ndim());
     want[0] = idx.shape(0);
     expect_shape(d, want, fn, "dst");

@@ -10,7 +10,12 @@ void philox_uniform(float* out, index_t n, uint64_t seed, uint64_t stream, float
 #pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
   for (index_t b = 0; b < nblocks; ++b) {
     const Philox4 r = philox_block(seed, stream, uint64_t(b));
-    for (int l = 0; l < 4 && b * 4 + l < n; ++l) out[b * 4 + l] = low + span * uint_to_unit(r.v[l]);
+    for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
+      // low + span * u can round up to high when ulp(high) > span * 2^-24;
+      // keep the interval half-open.
+      const float v = low + span * uint_to_unit(r.v[l]);
+      out[b * 4 + l] = v < high ? v : std::nextafter(high, low);
+    }
   }
 }
 
