@@ -95,6 +95,16 @@ void same_shape(const py::array& a, const py::array& b, const char* fn, const ch
                           ", got " + shape_str(b));
 }
 
+// An optional, writable float32 argument with the shape of `like`:
+// (the array, to keep it alive; its data pointer, or null for None).
+std::pair<py::array, float*> optional_output_like(py::object obj, const py::array& like, const char* fn,
+                                                  const char* name, const char* like_name) {
+  if (obj.is_none()) return {py::array(), nullptr};
+  py::array a = checked<float>(obj, fn, name, true);
+  same_shape(like, a, fn, like_name, name);
+  return {a, ptr<float>(a)};
+}
+
 ActParams act_params(int kind, float alpha, float beta, const char* fn) {
   if (kind < 0 || kind >= kNumActs)
     throw py::value_error(std::string(fn) + ": unknown activation code " + std::to_string(kind));
@@ -284,13 +294,7 @@ PYBIND11_MODULE(_core, m) {
     same_shape(p, t, fn, "y_pred", "y_true");
     auto [rows, cols] = rows_cols(p, fn, "y_pred");
     if (rows * cols == 0) throw py::value_error(std::string(fn) + ": y_pred is empty");
-    float* gp = nullptr;
-    py::array g;
-    if (!g_.is_none()) {
-      g = checked<float>(g_, fn, "grad", true);
-      same_shape(p, g, fn, "y_pred", "grad");
-      gp = ptr<float>(g);
-    }
+    auto [g, gp] = optional_output_like(g_, p, fn, "grad", "y_pred");
     py::gil_scoped_release nogil;
     return loss_forward_backward(Loss(kind), cptr<float>(p), cptr<float>(t), gp, rows, cols, param);
   }, py::arg("kind"), py::arg("y_pred"), py::arg("y_true"), py::arg("grad"), py::arg("param") = 1.0f);
@@ -301,13 +305,7 @@ PYBIND11_MODULE(_core, m) {
     expect_shape(p, {-1, -1}, fn, "y_pred");
     expect_shape(l, {p.shape(0)}, fn, "labels");
     if (p.shape(0) == 0 || p.shape(1) == 0) throw py::value_error(std::string(fn) + ": y_pred is empty");
-    float* gp = nullptr;
-    py::array g;
-    if (!g_.is_none()) {
-      g = checked<float>(g_, fn, "grad", true);
-      same_shape(p, g, fn, "y_pred", "grad");
-      gp = ptr<float>(g);
-    }
+    auto [g, gp] = optional_output_like(g_, p, fn, "grad", "y_pred");
     int64_t correct = 0;
     double loss;
     {
@@ -406,13 +404,7 @@ PYBIND11_MODULE(_core, m) {
     const char* fn = "sgd_update";
     py::array w = checked<float>(w_, fn, "params", true), g = checked<float>(g_, fn, "grads");
     same_shape(w, g, fn, "params", "grads");
-    float* vp = nullptr;
-    py::array v;
-    if (!v_.is_none()) {
-      v = checked<float>(v_, fn, "velocity", true);
-      same_shape(w, v, fn, "params", "velocity");
-      vp = ptr<float>(v);
-    }
+    auto [v, vp] = optional_output_like(v_, w, fn, "velocity", "params");
     py::gil_scoped_release nogil;
     sgd_update(ptr<float>(w), cptr<float>(g), vp, index_t(w.size()), lr, momentum, nesterov);
   }, py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("learning_rate"), py::arg("momentum"),
