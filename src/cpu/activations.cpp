@@ -44,6 +44,31 @@ DC_MULTIVERSION void bwd_chunk(Act k, const float* x, const float* y, const floa
   }
 }
 
+template <Act K>
+__attribute__((always_inline)) inline void bias_fwd_loop(float* z, float* y, const float* b, index_t rows,
+                                                         index_t cols, float alpha, float beta) {
+  for (index_t r = 0; r < rows; ++r) {
+    float* zr = z + r * cols;
+    float* yr = y + r * cols;
+#pragma omp simd
+    for (index_t j = 0; j < cols; ++j) {
+      const float v = zr[j] + b[j];
+      zr[j] = v;
+      yr[j] = act_forward_scalar(K, v, alpha, beta);
+    }
+  }
+}
+
+DC_MULTIVERSION void bias_fwd_chunk(Act k, float* z, float* y, const float* b, index_t rows, index_t cols,
+                                    float alpha, float beta) {
+  switch (k) {
+#define X(name) case Act::name: bias_fwd_loop<Act::name>(z, y, b, rows, cols, alpha, beta); break;
+    DC_FOR_EACH_ELEMENTWISE_ACT(X)
+#undef X
+    default: break;
+  }
+}
+
 // softmax(x)_j = e^{x_j - max x} / sum_k e^{x_k - max x}
 DC_MULTIVERSION void softmax_rows(const float* x, float* y, index_t r0, index_t r1, index_t cols) {
   for (index_t r = r0; r < r1; ++r) {
@@ -107,6 +132,24 @@ void activation_backward(ActParams a, const float* x, const float* y, const floa
   parallel_chunks(rows * cols, [&](index_t b, index_t e) {
     bwd_chunk(a.kind, x + b, y + b, dy + b, dx + b, e - b, a.alpha, a.beta);
   });
+}
+
+void bias_activation_forward(ActParams a, float* z, float* y, const float* b, index_t rows, index_t cols) {
+  if (a.kind == Act::Softmax) {  // row-wise: add the bias, then normalize
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t j = 0; j < cols; ++j) z[r * cols + j] += b[j];
+    activation_forward(a, z, y, rows, cols);
+    return;
+  }
+  if (rows * cols < kParallelThreshold) {
+    bias_fwd_chunk(a.kind, z, y, b, rows, cols, a.alpha, a.beta);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t r = 0; r < rows; r += 16) {
+    const index_t n = std::min<index_t>(16, rows - r);
+    bias_fwd_chunk(a.kind, z + r * cols, y + r * cols, b, n, cols, a.alpha, a.beta);
+  }
 }
 
 double swish_beta_grad(const float* x, const float* dy, index_t n, float beta) {

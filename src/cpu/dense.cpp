@@ -19,23 +19,6 @@ void sgemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float al
 
 namespace {
 
-// z[r, :] += b; y[r, :] = act(z[r, :]) for rows [r0, r1).
-DC_MULTIVERSION void bias_act_rows(float* z, float* y, const float* b, index_t r0, index_t r1, index_t out,
-                                   ActParams act) {
-  for (index_t r = r0; r < r1; ++r) {
-    float* zr = z + r * out;
-    if (b) {
-#pragma omp simd
-      for (index_t j = 0; j < out; ++j) zr[j] += b[j];
-    }
-  }
-  if (act.kind == Act::Linear) {
-    if (y != z) std::memcpy(y + r0 * out, z + r0 * out, sizeof(float) * (r1 - r0) * out);
-  } else {
-    activation_forward(act, z + r0 * out, y + r0 * out, r1 - r0, out);
-  }
-}
-
 // db (+)= column sums of dz, accumulated in double for a batch-size-independent error.
 void bias_grad(const float* dz, float* db, index_t batch, index_t out, bool accumulate) {
   std::vector<double> acc(out, 0.0);
@@ -52,9 +35,12 @@ void bias_grad(const float* dz, float* db, index_t batch, index_t out, bool accu
 void dense_forward(const float* x, const float* w, const float* b, float* z, float* y, index_t batch, index_t in,
                    index_t out, ActParams act) {
   sgemm(false, false, batch, out, in, 1.0f, x, in, w, out, 0.0f, z, out);
-  // The epilogue is small next to the GEMM; the activation itself parallelizes
-  // inside activation_forward when the tensor is large.
-  bias_act_rows(z, y, b, 0, batch, out, act);
+  // Epilogue, one pass over the cache-hot output: z += b, y = act(z).
+  if (b) {
+    bias_activation_forward(act, z, y, b, batch, out);
+  } else if (act.kind != Act::Linear || y != z) {
+    activation_forward(act, z, y, batch, out);
+  }
 }
 
 void dense_backward(const float* x, const float* w, const float* z, const float* y, const float* dy, float* dz_buf,

@@ -105,6 +105,9 @@ void activation_forward(ActParams a, const float* x, float* y, index_t rows, ind
 // dx = dL/dx from dy, x (pre-activation) and y (output). dx == dy is allowed.
 void activation_backward(ActParams a, const float* x, const float* y, const float* dy, float* dx,
                          index_t rows, index_t cols);
+// One pass over a row-major (rows, cols) tensor: z += b (per column), y = act(z).
+// y == z is allowed. This is the dense layer's epilogue.
+void bias_activation_forward(ActParams a, float* z, float* y, const float* b, index_t rows, index_t cols);
 // Swish with a learnable beta: dL/dbeta = sum dy * x^2 s (1 - s).
 double swish_beta_grad(const float* x, const float* dy, index_t n, float beta);
 
