@@ -14,6 +14,7 @@ import pytest
 import deepcore as dc
 from deepcore import _core as C
 from deepcore.activations import _CODES
+from finite_differences import central_difference
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
@@ -100,19 +101,7 @@ def forward(x, w, b, name, alpha=0.0, beta=1.0):
     return z, y
 
 
-def fd(f, a, h=1e-6):
-    """Central differences of scalar f at a (float64), one element at a time."""
-    a = np.array(a, np.float64)
-    g = np.zeros_like(a)
-    for i in range(a.size):
-        old = a.flat[i]
-        a.flat[i] = old + h
-        fp = f(a)
-        a.flat[i] = old - h
-        fm = f(a)
-        a.flat[i] = old
-        g.flat[i] = (fp - fm) / (2 * h)
-    return g
+fd = central_difference
 
 
 def assert_close32(got, ref, rtol=1e-3):
