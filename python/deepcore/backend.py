@@ -22,10 +22,6 @@ def empty(shape, dtype="float32") -> np.ndarray:
     return np.asarray(core.Buffer([int(s) for s in shape], dtype))
 
 
-def zeros(shape, dtype="float32") -> np.ndarray:
-    return empty(shape, dtype)
-
-
 def set_num_threads(n: int) -> None:
     """Threads used by OpenMP kernels and by OpenBLAS."""
     core.set_num_threads(int(n))

@@ -7,8 +7,6 @@ import time
 
 
 def _demo(args) -> int:
-    import numpy as np
-
     import deepcore as dc
     from deepcore.datasets import DatasetNotFoundError, load_digits_fallback, load_fashion_mnist
 

@@ -145,7 +145,6 @@ class Model:
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
         self.compiled_metrics = [_metrics.get(m, self.loss) for m in (metrics or [])]
-        self._compiled = True
 
     def _require_built(self, what):
         if not self.built:
@@ -287,8 +286,6 @@ class Model:
                 seen += hi - lo
                 for m in metrics:
                     m.update_state(yb, out)
-                if not math.isfinite(loss):
-                    logs = {"loss": loss}
                 if cb.wants_batch_hooks or progbar is not None:
                     logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
                     if cb.wants_batch_hooks:
