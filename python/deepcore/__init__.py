@@ -4,15 +4,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import _native  # noqa: F401  (loads OpenBLAS and the kernels first)
-from . import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers
+from . import (activations, callbacks, constraints, datasets, initializers, layers, losses, metrics, optimizers,
+               regularizers, schedules)
 from .backend import get_num_threads, set_num_threads
-from .layers import Activation, Dense, Flatten, Input, InputLayer
+from .layers import *  # noqa: F401,F403
 from .models import Model, Sequential
 from .perceptron import Perceptron
 from .random import set_random_seed
 
 __all__ = [
-    "activations", "callbacks", "datasets", "initializers", "layers", "losses", "metrics", "optimizers",
-    "Sequential", "Model", "Dense", "Flatten", "Activation", "Input", "InputLayer", "Perceptron",
+    "activations", "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "metrics",
+    "optimizers", "regularizers", "schedules", "Sequential", "Model", "Perceptron",
     "set_random_seed", "set_num_threads", "get_num_threads", "__version__",
-]
+] + [name for name in layers.__all__ if name not in ("Layer", "Variable")]

@@ -1,5 +1,10 @@
-"""Layers with Keras names."""
+"""Layers with Keras names. Each module lists its public layers in __all__."""
+from . import activation_layers, core, normalization, regularization
+from .activation_layers import *  # noqa: F401,F403
 from .base import Layer, Variable
-from .core import Activation, Dense, Flatten, Input, InputLayer
+from .core import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
+from .regularization import *  # noqa: F401,F403
 
-__all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Flatten", "Activation"]
+__all__ = ["Layer", "Variable"] + core.__all__ + normalization.__all__ + regularization.__all__ \
+    + activation_layers.__all__

@@ -10,6 +10,8 @@ from .. import initializers as _initializers
 from ..backend import empty, ops
 from .base import Layer
 
+__all__ = ["Input", "InputLayer", "Dense", "Flatten", "Activation"]
+
 
 class InputLayer(Layer):
     """Declares the shape of one sample (batch axis excluded)."""

@@ -1,0 +1,4 @@
+"""Regularization layers: Dropout, AlphaDropout, MCDropout."""
+from __future__ import annotations
+
+__all__: list[str] = []

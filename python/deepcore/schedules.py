@@ -1,0 +1,2 @@
+"""Learning-rate schedules, usable as an optimizer's learning_rate (per step)."""
+from __future__ import annotations

@@ -1,0 +1,9 @@
+#include "bind/common.h"
+
+namespace deepcore {
+namespace bind {
+
+void bind_dropout(py::module_& m) {}
+
+}  // namespace bind
+}  // namespace deepcore
