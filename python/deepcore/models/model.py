@@ -3,6 +3,7 @@ summary and weights I/O. Subclasses provide the graph: ``_build_graph``,
 ``_forward(x, training)`` and ``_backward(dy, dy_is_dz)``."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -15,6 +16,9 @@ from .. import optimizers as _optimizers
 from .. import random as _random
 from ..backend import empty, ops
 from ..saving import load_safetensors, save_safetensors
+
+
+_OPT_PREFIX = "optimizer/"
 
 
 class Model:
@@ -101,6 +105,21 @@ class Model:
             offset += n
         self._flat_params, self._flat_grads = params, grads
         self._packed_ids = [id(v) for v in variables]
+        # One segment per variable: the optimizer clips per tensor and adds each
+        # variable's l1/l2 penalty gradient inside its fused pass.
+        sizes = [v.value.size for v in variables]
+        offsets = np.zeros(len(variables) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(sizes, dtype=np.int64)
+        l1 = np.array([v.regularizer.l1 if v.regularizer is not None else 0.0 for v in variables], np.float32)
+        l2 = np.array([v.regularizer.l2 if v.regularizer is not None else 0.0 for v in variables], np.float32)
+        has_penalty = bool(l1.any() or l2.any())
+        self._segments = (offsets, l1 if has_penalty else None, l2 if has_penalty else None)
+        self._constrained = [v for v in variables if v.constraint is not None]
+        self._layout = [(v.path, int(v.value.size)) for v in variables]
+
+    def _regularization_penalty(self) -> float:
+        """l1/l2 penalty of the trainable weights now (added to evaluate's loss)."""
+        return float(sum(v.regularizer(v.value) for v in self.trainable_weights if v.regularizer is not None))
 
     def _ensure_packed(self):
         if self._flat_params is None or self._packed_ids != [id(v) for v in self.trainable_weights]:
@@ -113,12 +132,21 @@ class Model:
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(f"save_weights: {filepath} exists and overwrite=False")
         tensors = {v.path: v.value for v in self.weights}
-        save_safetensors(filepath, tensors, {"format": "deepcore-weights", "model": self.name})
+        metadata = {"format": "deepcore-weights", "model": self.name}
+        opt = self.optimizer
+        if opt is not None and opt.built and self._flat_params is not None:
+            # The optimizer's slots are flat, in the order of the packed
+            # parameters: record that layout so a load can check it.
+            for key, value in opt.get_state().items():
+                tensors[_OPT_PREFIX + key] = value
+            metadata["optimizer"] = json.dumps({"class": type(opt).__name__, "layout": self._layout})
+        save_safetensors(filepath, tensors, metadata)
 
     def load_weights(self, filepath):
         """Load weights saved by save_weights; names and shapes must match."""
         self._require_built("load_weights")
-        tensors, _ = load_safetensors(filepath)
+        tensors, metadata = load_safetensors(filepath)
+        opt_state = {k[len(_OPT_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(_OPT_PREFIX)}
         variables = {v.path: v for v in self.weights}
         missing = sorted(set(variables) - set(tensors))
         unexpected = sorted(set(tensors) - set(variables))
@@ -132,9 +160,26 @@ class Model:
                                  f"the model expects {var.value.shape}")
             if t.dtype != np.float32:
                 raise ValueError(f"{filepath}: weight {path!r} has dtype {t.dtype}, expected float32")
+        opt_info = json.loads(metadata.get("optimizer", "null") or "null")
+        if opt_state and self.optimizer is not None and opt_info is not None:
+            self._restore_optimizer_state(filepath, opt_info, opt_state)
         for path, var in variables.items():
             var.value[...] = tensors[path]
 
+    def _restore_optimizer_state(self, filepath, info, state):
+        opt = self.optimizer
+        if info.get("class") != type(opt).__name__:
+            raise ValueError(f"{filepath}: the file holds {info.get('class')} state, but the model is compiled "
+                             f"with {type(opt).__name__}; compile with the same optimizer to resume, or "
+                             f"recompile after loading to start the optimizer afresh")
+        self._ensure_packed()
+        layout = [tuple(item) for item in info.get("layout", [])]
+        if layout != self._layout:
+            raise ValueError(f"{filepath}: the optimizer state was saved for parameters {layout}, the model "
+                             f"packs {self._layout}")
+        if not opt.built:
+            opt.build(self._flat_params.size)
+        opt.set_state(state)
     # --------------------------------------------------------------- compile
     def compile(self, optimizer="sgd", loss=None, metrics=None):
         """Configure training. ``optimizer``, ``loss`` and ``metrics`` accept
@@ -218,8 +263,10 @@ class Model:
         else:
             loss = self.loss.compute(out, yb, grad)
         self._backward(grad, self._fused)
-        self.optimizer.apply(self._flat_params, self._flat_grads)
-        return loss, out
+        penalty = self.optimizer.apply(self._flat_params, self._flat_grads, self._segments)
+        for var in self._constrained:
+            var.constraint.apply(var.value)
+        return loss + penalty, out
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
@@ -322,7 +369,8 @@ class Model:
             total += loss * len(xb)
             for m in metrics:
                 m.update_state(yb, out)
-        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+        total_loss = total / len(x) + self._regularization_penalty()
+        return {"loss": total_loss, **{m.name: m.result() for m in metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """Loss and metrics on (x, y). Returns a scalar loss when there are no
