@@ -40,20 +40,72 @@ struct Seg {
   float scale, l1, l2;
 };
 
-// One contiguous run of one segment: effective gradient, decoupled decay, rule.
-DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const float* __restrict g,
-                                float* __restrict s0, float* __restrict s1, float* __restrict s2, index_t n,
-                                Seg seg) {
-  const float scale = seg.scale, pl1 = seg.l1, pl2x2 = 2.0f * seg.l2;
-  const float cv = p.clipvalue > 0.0f ? p.clipvalue : std::numeric_limits<float>::infinity();
-  const float decay = 1.0f - p.lr * p.weight_decay;
-  const float lr = p.lr, eps = p.epsilon, b1 = p.beta1, b2 = p.beta2, mu = p.momentum;
-  const float c1 = p.c1, c2 = p.c2, c3 = p.c3;
 #define DC_EFFECTIVE_GRAD(i)                                                          \
   const float w0 = w[i];                                                              \
   float gi = (g[i] + pl2x2 * w0 + pl1 * sign(w0)) * scale;                            \
   gi = std::min(std::max(gi, -cv), cv);                                               \
   float wi = w0 * decay;
+
+#define DC_RUN_CONSTANTS                                                              \
+  const float scale = seg.scale, pl1 = seg.l1, pl2x2 = 2.0f * seg.l2;                 \
+  const float cv = p.clipvalue > 0.0f ? p.clipvalue : std::numeric_limits<float>::infinity(); \
+  const float decay = 1.0f - p.lr * p.weight_decay;
+
+// Specialized loops, inlined into the multiversioned update_run.
+template <bool Centered, bool Momentum>
+DC_HD void rmsprop_run(const OptParams& p, float* __restrict w, const float* __restrict g, float* __restrict s0,
+                       float* __restrict s1, float* __restrict s2, index_t n, Seg seg) {
+  DC_RUN_CONSTANTS
+  const float lr = p.lr, eps = p.epsilon, rho = p.beta2, mu = p.momentum;
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) {
+    DC_EFFECTIVE_GRAD(i)
+    const float v = flush_denormal(rho * s0[i] + (1.0f - rho) * gi * gi);
+    s0[i] = v;
+    float d = v + eps;
+    if (Centered) {
+      const float c = flush_denormal(rho * s2[i] + (1.0f - rho) * gi);
+      s2[i] = c;
+      d = v - c * c + eps;
+    }
+    const float inc = lr * gi / std::sqrt(d);
+    if (Momentum) {
+      const float mo = flush_denormal(mu * s1[i] + inc);
+      s1[i] = mo;
+      w[i] = wi - mo;
+    } else {
+      w[i] = wi - inc;
+    }
+  }
+}
+
+template <bool Half>
+DC_HD void ftrl_run(const OptParams& p, float* __restrict w, const float* __restrict g, float* __restrict s0,
+                    float* __restrict s1, index_t n, Seg seg) {
+  DC_RUN_CONSTANTS
+  const float lr = p.lr, inv_lr = 1.0f / p.lr, l1 = p.l1, l2_reg = p.l2 + p.ftrl_beta / (2.0f * p.lr);
+  const float shrink2 = 2.0f * p.l2_shrinkage, power = -p.lr_power;
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) {
+    DC_EFFECTIVE_GRAD(i)
+    const float a = s0[i], a_new = a + gi * gi;
+    const float pa = Half ? std::sqrt(a) : std::pow(a, power);
+    const float pn = Half ? std::sqrt(a_new) : std::pow(a_new, power);
+    const float z = s1[i] + (gi + shrink2 * wi) - (pn - pa) / lr * wi;
+    const float quadratic = pn * inv_lr + 2.0f * l2_reg;
+    s1[i] = z, s0[i] = a_new;
+    const float shrunk = (std::min(std::max(z, -l1), l1) - z) / quadratic;  // both sides computed: no branch
+    w[i] = std::fabs(z) > l1 ? shrunk : 0.0f;
+  }
+}
+
+// One contiguous run of one segment: effective gradient, decoupled decay, rule.
+DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const float* __restrict g,
+                                float* __restrict s0, float* __restrict s1, float* __restrict s2, index_t n,
+                                Seg seg) {
+  DC_RUN_CONSTANTS
+  const float lr = p.lr, eps = p.epsilon, b1 = p.beta1, b2 = p.beta2, mu = p.momentum;
+  const float c1 = p.c1, c2 = p.c2, c3 = p.c3;
   switch (Opt(p.kind)) {
     case Opt::SGD:
       if (!s0 || mu == 0.0f) {
@@ -89,30 +141,12 @@ DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const f
         w[i] = wi - lr * gi / std::sqrt(a + eps);
       }
       break;
-    case Opt::RMSprop: {
-      const bool centered = s2 != nullptr, mom = s1 != nullptr && mu > 0.0f;
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) {
-        DC_EFFECTIVE_GRAD(i)
-        const float v = flush_denormal(b2 * s0[i] + (1.0f - b2) * gi * gi);
-        s0[i] = v;
-        float d = v + eps;
-        if (centered) {
-          const float c = flush_denormal(b2 * s2[i] + (1.0f - b2) * gi);
-          s2[i] = c;
-          d = v - c * c + eps;
-        }
-        const float inc = lr * gi / std::sqrt(d);
-        if (mom) {
-          const float mo = flush_denormal(mu * s1[i] + inc);
-          s1[i] = mo;
-          w[i] = wi - mo;
-        } else {
-          w[i] = wi - inc;
-        }
-      }
+    case Opt::RMSprop:
+      if (s2 && s1 && mu > 0.0f) rmsprop_run<true, true>(p, w, g, s0, s1, s2, n, seg);
+      else if (s2) rmsprop_run<true, false>(p, w, g, s0, s1, s2, n, seg);
+      else if (s1 && mu > 0.0f) rmsprop_run<false, true>(p, w, g, s0, s1, s2, n, seg);
+      else rmsprop_run<false, false>(p, w, g, s0, s1, s2, n, seg);
       break;
-    }
     case Opt::Adam:
       if (s2) {
 #pragma omp simd
@@ -155,25 +189,14 @@ DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const f
         w[i] = wi - lr * (c1 * m + c2 * gi) / (std::sqrt(c3 * v) + eps);
       }
       break;
-    case Opt::Ftrl: {
-      const float l1 = p.l1, l2_reg = p.l2 + p.ftrl_beta / (2.0f * lr), shrink2 = 2.0f * p.l2_shrinkage;
-      const bool half = p.lr_power == -0.5f;
-      const float power = -p.lr_power;
-      for (index_t i = 0; i < n; ++i) {
-        DC_EFFECTIVE_GRAD(i)
-        const float a = s0[i], a_new = a + gi * gi;
-        const float pa = half ? std::sqrt(a) : std::pow(a, power);
-        const float pn = half ? std::sqrt(a_new) : std::pow(a_new, power);
-        const float z = s1[i] + (gi + shrink2 * wi) - (pn - pa) / lr * wi;
-        const float quadratic = pn / lr + 2.0f * l2_reg;
-        s1[i] = z, s0[i] = a_new;
-        w[i] = std::fabs(z) > l1 ? (std::min(std::max(z, -l1), l1) - z) / quadratic : 0.0f;
-      }
+    case Opt::Ftrl:
+      if (p.lr_power == -0.5f) ftrl_run<true>(p, w, g, s0, s1, n, seg);
+      else ftrl_run<false>(p, w, g, s0, s1, n, seg);
       break;
-    }
   }
-#undef DC_EFFECTIVE_GRAD
 }
+#undef DC_EFFECTIVE_GRAD
+#undef DC_RUN_CONSTANTS
 
 // Sum of squares of the penalized gradient, and the penalty value, over a run.
 DC_MULTIVERSION void reduce_run(const float* __restrict w, const float* __restrict g, index_t n, float l1, float l2,
