@@ -1,4 +1,6 @@
 """lr_find on Fashion-MNIST, and the routes to sparse models."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -6,11 +8,20 @@ import deepcore as dc
 from deepcore import sparsity
 
 
-def _fashion(n):
+@functools.lru_cache(maxsize=1)
+def _train_images():
     try:
         (x, y), _ = dc.datasets.load_fashion_mnist()
     except dc.datasets.DatasetNotFoundError:
+        return None
+    return x, y
+
+
+def _fashion(n):
+    data = _train_images()
+    if data is None:
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    x, y = data
     return (x[:n].reshape(n, -1) / np.float32(255)).astype(np.float32), y[:n].astype(np.int32)
 
 
