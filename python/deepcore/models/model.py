@@ -298,7 +298,8 @@ class Model:
         verbose = 1 if verbose == "auto" else int(verbose)
         history = _callbacks.History()
         progbar = _callbacks.ProgbarLogger(verbose) if verbose else None
-        cbs = [history] + list(callbacks or []) + ([progbar] if progbar else [])
+        # As in Keras, History comes after the user's callbacks, so it records what they add to the logs.
+        cbs = list(callbacks or []) + [history] + ([progbar] if progbar else [])
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose}
         cb = _callbacks.CallbackList(cbs, self, params)
         history.params = params
