@@ -377,11 +377,17 @@ def test_layer_get_config_round_trips():
 
 
 def test_layer_regularizer_and_constraint_are_stored_on_the_variables():
-    reg, con = object(), object()
-    bn = BatchNormalization(gamma_regularizer=reg, beta_constraint=con)
+    reg, con = dc.regularizers.l2(0.01), dc.constraints.MaxNorm(3.0)
+    bn = BatchNormalization(gamma_regularizer=reg, beta_constraint=con, beta_regularizer="l1")
     bn(np.zeros((2, 3), np.float32))
     assert bn.gamma.regularizer is reg and bn.beta.constraint is con
-    assert bn.moving_mean.regularizer is None
+    assert type(bn.beta.regularizer).__name__ == type(dc.regularizers.get("l1")).__name__
+    assert bn.moving_mean.regularizer is None and bn.gamma.constraint is None
+
+
+def test_layer_rejects_unknown_regularizer_at_construction():
+    with pytest.raises(ValueError, match="regularizer"):
+        BatchNormalization(gamma_regularizer="l3")
 
 
 # --------------------------------------------------------------------------

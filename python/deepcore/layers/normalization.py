@@ -6,7 +6,9 @@ import numbers
 
 import numpy as np
 
+from .. import constraints as _constraints
 from .. import initializers as _initializers
+from .. import regularizers as _regularizers
 from ..backend import empty, ops
 from .base import Layer
 from .core import _BatchBuffers
@@ -151,8 +153,10 @@ class BatchNormalization(Layer):
         self.gamma_initializer = _initializers.get(gamma_initializer)
         self.moving_mean_initializer = _initializers.get(moving_mean_initializer)
         self.moving_variance_initializer = _initializers.get(moving_variance_initializer)
-        self.beta_regularizer, self.gamma_regularizer = beta_regularizer, gamma_regularizer
-        self.beta_constraint, self.gamma_constraint = beta_constraint, gamma_constraint
+        self.beta_regularizer = _regularizers.get(beta_regularizer)
+        self.gamma_regularizer = _regularizers.get(gamma_regularizer)
+        self.beta_constraint = _constraints.get(beta_constraint)
+        self.gamma_constraint = _constraints.get(gamma_constraint)
         self.gamma = self.beta = None
         self._bufs = _BatchBuffers()
         self._cur = None
