@@ -95,8 +95,11 @@ def test_fold_batchnorm_model_is_compiled_like_the_original():
     model, x, y = trained([Dense(16, use_bias=False), BatchNormalization(), Activation("relu"),
                            Dense(3, activation="softmax")])
     loss, acc = model.evaluate(x, y)
-    f_loss, f_acc = model.fold_batchnorm().evaluate(x, y)
+    folded = model.fold_batchnorm()
+    f_loss, f_acc = folded.evaluate(x, y)
     assert f_loss == pytest.approx(loss, rel=1e-5) and f_acc == acc
+    assert type(folded.optimizer) is type(model.optimizer) and folded.optimizer is not model.optimizer
+    assert folded.optimizer.get_config() == model.optimizer.get_config()
 
 
 def test_fold_batchnorm_requires_a_built_sequential():

@@ -63,7 +63,8 @@ def fold_batchnorm(model):
     Activation right after it into the Dense's activation). Other layers are
     copied; the original model is not changed. Predictions agree with
     ``model.predict`` to float32 rounding. A compiled model's loss and metrics
-    are carried over, so ``evaluate`` works on the result."""
+    are carried over (with a fresh optimizer of the same configuration), so
+    ``evaluate`` works on the result."""
     from .sequential import Sequential
 
     if not isinstance(model, Sequential):
@@ -83,6 +84,9 @@ def fold_batchnorm(model):
             i += 1
     folded = Sequential([Input(shape=model.input_shape[1:]), *out], name=f"{model.name}_folded")
     if model.loss is not None:
-        folded.compile(optimizer=copy.deepcopy(model.optimizer), loss=copy.deepcopy(model.loss),
+        # A fresh optimizer with the same hyperparameters: the original's slots
+        # belong to the unfolded parameters.
+        opt = model.optimizer
+        folded.compile(optimizer=type(opt).from_config(opt.get_config()), loss=copy.deepcopy(model.loss),
                        metrics=[copy.deepcopy(m) for m in model.compiled_metrics])
     return folded
