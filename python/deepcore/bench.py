@@ -216,6 +216,99 @@ def bench_kernels(quick=False, use_torch=True):
     return table
 
 
+# ---------------------------------------------------------------- batchnorm
+def bench_batchnorm(quick=False, use_torch=True):
+    """BatchNormalization kernels on 256x300 (train forward+backward, and the
+    inference scale-shift) against NumPy float32 and PyTorch, then predict time
+    of a BN network before and after model.fold_batchnorm()."""
+    torch = _torch() if use_torch else None
+    mt = 0.05 if quick else 0.3
+    rng = np.random.default_rng(0)
+    table = _Table("BatchNormalization (median time per call; ratio = other / deepcore, > 1 means deepcore is faster)",
+                   ["kernel", "shape", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    n, c, eps, momentum = 256, 300, 1e-3, 0.99
+    x = (rng.standard_normal((n, c), dtype=np.float32) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal((n, c), dtype=np.float32)
+    gamma = rng.uniform(0.5, 2, c).astype(np.float32)
+    beta = rng.standard_normal(c, dtype=np.float32)
+    mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    mean, inv_std, dgamma, dbeta = (np.empty(c, np.float32) for _ in range(4))
+    f32 = np.float32
+
+    def np_train():
+        mu = x.mean(0)
+        xc = x - mu
+        var = (xc * xc).mean(0)
+        inv = f32(1) / np.sqrt(var + f32(eps))
+        xhat = xc * inv
+        out = gamma * xhat + beta
+        mm[:] = mm * f32(momentum) + mu * f32(1 - momentum)
+        mv[:] = mv * f32(momentum) + var * f32(1 - momentum)
+        db = dy.sum(0)
+        dg = (dy * xhat).sum(0)
+        return out, (gamma * inv / f32(n)) * (f32(n) * dy - db - xhat * dg), dg, db
+
+    def dc_train():
+        core.batchnorm_forward_train(x, gamma, beta, y, mean, inv_std, mm, mv, eps, momentum)
+        core.batchnorm_backward(x, dy, gamma, mean, inv_std, dx, dgamma, dbeta)
+
+    t_np, t_dc, t_th = _median_time(np_train, mt), _median_time(dc_train, mt), None
+    if torch is not None:
+        F = torch.nn.functional
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        tg = torch.from_numpy(gamma.copy()).requires_grad_(True)
+        tb = torch.from_numpy(beta.copy()).requires_grad_(True)
+        trm, trv, tdy = torch.zeros(c), torch.ones(c), torch.from_numpy(dy)
+
+        def th_train():
+            out = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=1 - momentum, eps=eps)
+            torch.autograd.grad(out, (tx, tg, tb), tdy)
+
+        t_th = _median_time(th_train, mt)
+    table.add("batchnorm train fwd+bwd", f"{n}x{c}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    scale = (gamma / np.sqrt(mv + f32(eps))).astype(np.float32)
+    t_np = _median_time(lambda: np.add(np.multiply(np.subtract(x, mm, out=y), scale, out=y), beta, out=y), mt)
+    t_dc = _median_time(lambda: core.batchnorm_forward_inference(x, gamma, beta, mm, mv, y, eps), mt)
+    t_th = None
+    if torch is not None:
+        tx0, tg0, tb0 = torch.from_numpy(x), torch.from_numpy(gamma), torch.from_numpy(beta)
+        trm, trv = torch.from_numpy(mm), torch.from_numpy(mv)
+        with torch.no_grad():
+            t_th = _median_time(lambda: F.batch_norm(tx0, trm, trv, tg0, tb0, training=False, eps=eps), mt)
+    table.add("batchnorm inference", f"{n}x{c}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    # Folding: Dense(use_bias=False) -> BN -> ReLU blocks become one fused Dense each.
+    import deepcore as dc
+
+    rows = 2048 if quick else 10000
+    X, yl, source = _load_training_images(rows)
+    dc.set_random_seed(0)
+    model = dc.Sequential([
+        dc.Input(shape=[784]),
+        dc.Dense(300, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(100, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=dc.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(X[:2048], yl[:2048], batch_size=32, epochs=1, verbose=0)
+    folded = model.fold_batchnorm()
+    err = float(np.abs(folded.predict(X, batch_size=256) - model.predict(X, batch_size=256)).max())
+    before, after = (lambda: model.predict(X, batch_size=256)), (lambda: folded.predict(X, batch_size=256))
+    t_before, t_after = _median_time(before, mt, repeats=5), _median_time(after, mt, repeats=5)
+    # The ratio is paired (the two alternate) so that load from other processes cancels out of it.
+    ratio = _paired_ratio(before, after, calls=1, repeats=5 if quick else 11)
+    fold = _Table(f"BatchNorm folding: predict on {rows} {source}, batch 256, 784-300-100-10 with "
+                  f"Dense(use_bias=False)->BN->ReLU blocks; ratio = time before / after (paired)",
+                  ["model", "layers", "predict", "ratio", "max |diff|"])
+    fold.add("with BatchNormalization", len(model.layers), _fmt_time(t_before), "-", "-")
+    fold.add("fold_batchnorm()", len(folded.layers), _fmt_time(t_after), f"{ratio:.2f}x", f"{err:.1e}")
+    return table, fold
+
+
 # ----------------------------------------------------------------- training
 def _load_training_images(n):
     try:
@@ -473,9 +566,11 @@ def run(quick=False, torch=True, sections=None):
     print(f"deepcore {deepcore.__version__} | numpy {np.__version__} | "
           f"PyTorch {th.__version__ if th else 'not installed'} | {platform.machine()} | "
           f"{os.cpu_count()} CPUs | threads {core.get_num_threads()} | {core.blas_config()}")
-    sections = sections or ["kernels", "training", "optimizers"]
+    sections = sections or ["kernels", "batchnorm", "training", "optimizers"]
     if "kernels" in sections:
         bench_kernels(quick, torch)
+    if "batchnorm" in sections:
+        bench_batchnorm(quick, torch)
     if "training" in sections:
         bench_training(quick, torch)
     if "optimizers" in sections:

@@ -402,6 +402,12 @@ class Model:
         x = self._prepare_x(x, "call")
         return np.array(self._forward(x, training), copy=True)
 
+    def fold_batchnorm(self):
+        """A new model for inference with each BatchNormalization that follows
+        a linear Dense folded into its weights (see models/folding.py)."""
+        from .folding import fold_batchnorm
+        return fold_batchnorm(self)
+
     # ---------------------------------------------------------------- summary
     def summary(self, print_fn=None, line_length=80):
         """Print layer names, output shapes and parameter counts, as Keras does."""
