@@ -75,3 +75,17 @@ def test_example_shows_vanishing_gradients_in_sigmoid_nets_and_not_with_he_relu(
     # He + ReLU: no vanishing, the first layer gets at least as much as the output layer.
     assert relu[0] / relu[-1] > 0.5
     assert min(relu[:10]) > 0.2 * max(relu[:10])
+
+
+def test_optimizer_comparison_example_runs_every_optimizer():
+    spec = importlib.util.spec_from_file_location("optimizer_comparison",
+                                                  ROOT / "examples" / "optimizer_comparison.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    res = ex.run(samples=600, epochs=1, target=0.5)
+    assert list(res) == list(ex.OPTIMIZERS)
+    text = ex.table(res, 0.5)
+    for name, r in res.items():
+        assert name in text
+        assert 0.0 <= r["final"] <= 1.0 and np.isfinite(r["loss"][-1])
+    assert res["Adam"]["final"] > 0.5  # it learns something in one short epoch
