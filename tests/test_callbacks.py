@@ -633,3 +633,34 @@ def test_callbacks_holding_functions_refuse_to_serialize():
         LearningRateScheduler(lambda e: 0.1).get_config()
     with pytest.raises(TypeError, match="function"):
         LambdaCallback(on_epoch_end=print).get_config()
+
+
+class RunningMean(deepcore.layers.Layer):
+    """Identity whose forward (training) updates a non-trainable running mean
+    of its input, the way BatchNorm updates its moving statistics."""
+
+    def build(self, input_shape):
+        self.mean = self.add_weight("mean", (), lambda shape: np.zeros(shape, np.float32), trainable=False)
+
+    def forward(self, x, training=False):
+        if training:
+            with np.errstate(all="ignore"):  # diverging inputs overflow the mean, as they would BatchNorm's
+                self.mean.value[...] = 0.5 * self.mean.value + 0.5 * np.float32(np.mean(x))
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+
+def test_terminate_on_nan_also_restores_state_that_forward_updates():
+    deepcore.set_random_seed(3)
+    tracker = RunningMean(name="tracker")
+    model = Sequential([Input(shape=(2,)), Dense(1, name="out"), tracker])
+    model.compile(optimizer=optimizers.SGD(learning_rate=1e8), loss="mse")
+    states = []
+    record = LambdaCallback(on_train_batch_end=lambda b, logs: states.append(float(tracker.mean.value)))
+    x, y = regression_data(64)
+    model.fit(x * 100, y * 100, batch_size=8, epochs=1, verbose=0, callbacks=[record, TerminateOnNaN()])
+    assert len(states) >= 2
+    assert float(tracker.mean.value) == states[-2]  # the bad batch's update was undone
+    assert states[-1] == states[-2]
