@@ -312,12 +312,27 @@ def test_reduce_lr_bad_arguments(kwargs, arg):
         ReduceLROnPlateau(**kwargs)
 
 
-def test_monitor_whose_direction_is_unknown_asks_for_mode():
+@pytest.mark.parametrize("make", [lambda: ReduceLROnPlateau(monitor="val_wobble"),
+                                  lambda: EarlyStopping(monitor="val_wobble"),
+                                  lambda: ModelCheckpoint("w.w", monitor="val_wobble", save_best_only=True,
+                                                          save_weights_only=True)],
+                         ids=["ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint"])
+def test_monitor_whose_direction_is_unknown_asks_for_mode_before_training(make):
+    model = tiny_model()
     with pytest.raises(ValueError, match="mode="):
-        drive(ReduceLROnPlateau(monitor="val_wobble"), [1.0, 2.0], key="val_wobble")
+        fit(model, [make()])
+    assert model.optimizer.iterations == 0
+
+
+def test_monitor_direction_from_mode_or_compiled_metric():
     _, lrs = drive(ReduceLROnPlateau(monitor="val_wobble", mode="max", patience=0, factor=0.5), [1.0, 0.5],
                    key="val_wobble")
     assert lrs == pytest.approx([1, 0.5])
+    # an accuracy metric compiled under a custom name is maximized
+    custom = FakeModel(metrics=[deepcore.metrics.BinaryAccuracy(name="hits")])
+    _, lrs = drive(ReduceLROnPlateau(monitor="val_hits", patience=0, factor=0.5), [0.5, 0.6, 0.55],
+                   key="val_hits", model=custom)
+    assert lrs == pytest.approx([1, 1, 0.5])
 
 
 # ------------------------------------------------------------ EarlyStopping

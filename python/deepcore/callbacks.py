@@ -288,7 +288,11 @@ class _MonitorCallback(Callback):
         self.min_delta = abs(_check_number(owner, "min_delta", min_delta))
         self._direction = None  # resolved lazily, once the model's metrics are known
 
-    def _resolve_direction(self):
+    def _resolve_direction(self, again=False):
+        """"min" or "max"; a ValueError if mode="auto" cannot tell (asked at
+        on_train_begin, so the error comes before any training)."""
+        if again:
+            self._direction = None
         if self._direction is None:
             self._direction = self.mode if self.mode != "auto" else _infer_mode(
                 type(self).__name__, self.monitor, self.model)
@@ -408,6 +412,7 @@ class ReduceLROnPlateau(_MonitorCallback):
     def on_train_begin(self, logs=None):
         self._reset()
         _require_constant_rate("ReduceLROnPlateau", self.model)
+        self._resolve_direction(again=True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -468,9 +473,13 @@ class EarlyStopping(_MonitorCallback):
         self.baseline = None if baseline is None else float(_check_number("EarlyStopping", "baseline", baseline))
         self.restore_best_weights = bool(restore_best_weights)
         self.verbose = verbose
-        self.on_train_begin()
+        self._reset()
 
     def on_train_begin(self, logs=None):
+        self._reset()
+        self._resolve_direction(again=True)
+
+    def _reset(self):
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None
@@ -532,7 +541,10 @@ class TerminateOnNaN(Callback):
     keeps the last finite weights: while this callback is in fit, the model
     skips the optimizer update of a batch whose loss or gradients are
     non-finite (and undoes one that would leave a non-finite weight), so the
-    bad step never touches the weights. The epoch's logged loss is NaN/inf.
+    bad step never touches the weights, nor the state a training forward
+    updates (BatchNorm's moving statistics). The optimizer's slots and step
+    count are not rolled back: to train on, recompile or load a checkpoint.
+    The epoch's logged loss is NaN/inf.
     """
 
     def on_train_begin(self, logs=None):
@@ -625,6 +637,8 @@ class ModelCheckpoint(_MonitorCallback):
                 "rebuild the model in code before model.load_weights(path)")
         if "{" not in os.path.dirname(self.filepath):  # else checked once the name is filled in
             _check_directory("ModelCheckpoint", "filepath", self.filepath)
+        if self.save_best_only:
+            self._resolve_direction(again=True)
         self._batches_since_save = 0
 
     def on_epoch_begin(self, epoch, logs=None):
