@@ -589,6 +589,8 @@ class ModelCheckpoint(_MonitorCallback):
     """Saves the weights after every epoch (``save_freq="epoch"``) or every
     ``save_freq`` batches, with ``model.save_weights`` (safetensors, atomic:
     a failed write leaves the previous file intact and the error propagates).
+    The file holds what save_weights writes: the weights and, once the
+    optimizer has stepped, its state, so ``load_weights`` resumes training.
 
     ``filepath`` may hold format fields filled from the epoch (1-based, as in
     Keras), the batch (1-based, for integer save_freq) and the logs, e.g.
