@@ -8,7 +8,6 @@ Models and data are tiny: the file runs in a few seconds.
 """
 import csv
 import errno
-import glob
 import math
 import os
 import tempfile

@@ -207,3 +207,14 @@ def test_schedules_give_finite_nonnegative_rates_far_out(schedule):
 def test_exponential_growth_past_float_range_gives_inf_not_an_exception():
     # the optimizer then refuses the non-finite rate with a clear error
     assert ExponentialDecay(0.1, 1, 10.0)(10**6) == math.inf
+
+
+def test_per_step_schedule_returning_nan_stops_fit_before_touching_the_weights():
+    model = Sequential([Input(shape=(2,)), Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=lambda step: 0.1 if step < 1 else float("nan")), loss="mse")
+    x, y = np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # step 0: rate 0.1
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="nan"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
