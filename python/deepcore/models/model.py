@@ -33,6 +33,10 @@ class Model:
         self._flat_grads = None
         self._fused = False
         self._batch_buffers = {}
+        # Set by callbacks.TerminateOnNaN: a step whose loss, gradients or
+        # resulting weights are non-finite leaves the weights untouched.
+        self._skip_nonfinite_updates = False
+        self._nonfinite_update_skipped = False
 
     # --------------------------------------------------------- graph (subclass)
     @property
@@ -256,17 +260,47 @@ class Model:
         return self._train_step(x, y)[0]
 
     def _train_step(self, xb, yb):
+        # guard (TerminateOnNaN): the last finite weights survive a bad step.
+        guard = self._skip_nonfinite_updates
+        if guard:
+            self._nonfinite_update_skipped = False
+            state = self._forward_state_copy()
         out = self._forward(xb, True)
         grad = self._batch_buffer(("grad", out.shape), out.shape, "float32")
         if self._fused:
             loss = self.loss.compute(self._output_layer().logits, yb, grad, from_logits=True)
         else:
             loss = self.loss.compute(out, yb, grad)
+        if guard and not math.isfinite(loss):
+            return self._reject_step(state, loss, out)
         self._backward(grad, self._fused)
+        if guard:
+            if ops().count_nonfinite(self._flat_grads):
+                return self._reject_step(state, loss, out)
+            backup = self._batch_buffer(("params_backup",), self._flat_params.shape, "float32")
+            backup[...] = self._flat_params
         penalty = self.optimizer.apply(self._flat_params, self._flat_grads, self._segments)
+        if guard and ops().count_nonfinite(self._flat_params):
+            self._flat_params[...] = backup
+            return self._reject_step(state, loss + penalty, out)
         for var in self._constrained:
             var.constraint.apply(var.value)
         return loss + penalty, out
+
+    def _forward_state_copy(self):
+        """Copies of what a training forward updates besides the trainable
+        weights: the non-trainable weights of trainable layers (e.g.
+        BatchNorm's moving statistics). Frozen layers are left out."""
+        return [(v, v.value.copy()) for layer in self.layers if layer.trainable for v in layer.non_trainable_weights]
+
+    def _reject_step(self, state, loss, out):
+        """Undo a non-finite step (TerminateOnNaN): the weights are already
+        untouched or restored; put back the forward-updated state. The
+        optimizer's slots and iteration count are not rolled back."""
+        self._nonfinite_update_skipped = True
+        for v, value in state:
+            v.value[...] = value
+        return loss, out
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
@@ -276,6 +310,8 @@ class Model:
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ValueError(f"fit: initial_epoch must be an integer >= 0, got {initial_epoch!r}")
         x, y = self._prepare_xy(x, y, "fit")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
@@ -298,13 +334,15 @@ class Model:
         verbose = 1 if verbose == "auto" else int(verbose)
         history = _callbacks.History()
         progbar = _callbacks.ProgbarLogger(verbose) if verbose else None
-        # As in Keras, History comes after the user's callbacks, so it records what they add to the logs.
-        cbs = list(callbacks or []) + [history] + ([progbar] if progbar else [])
+        # Keras 3's order: the user's callbacks, then History and the progress
+        # bar, so these see what the user's callbacks add to the logs.
+        cbs = _user_callbacks(callbacks, "fit") + [history] + ([progbar] if progbar else [])
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose}
         cb = _callbacks.CallbackList(cbs, self, params)
         history.params = params
         self.history = history
         self.stop_training = False
+        self._skip_nonfinite_updates = False  # TerminateOnNaN turns it on for this fit
         seed, stream = _random.resolve(seed)
         metrics = self.compiled_metrics
 
@@ -344,8 +382,11 @@ class Model:
                     break
             logs = {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in metrics}}
             if validation_data is not None:
-                val = self._evaluate_arrays(xv, yv, batch_size)
+                val = self._evaluate_arrays(xv, yv, batch_size, cb)
                 logs.update({"val_" + k: v for k, v in val.items()})
+            # The rate at the end of the epoch (a per-step schedule evaluated
+            # at optimizer.iterations), before callbacks such as
+            # ReduceLROnPlateau change it; History also records it as "lr".
             logs["learning_rate"] = self.optimizer.learning_rate
             cb.call("on_epoch_end", epoch, logs)
             if self.stop_training:
@@ -354,14 +395,21 @@ class Model:
         return history
 
     # -------------------------------------------------------------- inference
-    def _evaluate_arrays(self, x, y, batch_size):
+    def _evaluate_arrays(self, x, y, batch_size, cb=None):
+        """Loss and metrics over (x, y); cb (a CallbackList) gets the test hooks."""
         metrics = self.compiled_metrics
         for m in metrics:
             m.reset_state()
         total = 0.0
         fused = self._fusion()
-        for lo in range(0, len(x), batch_size):
+        penalty = self._regularization_penalty()
+        batch_hooks = cb is not None and cb.wants_test_batch_hooks
+        if cb is not None:
+            cb.call("on_test_begin", {})
+        for step, lo in enumerate(range(0, len(x), batch_size)):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            if batch_hooks:
+                cb.call("on_test_batch_begin", step, {})
             out = self._forward(xb, False)
             if fused:
                 loss = self.loss.compute(self._output_layer().logits, yb, None, from_logits=True)
@@ -370,32 +418,59 @@ class Model:
             total += loss * len(xb)
             for m in metrics:
                 m.update_state(yb, out)
-        total_loss = total / len(x) + self._regularization_penalty()
-        return {"loss": total_loss, **{m.name: m.result() for m in metrics}}
+            if batch_hooks:
+                seen = min(lo + batch_size, len(x))
+                cb.call("on_test_batch_end", step, {"loss": total / seen + penalty,
+                                                    **{m.name: m.result() for m in metrics}})
+        logs = {"loss": total / len(x) + penalty, **{m.name: m.result() for m in metrics}}
+        if cb is not None:
+            cb.call("on_test_end", dict(logs))
+        return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
         """Loss and metrics on (x, y). Returns a scalar loss when there are no
-        metrics, else [loss, *metrics] (or a dict with return_dict=True)."""
+        metrics, else [loss, *metrics] (or a dict with return_dict=True).
+        ``callbacks`` get the on_test_* hooks."""
         self._require_compiled("evaluate")
         x, y = self._prepare_xy(x, y, "evaluate")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
-        logs = self._evaluate_arrays(x, y, batch_size)
+        cb = None
+        if callbacks:
+            params = {"steps": math.ceil(len(x) / batch_size), "batch_size": batch_size, "samples": len(x),
+                      "verbose": verbose}
+            cb = _callbacks.CallbackList(_user_callbacks(callbacks, "evaluate"), self, params)
+        logs = self._evaluate_arrays(x, y, batch_size, cb)
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def predict(self, x, batch_size=None, verbose=0):
-        """Model outputs for x, batch by batch (batch_size default 32)."""
+    def predict(self, x, batch_size=None, verbose=0, callbacks=None):
+        """Model outputs for x, batch by batch (batch_size default 32).
+        ``callbacks`` get the on_predict_* hooks; a batch's logs hold its
+        outputs as {"outputs": array}, as in Keras."""
         x = self._prepare_x(x, "predict")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
+        cb = None
+        if callbacks:
+            params = {"steps": math.ceil(len(x) / batch_size), "batch_size": batch_size, "samples": len(x),
+                      "verbose": verbose}
+            cb = _callbacks.CallbackList(_user_callbacks(callbacks, "predict"), self, params)
+            cb.call("on_predict_begin", {})
+        batch_hooks = cb is not None and cb.wants_predict_batch_hooks
         out = np.empty((len(x),) + tuple(self.output_shape[1:]), dtype=np.float32)
-        for lo in range(0, len(x), batch_size):
+        for step, lo in enumerate(range(0, len(x), batch_size)):
+            if batch_hooks:
+                cb.call("on_predict_batch_begin", step, {})
             out[lo:lo + batch_size] = self._forward(x[lo:lo + batch_size], False)
+            if batch_hooks:
+                cb.call("on_predict_batch_end", step, {"outputs": out[lo:lo + batch_size]})
+        if cb is not None:
+            cb.call("on_predict_end", {})
         return out
 
     def __call__(self, x, training=False):
@@ -429,3 +504,14 @@ class Model:
                   f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}", rule]
         for line in lines:
             print_fn(line)
+
+
+def _user_callbacks(callbacks, where):
+    """callbacks= as a list, with a clear TypeError for a bare callback or a non-list."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, _callbacks.Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"{where}: callbacks must be a list of Callback objects, got {type(callbacks).__name__}"
+                        + ("; wrap it in a list: callbacks=[...]" if isinstance(callbacks, _callbacks.Callback)
+                           else ""))
+    return list(callbacks)
