@@ -28,7 +28,20 @@ __global__ void probe_kernel() {}
 
 void check_launch(const char* kernel) {
   cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw CudaError(std::string(kernel) + ": launch failed: " + error_text(e));
+  switch (e) {
+    case cudaSuccess: break;
+    // Errors of this launch itself.
+    case cudaErrorInvalidConfiguration:
+    case cudaErrorInvalidValue:
+    case cudaErrorLaunchOutOfResources:
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorInvalidDeviceFunction:
+      throw CudaError(std::string(kernel) + ": launch failed: " + error_text(e));
+    // A fault left behind by an earlier asynchronous kernel (the context is now unusable).
+    default:
+      throw CudaError(std::string(kernel) + ": " + error_text(e) +
+                      " (the error may come from an earlier kernel; rerun with DEEPCORE_CUDA_SYNC=1 to name it)");
+  }
   if (sync_after_launch()) {
     e = cudaDeviceSynchronize();
     if (e != cudaSuccess) throw CudaError(std::string(kernel) + ": " + error_text(e));
