@@ -42,7 +42,11 @@ class DeviceBuffer {
     }
     check(cudaGetDevice(&device_), "DeviceBuffer: cudaGetDevice");
     data_ = device_alloc(nbytes());
-    if (data_) check(cudaMemsetAsync(data_, 0, nbytes()), "DeviceBuffer: cudaMemsetAsync");
+    const cudaError_t e = data_ ? cudaMemsetAsync(data_, 0, nbytes()) : cudaSuccess;
+    if (e != cudaSuccess) {
+      device_free(data_);  // the destructor does not run for a throwing constructor
+      check(e, "DeviceBuffer: cudaMemsetAsync");
+    }
   }
   ~DeviceBuffer() { device_free(data_); }
   DeviceBuffer(const DeviceBuffer&) = delete;

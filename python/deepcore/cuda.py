@@ -54,7 +54,6 @@ def reason() -> str:
 
 def device_count() -> int:
     """Number of CUDA devices the driver reports (0 without the backend, a driver or a device)."""
-    _probe()
     try:
         from . import _cuda
     except Exception:
