@@ -65,6 +65,26 @@ def test_built_module_without_a_device_reports_driver_or_device():
     assert any(w in cuda.reason() for w in ("driver", "device", "sm_")), cuda.reason()
 
 
+def test_built_module_without_a_device_raises_clean_exceptions():
+    try:
+        from deepcore import _cuda
+    except ImportError:
+        pytest.skip("deepcore was built without the CUDA backend")
+    if cuda.device_count() > 0:
+        pytest.skip("a CUDA device exists")
+    assert issubclass(_cuda.CudaError, RuntimeError)
+    assert issubclass(_cuda.CudaOutOfMemoryError, MemoryError)
+    with pytest.raises(_cuda.CudaError, match="DeviceBuffer: cudaGetDevice"):
+        _cuda.DeviceBuffer((3,))
+    with pytest.raises(TypeError, match="dtype must be"):
+        _cuda.to_device(np.zeros(3, np.float64))
+    with pytest.raises(TypeError, match="x must be a deepcore._cuda.DeviceBuffer"):
+        _cuda.activation_forward(_CODES["relu"], np.zeros(3, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="does not exist"):
+        _cuda.device_properties(0)
+    assert _cuda.memory_stats() == {"live_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
+
+
 # --------------------------------------------------------------------------
 # GPU tests
 # --------------------------------------------------------------------------
