@@ -202,7 +202,7 @@ def test_sgd_update_matches_cpu(G, momentum, nesterov):
 def test_sgd_flushes_denormal_velocity_like_cpu(G):
     w = np.ones(8, np.float32)
     g = np.zeros(8, np.float32)
-    v = np.full(8, 1.5e-38, np.float32)  # 0.9 v is denormal
+    v = np.full(8, 1.2e-38, np.float32)  # normal; 0.9 v = 1.08e-38 is denormal
     wd, vd = dev(G, w), dev(G, v)
     C.sgd_update(w, g, v, 0.1, 0.9, False)
     G.sgd_update(wd, dev(G, g), vd, 0.1, 0.9, False)
