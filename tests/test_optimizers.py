@@ -466,3 +466,41 @@ def test_binding_rejects_bad_arrays():
     h.kind, h.lr = 0, float("nan")
     with pytest.raises(ValueError, match="learning rate"):
         core.optimizer_step(h, w, w.copy(), None, None, None, None, None, None)
+
+
+# --------------------------------------------------------------- config / 1cycle
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_config_round_trip(name):
+    opt = CLASSES[name](learning_rate=0.123, clipnorm=2.0)
+    again = type(opt).from_config(opt.get_config())
+    assert again.get_config() == opt.get_config()
+
+
+def test_config_round_trip_with_a_schedule():
+    sched = dc.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    opt = O.Adam(sched)
+    again = O.Adam.from_config(opt.get_config())
+    assert isinstance(again._learning_rate, dc.schedules.ExponentialDecay)
+    again.iterations = opt.iterations = 25
+    assert again.learning_rate == pytest.approx(opt.learning_rate)
+    with pytest.raises(TypeError, match="plain callable"):
+        O.SGD(lambda step: 0.1).get_config()
+
+
+@pytest.mark.parametrize("make,attr", [(lambda s: O.SGD(s), "momentum"), (lambda s: O.Adam(s), "beta_1")])
+def test_one_cycle_drives_rate_and_momentum_in_training(make, attr):
+    steps = 40
+    sched = dc.schedules.OneCycle(max_lr=0.05, total_steps=steps)
+    model = dc.Sequential([dc.Input((6,)), dc.Dense(8, activation="relu"), dc.Dense(2, activation="softmax")])
+    model.compile(optimizer=make(sched), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(160, 6)).astype(np.float32), rng.integers(0, 2, 160)
+    rates, moms = [], []
+    cb = dc.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: (
+        rates.append(sched(model.optimizer.iterations - 1)), moms.append(getattr(model.optimizer, attr))))
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[cb])
+    assert len(moms) == steps
+    peak = int(np.argmax(rates))
+    assert int(np.argmin(moms)) == peak  # momentum lowest where the rate peaks
+    assert moms[0] == pytest.approx(0.95, abs=0.01) and moms[peak] == pytest.approx(0.85, abs=0.01)
+    assert rates[peak] == pytest.approx(0.05, rel=0.05)

@@ -17,7 +17,6 @@ also drives the momentum (SGD, RMSprop) or ``beta_1`` (Adam family).
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -203,18 +202,30 @@ class Optimizer:
 
     # ------------------------------------------------------------ config
     def get_config(self) -> dict:
+        """Constructor arguments; a schedule is serialized as
+        {"class_name", "config"} (a plain function cannot be: TypeError)."""
+        from . import schedules as _schedules
+
         lr = self._learning_rate
         if callable(lr):
-            lr = lr.get_config() if hasattr(lr, "get_config") else repr(lr)
+            if not isinstance(lr, _schedules.LearningRateSchedule):
+                raise TypeError(f"{type(self).__name__}.get_config: the learning rate is a plain callable "
+                                f"({lr!r}); only deepcore.schedules objects can be serialized")
+            lr = _schedules.serialize(lr)
         return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
                 "clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
 
     @classmethod
     def from_config(cls, config):
+        from . import schedules as _schedules
+
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = _schedules.deserialize(config["learning_rate"])
         return cls(**config)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {json.dumps(self.get_config(), default=str)}>"
+        return f"<{type(self).__name__} name={self.name} learning_rate={self._learning_rate!r}>"
 
 
 class SGD(Optimizer):
