@@ -413,6 +413,51 @@ def _epoch_torch(torch, X, y, batch_size):
     return time.perf_counter() - t0
 
 
+def _epoch_deepcore_bn(X, y, batch_size):
+    """784-300-BN-100-BN-10 (Dense without bias -> BN -> ReLU), Adam."""
+    import deepcore as dc
+
+    dc.set_random_seed(0)
+    model = dc.Sequential([
+        dc.Input(shape=[784]),
+        dc.Dense(300, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(100, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=dc.optimizers.Adam(1e-3))
+    model.fit(X[:2048], y[:2048], batch_size=batch_size, epochs=1, verbose=0)
+    t0 = time.perf_counter()
+    model.fit(X, y, batch_size=batch_size, epochs=1, verbose=0)
+    return time.perf_counter() - t0
+
+
+def _epoch_torch_bn(torch, X, y, batch_size):
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 300, bias=False), nn.BatchNorm1d(300, momentum=0.01, eps=1e-3), nn.ReLU(),
+                          nn.Linear(300, 100, bias=False), nn.BatchNorm1d(100, momentum=0.01, eps=1e-3), nn.ReLU(),
+                          nn.Linear(100, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def epoch(Xe, ye):
+        order = torch.randperm(len(Xe))
+        for lo in range(0, len(Xe) - 1, batch_size):
+            idx = order[lo:lo + batch_size]
+            if len(idx) < 2:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xe[idx]), ye[idx])
+            loss.backward()
+            opt.step()
+
+    epoch(Xt[:2048], yt[:2048])
+    t0 = time.perf_counter()
+    epoch(Xt, yt)
+    return time.perf_counter() - t0
+
+
 def bench_training(quick=False, use_torch=True):
     torch = _torch() if use_torch else None
     n = 11000 if quick else 55000
@@ -425,6 +470,13 @@ def bench_training(quick=False, use_torch=True):
         t_np = _epoch_numpy(X, y, bs)
         t_th = _epoch_torch(torch, X, y, bs) if torch is not None else None
         table.add(bs, _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th), _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+    bn = _Table(f"Training: one epoch of 784-300-BN-100-BN-10 (Dense without bias -> BatchNorm -> ReLU), Adam, "
+                f"on {n} {source}; ratio = PyTorch's time / deepcore's",
+                ["batch", "deepcore", "PyTorch", "vs PyTorch"])
+    for bs in (32,):
+        t_dc = _epoch_deepcore_bn(X, y, bs)
+        t_th = _epoch_torch_bn(torch, X, y, bs) if torch is not None else None
+        bn.add(bs, _fmt_time(t_dc), _fmt_time(t_th), _ratio(t_th, t_dc))
     return table
 
 
