@@ -23,6 +23,12 @@ def _z(*shape, dtype=f32):
     return np.zeros(shape, dtype)
 
 
+def _adam():
+    h = C.OptParams()
+    h.kind, h.lr = 3, 0.01
+    return h
+
+
 # name -> (valid kwargs factory, {array arg: (dtype, is_output)})
 BINDINGS = {
     "activation_forward": (
@@ -69,6 +75,29 @@ BINDINGS = {
     "sgd_update": (
         lambda: dict(params=_z(6), grads=_z(6), velocity=_z(6), learning_rate=0.1, momentum=0.9, nesterov=False),
         {"params": (f32, True), "grads": (f32, False), "velocity": (f32, True)}),
+    "optimizer_step": (
+        lambda: dict(hyper=_adam(), params=_z(6), grads=_z(6), slot0=_z(6), slot1=_z(6), slot2=None,
+                     offsets=np.array([0, 2, 6], i64), l1=_z(2), l2=_z(2)),
+        {"params": (f32, True), "grads": (f32, False), "slot0": (f32, True), "slot1": (f32, True),
+         "offsets": (i64, False), "l1": (f32, False), "l2": (f32, False)}),
+    "max_norm": (
+        lambda: dict(w=_z(3, 4), first_axis=0, last_axis=0, max_value=1.0),
+        {"w": (f32, True)}),
+    "batchnorm_forward_train": (
+        lambda: dict(x=_z(4, 3, 2), gamma=_z(3), beta=_z(3), y=_z(4, 3, 2), mean=_z(3), inv_std=_z(3),
+                     moving_mean=_z(3), moving_var=_z(3), epsilon=1e-3, momentum=0.99),
+        {"x": (f32, False), "gamma": (f32, False), "beta": (f32, False), "y": (f32, True), "mean": (f32, True),
+         "inv_std": (f32, True), "moving_mean": (f32, True), "moving_var": (f32, True)}),
+    "batchnorm_forward_inference": (
+        lambda: dict(x=_z(4, 3, 2), gamma=_z(3), beta=_z(3), moving_mean=_z(3), moving_var=_z(3) + 1,
+                     y=_z(4, 3, 2), epsilon=1e-3),
+        {"x": (f32, False), "gamma": (f32, False), "beta": (f32, False), "moving_mean": (f32, False),
+         "moving_var": (f32, False), "y": (f32, True)}),
+    "batchnorm_backward": (
+        lambda: dict(x=_z(4, 3, 2), dy=_z(4, 3, 2), gamma=_z(3), mean=_z(3), inv_std=_z(3), dx=_z(4, 3, 2),
+                     dgamma=_z(3), dbeta=_z(3)),
+        {"x": (f32, False), "dy": (f32, False), "gamma": (f32, False), "mean": (f32, False),
+         "inv_std": (f32, False), "dx": (f32, True), "dgamma": (f32, True), "dbeta": (f32, True)}),
 }
 
 ARRAY_ARGS = [pytest.param(fn, arg, id=f"{fn}-{arg}") for fn, (_, arrays) in BINDINGS.items() for arg in arrays]
