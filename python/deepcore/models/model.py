@@ -349,6 +349,13 @@ class Model:
             out[lo:lo + batch_size] = self._forward(x[lo:lo + batch_size], False)
         return out
 
+    def predict_mc(self, x, samples=100, batch_size=None):
+        """Monte Carlo dropout: (mean, std) of the outputs over ``samples``
+        passes with MCDropout layers active and the rest in inference mode."""
+        from .mc import predict_mc
+
+        return predict_mc(self, x, samples, batch_size)
+
     def __call__(self, x, training=False):
         x = self._prepare_x(x, "call")
         return np.array(self._forward(x, training), copy=True)
