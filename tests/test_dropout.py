@@ -372,3 +372,58 @@ def test_dropout_layer_rejects_wrong_input_shape_and_bad_noise_shape():
         bad(np.zeros((2, 5), np.float32), training=True)
     with pytest.raises(ValueError, match="noise_shape"):
         dc.Dropout(0.5, noise_shape=(None,))(np.zeros((2, 5), np.float32), training=True)
+
+
+# --------------------------------------------------------------------------
+# keep bitmasks (what the layers store for backward)
+# --------------------------------------------------------------------------
+def unpack_keep_bits(words, n):
+    return np.unpackbits(words.view(np.uint8), bitorder="little")[:n].astype(bool)
+
+
+@pytest.mark.parametrize("kind", ["dropout", "alpha_dropout"])
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1000, 5000])
+def test_forward_keep_bits_match_the_reference_mask_and_drive_backward(kind, n):
+    key, rate = (21, 22, 23), 0.35
+    rng = np.random.default_rng(n)
+    x, dy = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+    words = np.full((n + 31) // 32, -1, np.int32)
+    getattr(C, f"{kind}_forward")(x, np.empty_like(x), rate, *key, words)
+    keep = ref_keep(n, rate, *key)
+    np.testing.assert_array_equal(unpack_keep_bits(words, n), keep)
+    assert not np.unpackbits(words.view(np.uint8), bitorder="little")[n:].any()  # padding bits are 0
+    from_bits, regenerated = np.full_like(dy, np.nan), np.full_like(dy, np.nan)
+    getattr(C, f"{kind}_backward")(dy, from_bits, rate, 0, 0, 0, words)  # the key is ignored with bits
+    getattr(C, f"{kind}_backward")(dy, regenerated, rate, *key)
+    np.testing.assert_array_equal(from_bits, regenerated)
+
+
+def test_keep_bits_are_identical_for_one_and_two_threads():
+    n = 3 * (1 << 20) + 77
+    x = np.ones(n, np.float32)
+    before = dc.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            dc.set_num_threads(threads)
+            words = np.empty((n + 31) // 32, np.int32)
+            C.dropout_forward(x, np.empty_like(x), 0.5, 1, 2, 3, words)
+            dx = np.empty_like(x)
+            C.dropout_backward(x, dx, 0.5, 0, 0, 0, words)
+            out.append((words, dx))
+    finally:
+        dc.set_num_threads(before)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(unpack_keep_bits(out[0][0], n), ref_keep(n, 0.5, 1, 2, 3))
+
+
+@pytest.mark.parametrize("fn", ["dropout_forward", "dropout_backward", "alpha_dropout_forward",
+                                "alpha_dropout_backward"])
+def test_kernels_reject_a_bad_keep_bitmask(fn):
+    f = getattr(C, fn)
+    x = np.zeros(100, np.float32)
+    with pytest.raises(ValueError, match="mask"):
+        f(x, x.copy(), 0.5, 0, 0, 0, np.zeros(3, np.int32))  # needs 4 words
+    with pytest.raises(TypeError, match="int32"):
+        f(x, x.copy(), 0.5, 0, 0, 0, np.zeros(4, np.uint8))

@@ -219,8 +219,7 @@ def bench_kernels(quick=False, use_torch=True):
 # ------------------------------------------------------------------ dropout
 def bench_dropout(quick=False, use_torch=True):
     """Dropout family on 10M floats (and PReLU on a 256x300 activation): deepcore's
-    Philox masks (regenerated in backward) against NumPy's Generator mask and
-    multiply, and PyTorch's dropout."""
+    Philox masks against NumPy's Generator mask and multiply, and PyTorch."""
     torch = _torch() if use_torch else None
     mt = 0.1 if quick else 0.5
     n, rate = 10_000_000, 0.3
@@ -228,6 +227,7 @@ def bench_dropout(quick=False, use_torch=True):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(n, dtype=np.float32)
     y, u, keep = np.empty_like(x), np.empty_like(x), np.empty(n, bool)
+    bits = np.empty((n + 31) // 32, np.int32)  # the keep mask the layers store for backward
     table = _Table(f"Dropout family (rate {rate}; median time per call; ratio = other / deepcore)",
                    ["kernel", "size", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
 
@@ -239,7 +239,7 @@ def bench_dropout(quick=False, use_torch=True):
 
     calls = iter(range(1 << 62))
     t_np = _median_time(np_dropout, mt)
-    t_dc = _median_time(lambda: core.dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF), mt)
+    t_dc = _median_time(lambda: core.dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF, bits), mt)
     t_th = None
     if torch is not None:
         tx = torch.from_numpy(x)
@@ -247,16 +247,22 @@ def bench_dropout(quick=False, use_torch=True):
     table.add("dropout forward", "10M", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
               _ratio(t_np, t_dc), _ratio(t_th, t_dc))
 
-    # Backward: NumPy and PyTorch multiply by a stored mask; deepcore regenerates it.
+    # Backward: NumPy and PyTorch multiply by a stored mask; deepcore reads the
+    # 1-bit-per-element keep mask its forward stored (what the layers do), or
+    # regenerates the mask from the Philox key (no stored state).
     np_dropout()
+    core.dropout_forward(x, y, rate, 1, 2, 0, bits)
     t_np_b = _median_time(lambda: np.multiply(np.multiply(x, keep, out=y), scale, out=y), mt)
-    t_dc_b = _median_time(lambda: core.dropout_backward(x, y, rate, 1, 2, 0), mt)
+    t_dc_b = _median_time(lambda: core.dropout_backward(x, y, rate, 1, 2, 0, bits), mt)
+    t_dc_r = _median_time(lambda: core.dropout_backward(x, y, rate, 1, 2, 0), mt)
     t_th_b = None
     if torch is not None:
         tmask = torch.from_numpy(keep).to(torch.float32)
         t_th_b = _median_time(lambda: tx * tmask * float(scale), mt)
-    table.add("dropout backward", "10M", _fmt_time(t_np_b), _fmt_time(t_dc_b), _fmt_time(t_th_b),
+    table.add("dropout backward (stored keep bits)", "10M", _fmt_time(t_np_b), _fmt_time(t_dc_b), _fmt_time(t_th_b),
               _ratio(t_np_b, t_dc_b), _ratio(t_th_b, t_dc_b))
+    table.add("dropout backward (mask regenerated)", "10M", _fmt_time(t_np_b), _fmt_time(t_dc_r), _fmt_time(t_th_b),
+              _ratio(t_np_b, t_dc_r), _ratio(t_th_b, t_dc_r))
 
     a = 1.0 / np.sqrt((1 - rate) * (1 + rate * 1.7580993408473766**2))
     b = -a * -1.7580993408473766 * rate
@@ -270,7 +276,7 @@ def bench_dropout(quick=False, use_torch=True):
         np.add(y, np.float32(b), out=y)
 
     t_np = _median_time(np_alpha_dropout, mt)
-    t_dc = _median_time(lambda: core.alpha_dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF), mt)
+    t_dc = _median_time(lambda: core.alpha_dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF, bits), mt)
     t_th = None
     if torch is not None:
         t_th = _median_time(lambda: torch.nn.functional.alpha_dropout(tx, rate, training=True), mt)

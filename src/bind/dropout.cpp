@@ -24,6 +24,15 @@ void check_bounds(float lower, float upper, const char* fn) {
                           ", upper=" + std::to_string(upper));
 }
 
+// An optional keep bitmask for n elements: an int32 array of (n + 31) / 32
+// words (bit k of word w: element 32 w + k kept), or None.
+std::pair<py::array, uint32_t*> optional_keep_bits(py::object obj, index_t n, const char* fn, bool writable) {
+  if (obj.is_none()) return {py::array(), nullptr};
+  py::array a = checked<int32_t>(obj, fn, "mask", writable);
+  expect_shape(a, {py::ssize_t(keep_bits_words(n))}, fn, "mask");
+  return {a, static_cast<uint32_t*>(a.mutable_data())};
+}
+
 // PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
 // x (B, P, S, Q) and alpha (P, Q). Shared axes may form a leading group
 // (merged into B) and one more group between unshared ones.
@@ -69,26 +78,33 @@ PreluView prelu_view(const py::array& x, const py::array& alpha, const char* fn)
 void bind_dropout(py::module_& m) {
   // ---------------------------------------------------------------- dropout
   m.def("dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                              uint32_t call) {
+                              uint32_t call, py::object mask_) {
     const char* fn = "dropout_forward";
     check_rate(rate, fn);
     py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
     same_shape(x, y, fn, "x", "y");
+    auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
     py::gil_scoped_release nogil;
-    dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call);
+    dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
   }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x.");
+     py::arg("mask") = py::none(),
+     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, (n + 31) // 32 "
+     "words, optional) receives the keep bits for backward.");
 
   m.def("dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                               uint32_t call) {
+                               uint32_t call, py::object mask_) {
     const char* fn = "dropout_backward";
     check_rate(rate, fn);
     py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
     same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
     py::gil_scoped_release nogil;
-    dropout_backward(cptr<float>(dy), ptr<float>(dx), index_t(dy.size()), rate, seed, stream, call);
+    if (bits) dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
+    else dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
   }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     "dx = dy * mask, the forward's mask regenerated from the same key.");
+     py::arg("mask") = py::none(),
+     "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key when mask is None.");
 
   m.def("dropout_mask", [](py::handle mask_, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
     const char* fn = "dropout_mask";
@@ -100,24 +116,30 @@ void bind_dropout(py::module_& m) {
      "The scaled mask of the same key: 1 / (1 - rate) where kept, 0 where dropped.");
 
   m.def("alpha_dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                                    uint32_t call) {
+                                    uint32_t call, py::object mask_) {
     const char* fn = "alpha_dropout_forward";
     check_rate(rate, fn);
     py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
     same_shape(x, y, fn, "x", "y");
+    auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
     py::gil_scoped_release nogil;
-    alpha_dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call);
-  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"));
+    alpha_dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
 
   m.def("alpha_dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                                     uint32_t call) {
+                                     uint32_t call, py::object mask_) {
     const char* fn = "alpha_dropout_backward";
     check_rate(rate, fn);
     py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
     same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
     py::gil_scoped_release nogil;
-    alpha_dropout_backward(cptr<float>(dy), ptr<float>(dx), index_t(dy.size()), rate, seed, stream, call);
-  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"));
+    if (bits) alpha_dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
+    else alpha_dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
 
   // ------------------------------------------------------------------ RReLU
   m.def("rrelu_forward", [](py::handle x_, py::handle y_, float lower, float upper, bool training, uint64_t seed,

@@ -86,10 +86,30 @@ void draw_bits(uint32_t* bits, index_t i0, index_t m, uint64_t seed, uint64_t st
   draw_bits_scalar(bits, i0, m, seed, stream, call);
 }
 
+// words[w] bit k = (bits[32 w + k] >= thr), for the m elements of a tile
+// (bits past m are 0). Full words use a fixed-length OR-reduction that vectorizes.
+__attribute__((always_inline)) inline void pack_keep_bits(const uint32_t* bits, index_t m, uint32_t thr,
+                                                          uint32_t* words) {
+  index_t w = 0;
+  for (; (w + 1) * 32 <= m; ++w) {
+    uint32_t word = 0;
+    const uint32_t* b = bits + w * 32;
+#pragma omp simd reduction(| : word)
+    for (int k = 0; k < 32; ++k) word |= uint32_t(b[k] >= thr) << k;
+    words[w] = word;
+  }
+  if (w * 32 < m) {
+    uint32_t word = 0;
+    for (index_t k = 0; w * 32 + k < m; ++k) word |= uint32_t(bits[w * 32 + k] >= thr) << k;
+    words[w] = word;
+  }
+}
+
 // y = x * m with m = scale where kept, else 0 (a product, so NaN and Inf in x
-// still propagate, as with a multiplied mask).
+// still propagate, as with a multiplied mask). keep_words (may be null)
+// receives the keep mask, one bit per element.
 DC_MULTIVERSION void dropout_scale_chunk(const float* x, float* y, index_t i0, index_t i1, uint32_t thr, float scale,
-                                         uint64_t seed, uint64_t stream, uint32_t call) {
+                                         uint64_t seed, uint64_t stream, uint32_t call, uint32_t* keep_words) {
   alignas(64) uint32_t bits[kTile];
   for (index_t t = i0; t < i1; t += kTile) {
     const index_t m = std::min(kTile, i1 - t);
@@ -98,6 +118,37 @@ DC_MULTIVERSION void dropout_scale_chunk(const float* x, float* y, index_t i0, i
     float* yt = y + t;
 #pragma omp simd
     for (index_t j = 0; j < m; ++j) yt[j] = xt[j] * (bits[j] >= thr ? scale : 0.0f);
+    if (keep_words) pack_keep_bits(bits, m, thr, keep_words + t / 32);
+  }
+}
+
+// out = in * (scale where the stored keep bit is set, else 0), for i0 % 32 == 0:
+// one word at a time, its 32 bits tested by a fixed-length (vectorized) loop.
+DC_MULTIVERSION void masked_scale_chunk(const float* in, float* out, index_t i0, index_t i1, const uint32_t* words,
+                                        float scale) {
+  index_t i = i0;
+  for (; i + 32 <= i1; i += 32) {
+    const uint32_t word = words[i / 32];
+#pragma omp simd
+    for (int k = 0; k < 32; ++k) out[i + k] = in[i + k] * (((word >> k) & 1u) ? scale : 0.0f);
+  }
+  for (; i < i1; ++i) out[i] = in[i] * (((words[i / 32] >> (i % 32)) & 1u) ? scale : 0.0f);
+}
+
+// Like parallel_chunks, but chunk starts are multiples of kTile, so that the
+// 32-element words of a keep bitmask never straddle two threads.
+template <class Fn>
+void parallel_tiles(index_t n, Fn fn) {
+  if (n < kParallelThreshold || omp_get_max_threads() == 1) {
+    fn(index_t(0), n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const index_t per = ((n + nt - 1) / nt + kTile - 1) / kTile * kTile;
+    const index_t b = std::min(n, t * per), e = std::min(n, b + per);
+    if (b < e) fn(b, e);
   }
 }
 
@@ -114,7 +165,8 @@ DC_MULTIVERSION void dropout_mask_chunk(float* mask, index_t i0, index_t i1, uin
 
 // Alpha dropout: y = a x + b where kept, a alpha' + b where dropped.
 DC_MULTIVERSION void alpha_dropout_fwd_chunk(const float* x, float* y, index_t i0, index_t i1, uint32_t thr, float a,
-                                             float b, float dropped, uint64_t seed, uint64_t stream, uint32_t call) {
+                                             float b, float dropped, uint64_t seed, uint64_t stream, uint32_t call,
+                                             uint32_t* keep_words) {
   alignas(64) uint32_t bits[kTile];
   for (index_t t = i0; t < i1; t += kTile) {
     const index_t m = std::min(kTile, i1 - t);
@@ -123,6 +175,7 @@ DC_MULTIVERSION void alpha_dropout_fwd_chunk(const float* x, float* y, index_t i
     float* yt = y + t;
 #pragma omp simd
     for (index_t j = 0; j < m; ++j) yt[j] = bits[j] >= thr ? a * xt[j] + b : dropped;
+    if (keep_words) pack_keep_bits(bits, m, thr, keep_words + t / 32);
   }
 }
 
@@ -188,12 +241,15 @@ float inverted_scale(float rate) { return float(1.0 / (1.0 - double(rate))); }
 
 }  // namespace
 
-void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
+void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     uint32_t* keep_bits) {
   check_rate(rate, "dropout_forward");
   check_random_call(n, "dropout_forward");
   const uint32_t thr = dropout_threshold(rate);
   const float scale = inverted_scale(rate);
-  parallel_chunks(n, [&](index_t b, index_t e) { dropout_scale_chunk(x, y, b, e, thr, scale, seed, stream, call); });
+  parallel_tiles(n, [&](index_t b, index_t e) {
+    dropout_scale_chunk(x, y, b, e, thr, scale, seed, stream, call, keep_bits);
+  });
 }
 
 void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
@@ -203,7 +259,15 @@ void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_
   check_random_call(n, "dropout_backward");
   const uint32_t thr = dropout_threshold(rate);
   const float scale = inverted_scale(rate);
-  parallel_chunks(n, [&](index_t b, index_t e) { dropout_scale_chunk(dy, dx, b, e, thr, scale, seed, stream, call); });
+  parallel_tiles(n, [&](index_t b, index_t e) {
+    dropout_scale_chunk(dy, dx, b, e, thr, scale, seed, stream, call, nullptr);
+  });
+}
+
+void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
+  check_rate(rate, "dropout_backward");
+  const float scale = inverted_scale(rate);
+  parallel_tiles(n, [&](index_t b, index_t e) { masked_scale_chunk(dy, dx, b, e, keep_bits, scale); });
 }
 
 void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
@@ -211,7 +275,7 @@ void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t st
   check_random_call(n, "dropout_mask");
   const uint32_t thr = dropout_threshold(rate);
   const float scale = inverted_scale(rate);
-  parallel_chunks(n, [&](index_t b, index_t e) { dropout_mask_chunk(mask, b, e, thr, scale, seed, stream, call); });
+  parallel_tiles(n, [&](index_t b, index_t e) { dropout_mask_chunk(mask, b, e, thr, scale, seed, stream, call); });
 }
 
 namespace {
@@ -225,15 +289,15 @@ void alpha_dropout_coefficients(float rate, float* a, float* b) {
 }  // namespace
 
 void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
-                           uint32_t call) {
+                           uint32_t call, uint32_t* keep_bits) {
   check_rate(rate, "alpha_dropout_forward");
   check_random_call(n, "alpha_dropout_forward");
   float a, b;
   alpha_dropout_coefficients(rate, &a, &b);
   const float dropped = float(double(a) * kAlphaDropoutAlphaP + double(b));
   const uint32_t thr = dropout_threshold(rate);
-  parallel_chunks(n, [&](index_t i0, index_t i1) {
-    alpha_dropout_fwd_chunk(x, y, i0, i1, thr, a, b, dropped, seed, stream, call);
+  parallel_tiles(n, [&](index_t i0, index_t i1) {
+    alpha_dropout_fwd_chunk(x, y, i0, i1, thr, a, b, dropped, seed, stream, call, keep_bits);
   });
 }
 
@@ -244,9 +308,16 @@ void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, u
   float a, b;
   alpha_dropout_coefficients(rate, &a, &b);
   const uint32_t thr = dropout_threshold(rate);
-  parallel_chunks(n, [&](index_t i0, index_t i1) {
-    dropout_scale_chunk(dy, dx, i0, i1, thr, a, seed, stream, call);
+  parallel_tiles(n, [&](index_t i0, index_t i1) {
+    dropout_scale_chunk(dy, dx, i0, i1, thr, a, seed, stream, call, nullptr);
   });
+}
+
+void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
+  check_rate(rate, "alpha_dropout_backward");
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  parallel_tiles(n, [&](index_t i0, index_t i1) { masked_scale_chunk(dy, dx, i0, i1, keep_bits, a); });
 }
 
 void rrelu_forward(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,

@@ -8,9 +8,9 @@
 //     philox_block(seed, stream, (c << 32) + i / 4),
 // i.e. each call reads its own 2^32-block segment of the layer's stream.
 // The draw is a pure function of the element index, so masks are identical
-// for any thread count (and on the GPU). Backward regenerates the same draws
-// instead of storing a mask: no state between forward and backward, and no
-// mask memory traffic.
+// for any thread count (and on the GPU). Backward either regenerates the same
+// draws (no state between forward and backward) or reads a 1-bit-per-element
+// keep mask the forward stored (faster: Philox costs more than the memory).
 #pragma once
 #include <cstdint>
 #include "ops/common.h"
@@ -32,12 +32,20 @@ DC_HD Philox4 random_call_block(uint64_t seed, uint64_t stream, uint32_t call, i
   return philox_block(seed, stream, (uint64_t(call) << 32) + uint64_t(block));
 }
 
+// Keep bitmasks: bit k of word w is set iff element 32 w + k was kept;
+// (n + 31) / 32 words. Storing one costs n / 8 bytes and makes backward a
+// streaming multiply instead of a second pass of Philox.
+constexpr index_t keep_bits_words(index_t n) { return (n + 31) / 32; }
+
 // Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped.
-// x == y is allowed. rate in [0, 1).
-void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call);
-// dx = dy / (1 - rate) where kept, 0 where dropped (the forward's mask, regenerated).
+// x == y is allowed. rate in [0, 1). keep_bits (may be null) receives the mask.
+void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     uint32_t* keep_bits = nullptr);
+// dx = dy / (1 - rate) where kept, 0 where dropped: the forward's mask,
+// regenerated from the key, or read from the forward's keep bitmask.
 void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
                       uint32_t call);
+void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits);
 // The mask itself, scaled: 1 / (1 - rate) where kept, 0 where dropped (for
 // noise_shape, where the mask is broadcast).
 void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call);
@@ -48,10 +56,11 @@ void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t st
 // which keeps a standard normal input at mean 0, variance 1.
 constexpr double kAlphaDropoutAlphaP = -1.7580993408473766;
 void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
-                           uint32_t call);
-// dx = a dy where kept, 0 where dropped.
+                           uint32_t call, uint32_t* keep_bits = nullptr);
+// dx = a dy where kept, 0 where dropped (regenerated, or from the keep bitmask).
 void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
                             uint32_t call);
+void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits);
 
 // RReLU (Xu et al., 2015; PyTorch semantics): y = x for x >= 0, else a x with
 // a ~ U[lower, upper) per element in training (24-bit uniform from the lane),

@@ -194,7 +194,7 @@ class RReLU(_RandomLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._buffers(x.shape[0])
+        b = self._buffers(x.shape[0], keep_bits=False)
         self._training = bool(training)
         self._call = self._next_call() if self._training else 0
         ops().rrelu_forward(x, b["y"], self.lower, self.upper, self._training, self._key_seed, self._stream,
