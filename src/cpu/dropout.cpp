@@ -18,7 +18,7 @@ namespace {
 constexpr index_t kTile = 1024;  // elements; a multiple of 4
 
 // bits[j] = lane (i0 + j) % 4 of block (i0 + j) / 4 of the call, for j < m
-// (i0 % 4 == 0). bits must hold m rounded up to 32 (8 whole blocks).
+// (i0 % 4 == 0). bits must hold m rounded up to 128 (32 whole blocks).
 //
 // Philox4x32-10 exactly as philox4x32_10 in ops/philox.h, eight blocks at a
 // time: one AVX2 register per counter word, the 32x32 -> 64 multiplies as
@@ -33,38 +33,58 @@ __attribute__((target("avx2"))) inline __m256i mulhilo8(__m256i a, __m256i mult,
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
+// Eight blocks per register; G registers in flight per iteration, so that the
+// multiply latency of one group hides behind the others.
+template <int G>
+__attribute__((target("avx2"), always_inline)) inline void philox8x(__m256i (&c)[G][4], uint64_t seed) {
+  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const __m256i K0 = _mm256_set1_epi32(int(k0)), K1 = _mm256_set1_epi32(int(k1));
+    for (int q = 0; q < G; ++q) {
+      __m256i hi0, hi1;
+      const __m256i lo0 = mulhilo8(c[q][0], M0, &hi0), lo1 = mulhilo8(c[q][2], M1, &hi1);
+      c[q][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, c[q][1]), K0);
+      c[q][1] = lo1;
+      c[q][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, c[q][3]), K1);
+      c[q][3] = lo0;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// Transpose words x blocks of one register group into block order: out[4 l + w] = c_w[l].
+__attribute__((target("avx2"), always_inline)) inline void store_blocks8(const __m256i (&c)[4], uint32_t* out) {
+  const __m256i t01l = _mm256_unpacklo_epi32(c[0], c[1]), t23l = _mm256_unpacklo_epi32(c[2], c[3]);
+  const __m256i t01h = _mm256_unpackhi_epi32(c[0], c[1]), t23h = _mm256_unpackhi_epi32(c[2], c[3]);
+  const __m256i b04 = _mm256_unpacklo_epi64(t01l, t23l), b15 = _mm256_unpackhi_epi64(t01l, t23l);
+  const __m256i b26 = _mm256_unpacklo_epi64(t01h, t23h), b37 = _mm256_unpackhi_epi64(t01h, t23h);
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(b04, b15, 0x20));
+  _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b26, b37, 0x20));
+  _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(b04, b15, 0x31));
+  _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(b26, b37, 0x31));
+}
+
 __attribute__((target("avx2"))) void draw_bits_avx2(uint32_t* bits, index_t i0, index_t m, uint64_t seed,
                                                     uint64_t stream, uint32_t call) {
-  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  constexpr int G = 4;
+  // Blocks of one call never carry into the call word: a call spans < 2^32 blocks.
   const uint64_t first = (uint64_t(call) << 32) + uint64_t(i0 / 4);
   const index_t nb = (m + 3) / 4;
-  for (index_t g = 0; g < nb; g += 8) {
-    // Blocks first + g + l never carry into the call word: a call spans < 2^32 blocks.
-    const uint32_t lo = uint32_t(first + uint64_t(g));
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(int(lo)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i c1 = _mm256_set1_epi32(int(uint32_t((first + uint64_t(g)) >> 32)));
-    __m256i c2 = _mm256_set1_epi32(int(uint32_t(stream))), c3 = _mm256_set1_epi32(int(uint32_t(stream >> 32)));
-    uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-    for (int round = 0; round < 10; ++round) {
-      __m256i hi0, hi1;
-      const __m256i lo0 = mulhilo8(c0, M0, &hi0), lo1 = mulhilo8(c2, M1, &hi1);
-      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(int(k0)));
-      c1 = lo1;
-      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(int(k1)));
-      c3 = lo0;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i hi = _mm256_set1_epi32(int(uint32_t(first >> 32)));
+  const __m256i s0 = _mm256_set1_epi32(int(uint32_t(stream))), s1 = _mm256_set1_epi32(int(uint32_t(stream >> 32)));
+  for (index_t g = 0; g < nb; g += 8 * G) {
+    __m256i c[G][4];
+    for (int q = 0; q < G; ++q) {
+      const uint32_t lo = uint32_t(first + uint64_t(g + 8 * q));
+      c[q][0] = _mm256_add_epi32(_mm256_set1_epi32(int(lo)), iota);
+      c[q][1] = hi, c[q][2] = s0, c[q][3] = s1;
     }
-    // Transpose words x blocks into block order: bits[4 l + w] = c_w[l].
-    const __m256i t01l = _mm256_unpacklo_epi32(c0, c1), t23l = _mm256_unpacklo_epi32(c2, c3);
-    const __m256i t01h = _mm256_unpackhi_epi32(c0, c1), t23h = _mm256_unpackhi_epi32(c2, c3);
-    const __m256i b04 = _mm256_unpacklo_epi64(t01l, t23l), b15 = _mm256_unpackhi_epi64(t01l, t23l);
-    const __m256i b26 = _mm256_unpacklo_epi64(t01h, t23h), b37 = _mm256_unpackhi_epi64(t01h, t23h);
-    __m256i* o = reinterpret_cast<__m256i*>(bits + 4 * g);
-    _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(b04, b15, 0x20));
-    _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b26, b37, 0x20));
-    _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(b04, b15, 0x31));
-    _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(b26, b37, 0x31));
+    philox8x<G>(c, seed);
+    for (int q = 0; q < G; ++q) store_blocks8(c[q], bits + 4 * (g + 8 * q));
   }
 }
 #endif
