@@ -427,3 +427,23 @@ def test_kernels_reject_a_bad_keep_bitmask(fn):
         f(x, x.copy(), 0.5, 0, 0, 0, np.zeros(3, np.int32))  # needs 4 words
     with pytest.raises(TypeError, match="int32"):
         f(x, x.copy(), 0.5, 0, 0, 0, np.zeros(4, np.uint8))
+
+
+@pytest.mark.parametrize("n", [5, 1000, 70001])
+def test_scalar_and_simd_philox_paths_draw_the_same_masks(n):
+    # CPUs without AVX2 take the scalar generator; both must follow the reference.
+    x = np.random.default_rng(0).normal(size=n).astype(np.float32)
+    before = C._set_philox_simd(False)
+    try:
+        words = np.empty((n + 31) // 32, np.int32)
+        y_scalar = run_forward(x, 0.4, 8, 9, 10)
+        C.dropout_forward(x, np.empty_like(x), 0.4, 8, 9, 10, words)
+        r_scalar = np.empty_like(x)
+        C.rrelu_forward(x, r_scalar, 0.1, 0.3, True, 8, 9, 10)
+    finally:
+        C._set_philox_simd(before)
+    np.testing.assert_array_equal(y_scalar, run_forward(x, 0.4, 8, 9, 10))
+    np.testing.assert_array_equal(unpack_keep_bits(words, n), ref_keep(n, 0.4, 8, 9, 10))
+    r = np.empty_like(x)
+    C.rrelu_forward(x, r, 0.1, 0.3, True, 8, 9, 10)
+    np.testing.assert_array_equal(r_scalar, r)

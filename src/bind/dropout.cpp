@@ -141,6 +141,10 @@ void bind_dropout(py::module_& m) {
   }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
      py::arg("mask") = py::none());
 
+  m.def("_set_philox_simd", &set_philox_simd, py::arg("enabled"),
+        "Testing hook: use the AVX2 (True, the default where supported) or the scalar Philox for the "
+        "dropout family and RReLU. Returns the previous setting.");
+
   // ------------------------------------------------------------------ RReLU
   m.def("rrelu_forward", [](py::handle x_, py::handle y_, float lower, float upper, bool training, uint64_t seed,
                             uint64_t stream, uint32_t call) {

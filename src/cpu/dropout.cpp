@@ -98,10 +98,15 @@ void draw_bits_scalar(uint32_t* bits, index_t i0, index_t m, uint64_t seed, uint
   }
 }
 
+#ifdef DC_PHILOX_AVX2
+bool g_philox_simd = __builtin_cpu_supports("avx2");
+#else
+bool g_philox_simd = false;
+#endif
+
 void draw_bits(uint32_t* bits, index_t i0, index_t m, uint64_t seed, uint64_t stream, uint32_t call) {
 #ifdef DC_PHILOX_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return draw_bits_avx2(bits, i0, m, seed, stream, call);
+  if (g_philox_simd) return draw_bits_avx2(bits, i0, m, seed, stream, call);
 #endif
   draw_bits_scalar(bits, i0, m, seed, stream, call);
 }
@@ -260,6 +265,14 @@ void check_bounds(float lower, float upper, const char* fn) {
 float inverted_scale(float rate) { return float(1.0 / (1.0 - double(rate))); }
 
 }  // namespace
+
+bool set_philox_simd(bool enabled) {
+  const bool before = g_philox_simd;
+#ifdef DC_PHILOX_AVX2
+  g_philox_simd = enabled && __builtin_cpu_supports("avx2");
+#endif
+  return before;
+}
 
 void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
                      uint32_t* keep_bits) {

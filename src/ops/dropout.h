@@ -18,6 +18,11 @@
 
 namespace deepcore {
 
+// Testing hook: draw with the SIMD (AVX2) Philox when the CPU has it (the
+// default) or with the scalar one, so both are checked on one machine.
+// Returns the previous setting. Not thread-safe; for tests only.
+bool set_philox_simd(bool enabled);
+
 // A tensor may hold at most 2^34 elements (2^32 blocks of 4) per call.
 constexpr index_t kMaxRandomElements = index_t(1) << 34;
 
