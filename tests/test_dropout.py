@@ -332,7 +332,7 @@ def test_layers_reject_a_rate_outside_0_1(cls, rate):
         cls(rate)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "1"])
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "1", True])
 def test_layers_reject_a_bad_seed(seed):
     with pytest.raises(ValueError, match="seed"):
         dc.Dropout(0.5, seed=seed)

@@ -36,8 +36,8 @@ class _RandomLayer(Layer):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"{type(self).__name__} '{self.name}': seed must be a non-negative int or None, "
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise ValueError(f"{type(self).__name__} '{self.name}': seed must be an int in [0, 2^64) or None, "
                              f"got {seed!r}")
         self.seed = seed
         self._key_seed, self._stream = _random.next_stream() if seed is None else (seed, _SEEDED_STREAM)
