@@ -234,7 +234,7 @@ def test_momentum_outside_0_1_is_rejected(momentum):
 
 @pytest.mark.parametrize("kind,kwargs,known", [
     ("loss", {"loss": "cross_entropy"}, ["sparse_categorical_crossentropy", "mse", "binary_crossentropy"]),
-    ("optimizer", {"loss": "mse", "optimizer": "adamw"}, ["sgd"]),
+    ("optimizer", {"loss": "mse", "optimizer": "lion"}, ["sgd", "adam", "nadam", "ftrl"]),
     ("metric", {"loss": "mse", "metrics": ["f1_score"]}, ["accuracy", "mae", "RootMeanSquaredError"]),
 ])
 def test_unknown_compile_strings_list_known_names(kind, kwargs, known):

@@ -4,8 +4,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import _native  # noqa: F401  (loads OpenBLAS and the kernels first)
-from . import (activations, callbacks, constraints, datasets, initializers, layers, losses, metrics, optimizers,
-               regularizers, schedules)
+from . import (activations, callbacks, constraints, datasets, diagnostics, initializers, layers, losses, metrics, optimizers,
+               regularizers, schedules, sparsity)
+from .lr_finder import lr_find
 from .backend import get_num_threads, set_num_threads
 from .layers import *  # noqa: F401,F403
 from .models import Model, Sequential
@@ -13,7 +14,7 @@ from .perceptron import Perceptron
 from .random import set_random_seed
 
 __all__ = [
-    "activations", "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "metrics",
-    "optimizers", "regularizers", "schedules", "Sequential", "Model", "Perceptron",
+    "activations", "callbacks", "constraints", "datasets", "diagnostics", "initializers", "layers", "losses", "metrics",
+    "optimizers", "regularizers", "schedules", "sparsity", "lr_find", "Sequential", "Model", "Perceptron",
     "set_random_seed", "set_num_threads", "get_num_threads", "__version__",
 ] + [name for name in layers.__all__ if name not in ("Layer", "Variable")]

@@ -325,6 +325,99 @@ def bench_dropout(quick=False, use_torch=True):
     return table
 
 
+# ---------------------------------------------------------------- batchnorm
+def bench_batchnorm(quick=False, use_torch=True):
+    """BatchNormalization kernels on 256x300 (train forward+backward, and the
+    inference scale-shift) against NumPy float32 and PyTorch, then predict time
+    of a BN network before and after model.fold_batchnorm()."""
+    torch = _torch() if use_torch else None
+    mt = 0.05 if quick else 0.3
+    rng = np.random.default_rng(0)
+    table = _Table("BatchNormalization (median time per call; ratio = other / deepcore, > 1 means deepcore is faster)",
+                   ["kernel", "shape", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    n, c, eps, momentum = 256, 300, 1e-3, 0.99
+    x = (rng.standard_normal((n, c), dtype=np.float32) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal((n, c), dtype=np.float32)
+    gamma = rng.uniform(0.5, 2, c).astype(np.float32)
+    beta = rng.standard_normal(c, dtype=np.float32)
+    mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    mean, inv_std, dgamma, dbeta = (np.empty(c, np.float32) for _ in range(4))
+    f32 = np.float32
+
+    def np_train():
+        mu = x.mean(0)
+        xc = x - mu
+        var = (xc * xc).mean(0)
+        inv = f32(1) / np.sqrt(var + f32(eps))
+        xhat = xc * inv
+        out = gamma * xhat + beta
+        mm[:] = mm * f32(momentum) + mu * f32(1 - momentum)
+        mv[:] = mv * f32(momentum) + var * f32(1 - momentum)
+        db = dy.sum(0)
+        dg = (dy * xhat).sum(0)
+        return out, (gamma * inv / f32(n)) * (f32(n) * dy - db - xhat * dg), dg, db
+
+    def dc_train():
+        core.batchnorm_forward_train(x, gamma, beta, y, mean, inv_std, mm, mv, eps, momentum)
+        core.batchnorm_backward(x, dy, gamma, mean, inv_std, dx, dgamma, dbeta)
+
+    t_np, t_dc, t_th = _median_time(np_train, mt), _median_time(dc_train, mt), None
+    if torch is not None:
+        F = torch.nn.functional
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        tg = torch.from_numpy(gamma.copy()).requires_grad_(True)
+        tb = torch.from_numpy(beta.copy()).requires_grad_(True)
+        trm, trv, tdy = torch.zeros(c), torch.ones(c), torch.from_numpy(dy)
+
+        def th_train():
+            out = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=1 - momentum, eps=eps)
+            torch.autograd.grad(out, (tx, tg, tb), tdy)
+
+        t_th = _median_time(th_train, mt)
+    table.add("batchnorm train fwd+bwd", f"{n}x{c}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    scale = (gamma / np.sqrt(mv + f32(eps))).astype(np.float32)
+    t_np = _median_time(lambda: np.add(np.multiply(np.subtract(x, mm, out=y), scale, out=y), beta, out=y), mt)
+    t_dc = _median_time(lambda: core.batchnorm_forward_inference(x, gamma, beta, mm, mv, y, eps), mt)
+    t_th = None
+    if torch is not None:
+        tx0, tg0, tb0 = torch.from_numpy(x), torch.from_numpy(gamma), torch.from_numpy(beta)
+        trm, trv = torch.from_numpy(mm), torch.from_numpy(mv)
+        with torch.no_grad():
+            t_th = _median_time(lambda: F.batch_norm(tx0, trm, trv, tg0, tb0, training=False, eps=eps), mt)
+    table.add("batchnorm inference", f"{n}x{c}", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    # Folding: Dense(use_bias=False) -> BN -> ReLU blocks become one fused Dense each.
+    import deepcore as dc
+
+    rows = 2048 if quick else 10000
+    X, yl, source = _load_training_images(rows)
+    dc.set_random_seed(0)
+    model = dc.Sequential([
+        dc.Input(shape=[784]),
+        dc.Dense(300, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(100, use_bias=False, kernel_initializer="he_normal"), dc.BatchNormalization(), dc.Activation("relu"),
+        dc.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=dc.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(X[:2048], yl[:2048], batch_size=32, epochs=1, verbose=0)
+    folded = model.fold_batchnorm()
+    err = float(np.abs(folded.predict(X, batch_size=256) - model.predict(X, batch_size=256)).max())
+    before, after = (lambda: model.predict(X, batch_size=256)), (lambda: folded.predict(X, batch_size=256))
+    t_before, t_after = _median_time(before, mt, repeats=5), _median_time(after, mt, repeats=5)
+    # The ratio is paired (the two alternate) so that load from other processes cancels out of it.
+    ratio = _paired_ratio(before, after, calls=1, repeats=5 if quick else 11)
+    fold = _Table(f"BatchNorm folding: predict on {rows} {source}, batch 256, 784-300-100-10 with "
+                  f"Dense(use_bias=False)->BN->ReLU blocks; ratio = time before / after (paired)",
+                  ["model", "layers", "predict", "ratio", "max |diff|"])
+    fold.add("with BatchNormalization", len(model.layers), _fmt_time(t_before), "-", "-")
+    fold.add("fold_batchnorm()", len(folded.layers), _fmt_time(t_after), f"{ratio:.2f}x", f"{err:.1e}")
+    return table, fold
+
+
 # ----------------------------------------------------------------- training
 def _load_training_images(n):
     try:
@@ -444,6 +537,137 @@ def bench_training(quick=False, use_torch=True):
     return table
 
 
+# --------------------------------------------------------------- optimizers
+def _np_optimizer(name, w, g):
+    """A textbook float32 NumPy step of the named optimizer (state in closures)."""
+    f32 = np.float32
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    a = np.full_like(w, 0.1)
+    t = [0]
+    lr, b1, b2, eps = f32(1e-3), f32(0.9), f32(0.999), f32(1e-7)
+
+    def sgd():
+        m[...] = f32(0.9) * m - lr * g
+        w[...] += m
+
+    def adagrad():
+        a[...] += g * g
+        w[...] -= lr * g / np.sqrt(a + eps)
+
+    def rmsprop():
+        v[...] = f32(0.9) * v + f32(0.1) * g * g
+        w[...] -= lr * g / np.sqrt(v + eps)
+
+    def adam(decay=0.0):
+        t[0] += 1
+        if decay:
+            w[...] -= lr * f32(decay) * w
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = b2 * v + (1 - b2) * g * g
+        m_hat = m / f32(1 - 0.9 ** t[0])
+        v_hat = v / f32(1 - 0.999 ** t[0])
+        w[...] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+    def adamax():
+        t[0] += 1
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = np.maximum(b2 * v, np.abs(g))
+        w[...] -= lr / f32(1 - 0.9 ** t[0]) * m / (v + eps)
+
+    def nadam():
+        t[0] += 1
+        u_t = f32(0.9 * (1 - 0.5 * 0.96 ** (0.004 * t[0])))
+        u_t1 = f32(0.9 * (1 - 0.5 * 0.96 ** (0.004 * (t[0] + 1))))
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = b2 * v + (1 - b2) * g * g
+        m_hat = u_t1 * m / f32(0.5) + (1 - u_t) * g / f32(0.5)
+        w[...] -= lr * m_hat / (np.sqrt(v / f32(1 - 0.999 ** t[0])) + eps)
+
+    def ftrl():
+        new_a = a + g * g
+        m[...] += g - (np.sqrt(new_a) - np.sqrt(a)) / lr * w
+        w[...] = np.where(np.abs(m) > 0, -m / (np.sqrt(new_a) / lr), f32(0))
+        a[...] = new_a
+
+    return {"SGD": sgd, "Adagrad": adagrad, "RMSprop": rmsprop, "Adam": adam, "AdamW": lambda: adam(0.004),
+            "Adamax": adamax, "Nadam": nadam, "Ftrl": ftrl}[name]
+
+
+def _torch_optimizer(torch, name, w, g):
+    p = torch.nn.Parameter(torch.from_numpy(w))
+    p.grad = torch.from_numpy(g)
+    cls = {"SGD": lambda ps, **k: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, **k),
+           "Adagrad": lambda ps, **k: torch.optim.Adagrad(ps, lr=1e-3, **k),
+           "RMSprop": lambda ps, **k: torch.optim.RMSprop(ps, lr=1e-3, alpha=0.9, **k),
+           "Adam": lambda ps, **k: torch.optim.Adam(ps, lr=1e-3, **k),
+           "AdamW": lambda ps, **k: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.004, **k),
+           "Adamax": lambda ps, **k: torch.optim.Adamax(ps, lr=1e-3, **k),
+           "Nadam": lambda ps, **k: torch.optim.NAdam(ps, lr=1e-3, **k)}.get(name)
+    if cls is None:
+        return None, None
+    for kind, kw in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("for-loop", {})):
+        try:
+            opt = cls([p], **kw)
+            opt.step()
+            return opt.step, kind
+        except (RuntimeError, TypeError, ValueError):
+            continue
+    return None, None
+
+
+def bench_optimizers(quick=False, use_torch=True):
+    from . import optimizers as O
+
+    torch = _torch() if use_torch else None
+    mt = 0.1 if quick else 0.4
+    table = _Table("Optimizer step over one flat float32 parameter buffer (median per step; PyTorch: its fused "
+                   "CPU kernel where it has one, else foreach)",
+                   ["optimizer", "params", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    rng = np.random.default_rng(0)
+    makers = {"SGD": lambda: O.SGD(1e-3, momentum=0.9), "Adagrad": O.Adagrad, "RMSprop": O.RMSprop,
+              "Adam": O.Adam, "AdamW": O.AdamW, "Adamax": O.Adamax, "Nadam": O.Nadam, "Ftrl": O.Ftrl}
+    sizes = [(1_000_000, list(makers)), (10_000_000, ["Adam"] if quick else ["SGD", "Adam", "AdamW"])]
+    for n, names in sizes:
+        g = rng.standard_normal(n, dtype=np.float32) * np.float32(1e-2)
+        for name in names:
+            w = rng.standard_normal(n, dtype=np.float32)
+            t_np = _median_time(_np_optimizer(name, w.copy(), g), mt, repeats=5)
+            opt, wd = makers[name](), w.copy()
+            t_dc = _median_time(lambda: opt.apply(wd, g), mt, repeats=5)
+            t_th, kind = None, None
+            if torch is not None:
+                step, kind = _torch_optimizer(torch, name, w.copy(), g.copy())
+                if step is not None:
+                    t_th = _median_time(step, mt, repeats=5)
+            label = name if kind in (None, "fused") else f"{name} (PyTorch {kind})"
+            table.add(label, f"{n / 1e6:g}M", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+                      _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+    return table
+
+
+def bench_step_share(quick=False):
+    """The optimizer's share of a training step for the 784-300-100-10 MLP."""
+    from . import optimizers as O
+    from .layers import Dense, Input
+    from .models import Sequential
+
+    table = _Table("Optimizer share of one training step, 784-300-100-10 MLP at batch 32 (one C++ call per step)",
+                   ["optimizer", "train step", "optimizer step", "share"])
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 32).astype(np.int32)
+    for name, make in (("SGD (momentum)", lambda: O.SGD(0.01, momentum=0.9)), ("Adam", O.Adam)):
+        model = Sequential([Input((784,)), Dense(300, activation="relu"), Dense(100, activation="relu"),
+                            Dense(10, activation="softmax")])
+        model.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+        t_step = _median_time(lambda: model._train_step(x, y), 0.1 if quick else 0.5)
+        opt, params, grads, segs = model.optimizer, model._flat_params, model._flat_grads, model._segments
+        t_opt = _median_time(lambda: opt.apply(params, grads, segs), 0.1 if quick else 0.5)
+        table.add(name, _fmt_time(t_step), _fmt_time(t_opt), f"{100 * t_opt / t_step:.1f}%")
+    return table
+
+
 def run(quick=False, torch=True, sections=None):
     import deepcore
 
@@ -451,10 +675,15 @@ def run(quick=False, torch=True, sections=None):
     print(f"deepcore {deepcore.__version__} | numpy {np.__version__} | "
           f"PyTorch {th.__version__ if th else 'not installed'} | {platform.machine()} | "
           f"{os.cpu_count()} CPUs | threads {core.get_num_threads()} | {core.blas_config()}")
-    sections = sections or ["kernels", "dropout", "training"]
+    sections = sections or ["kernels", "batchnorm", "dropout", "training", "optimizers"]
     if "kernels" in sections:
         bench_kernels(quick, torch)
+    if "batchnorm" in sections:
+        bench_batchnorm(quick, torch)
     if "dropout" in sections:
         bench_dropout(quick, torch)
     if "training" in sections:
         bench_training(quick, torch)
+    if "optimizers" in sections:
+        bench_optimizers(quick, torch)
+        bench_step_share(quick)

@@ -68,7 +68,15 @@ class Layer:
 
     # ------------------------------------------------------------ weights
     def add_weight(self, name, shape, initializer, trainable=True, regularizer=None, constraint=None):
-        value = initializer(tuple(int(s) for s in shape))
+        from .. import constraints as _constraints
+        from .. import regularizers as _regularizers
+
+        regularizer = _regularizers.get(regularizer)
+        constraint = _constraints.get(constraint)
+        shape = tuple(int(s) for s in shape)
+        if constraint is not None and hasattr(constraint, "check"):
+            constraint.check(shape, f"Layer '{self.name}' weight '{name}'")
+        value = initializer(shape)
         var = Variable(name, f"{self.name}/{name}", value, trainable, regularizer, constraint)
         self._variables.append(var)
         return var

@@ -6,6 +6,8 @@ import math
 import numpy as np
 
 from .. import activations as _activations
+from .. import constraints as _constraints
+from .. import regularizers as _regularizers
 from .. import initializers as _initializers
 from ..backend import empty, ops
 from .base import Layer
@@ -82,8 +84,10 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
-        self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
-        self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+        self.kernel_constraint = _constraints.get(kernel_constraint)
+        self.bias_constraint = _constraints.get(bias_constraint)
         self._bufs = _BatchBuffers()
         self._x = self._z = self._y = None
 

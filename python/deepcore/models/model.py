@@ -3,6 +3,7 @@ summary and weights I/O. Subclasses provide the graph: ``_build_graph``,
 ``_forward(x, training)`` and ``_backward(dy, dy_is_dz)``."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -17,6 +18,9 @@ from ..backend import empty, ops
 from ..saving import load_safetensors, save_safetensors
 
 
+_OPT_PREFIX = "optimizer/"
+
+
 class Model:
     def __init__(self, name=None):
         self.name = name or "model"
@@ -29,6 +33,10 @@ class Model:
         self._flat_grads = None
         self._fused = False
         self._batch_buffers = {}
+        # Set by callbacks.TerminateOnNaN: a step whose loss, gradients or
+        # resulting weights are non-finite leaves the weights untouched.
+        self._skip_nonfinite_updates = False
+        self._nonfinite_update_skipped = False
 
     # --------------------------------------------------------- graph (subclass)
     @property
@@ -101,6 +109,21 @@ class Model:
             offset += n
         self._flat_params, self._flat_grads = params, grads
         self._packed_ids = [id(v) for v in variables]
+        # One segment per variable: the optimizer clips per tensor and adds each
+        # variable's l1/l2 penalty gradient inside its fused pass.
+        sizes = [v.value.size for v in variables]
+        offsets = np.zeros(len(variables) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(sizes, dtype=np.int64)
+        l1 = np.array([v.regularizer.l1 if v.regularizer is not None else 0.0 for v in variables], np.float32)
+        l2 = np.array([v.regularizer.l2 if v.regularizer is not None else 0.0 for v in variables], np.float32)
+        has_penalty = bool(l1.any() or l2.any())
+        self._segments = (offsets, l1 if has_penalty else None, l2 if has_penalty else None)
+        self._constrained = [v for v in variables if v.constraint is not None]
+        self._layout = [(v.path, int(v.value.size)) for v in variables]
+
+    def _regularization_penalty(self) -> float:
+        """l1/l2 penalty of the trainable weights now (added to evaluate's loss)."""
+        return float(sum(v.regularizer(v.value) for v in self.trainable_weights if v.regularizer is not None))
 
     def _ensure_packed(self):
         if self._flat_params is None or self._packed_ids != [id(v) for v in self.trainable_weights]:
@@ -113,12 +136,21 @@ class Model:
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(f"save_weights: {filepath} exists and overwrite=False")
         tensors = {v.path: v.value for v in self.weights}
-        save_safetensors(filepath, tensors, {"format": "deepcore-weights", "model": self.name})
+        metadata = {"format": "deepcore-weights", "model": self.name}
+        opt = self.optimizer
+        if opt is not None and opt.built and self._flat_params is not None:
+            # The optimizer's slots are flat, in the order of the packed
+            # parameters: record that layout so a load can check it.
+            for key, value in opt.get_state().items():
+                tensors[_OPT_PREFIX + key] = value
+            metadata["optimizer"] = json.dumps({"class": type(opt).__name__, "layout": self._layout})
+        save_safetensors(filepath, tensors, metadata)
 
     def load_weights(self, filepath):
         """Load weights saved by save_weights; names and shapes must match."""
         self._require_built("load_weights")
-        tensors, _ = load_safetensors(filepath)
+        tensors, metadata = load_safetensors(filepath)
+        opt_state = {k[len(_OPT_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(_OPT_PREFIX)}
         variables = {v.path: v for v in self.weights}
         missing = sorted(set(variables) - set(tensors))
         unexpected = sorted(set(tensors) - set(variables))
@@ -132,9 +164,26 @@ class Model:
                                  f"the model expects {var.value.shape}")
             if t.dtype != np.float32:
                 raise ValueError(f"{filepath}: weight {path!r} has dtype {t.dtype}, expected float32")
+        opt_info = json.loads(metadata.get("optimizer", "null") or "null")
+        if opt_state and self.optimizer is not None and opt_info is not None:
+            self._restore_optimizer_state(filepath, opt_info, opt_state)
         for path, var in variables.items():
             var.value[...] = tensors[path]
 
+    def _restore_optimizer_state(self, filepath, info, state):
+        opt = self.optimizer
+        if info.get("class") != type(opt).__name__:
+            raise ValueError(f"{filepath}: the file holds {info.get('class')} state, but the model is compiled "
+                             f"with {type(opt).__name__}; compile with the same optimizer to resume, or "
+                             f"recompile after loading to start the optimizer afresh")
+        self._ensure_packed()
+        layout = [tuple(item) for item in info.get("layout", [])]
+        if layout != self._layout:
+            raise ValueError(f"{filepath}: the optimizer state was saved for parameters {layout}, the model "
+                             f"packs {self._layout}")
+        if not opt.built:
+            opt.build(self._flat_params.size)
+        opt.set_state(state)
     # --------------------------------------------------------------- compile
     def compile(self, optimizer="sgd", loss=None, metrics=None):
         """Configure training. ``optimizer``, ``loss`` and ``metrics`` accept
@@ -211,14 +260,46 @@ class Model:
         return self._train_step(x, y)[0]
 
     def _train_step(self, xb, yb):
+        # guard (TerminateOnNaN): the last finite weights survive a bad step.
+        guard = self._skip_nonfinite_updates
+        if guard:
+            self._nonfinite_update_skipped = False
+            state = self._forward_state_copy()
         out = self._forward(xb, True)
         grad = self._batch_buffer(("grad", out.shape), out.shape, "float32")
         if self._fused:
             loss = self.loss.compute(self._output_layer().logits, yb, grad, from_logits=True)
         else:
             loss = self.loss.compute(out, yb, grad)
+        if guard and not math.isfinite(loss):
+            return self._reject_step(state, loss, out)
         self._backward(grad, self._fused)
-        self.optimizer.apply(self._flat_params, self._flat_grads)
+        if guard:
+            if ops().count_nonfinite(self._flat_grads):
+                return self._reject_step(state, loss, out)
+            backup = self._batch_buffer(("params_backup",), self._flat_params.shape, "float32")
+            backup[...] = self._flat_params
+        penalty = self.optimizer.apply(self._flat_params, self._flat_grads, self._segments)
+        if guard and ops().count_nonfinite(self._flat_params):
+            self._flat_params[...] = backup
+            return self._reject_step(state, loss + penalty, out)
+        for var in self._constrained:
+            var.constraint.apply(var.value)
+        return loss + penalty, out
+
+    def _forward_state_copy(self):
+        """Copies of what a training forward updates besides the trainable
+        weights: the non-trainable weights of trainable layers (e.g.
+        BatchNorm's moving statistics). Frozen layers are left out."""
+        return [(v, v.value.copy()) for layer in self.layers if layer.trainable for v in layer.non_trainable_weights]
+
+    def _reject_step(self, state, loss, out):
+        """Undo a non-finite step (TerminateOnNaN): the weights are already
+        untouched or restored; put back the forward-updated state. The
+        optimizer's slots and iteration count are not rolled back."""
+        self._nonfinite_update_skipped = True
+        for v, value in state:
+            v.value[...] = value
         return loss, out
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -229,6 +310,8 @@ class Model:
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ValueError(f"fit: initial_epoch must be an integer >= 0, got {initial_epoch!r}")
         x, y = self._prepare_xy(x, y, "fit")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
@@ -251,12 +334,15 @@ class Model:
         verbose = 1 if verbose == "auto" else int(verbose)
         history = _callbacks.History()
         progbar = _callbacks.ProgbarLogger(verbose) if verbose else None
-        cbs = [history] + list(callbacks or []) + ([progbar] if progbar else [])
+        # Keras 3's order: the user's callbacks, then History and the progress
+        # bar, so these see what the user's callbacks add to the logs.
+        cbs = _user_callbacks(callbacks, "fit") + [history] + ([progbar] if progbar else [])
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose}
         cb = _callbacks.CallbackList(cbs, self, params)
         history.params = params
         self.history = history
         self.stop_training = False
+        self._skip_nonfinite_updates = False  # TerminateOnNaN turns it on for this fit
         seed, stream = _random.resolve(seed)
         metrics = self.compiled_metrics
 
@@ -296,8 +382,11 @@ class Model:
                     break
             logs = {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in metrics}}
             if validation_data is not None:
-                val = self._evaluate_arrays(xv, yv, batch_size)
+                val = self._evaluate_arrays(xv, yv, batch_size, cb)
                 logs.update({"val_" + k: v for k, v in val.items()})
+            # The rate at the end of the epoch (a per-step schedule evaluated
+            # at optimizer.iterations), before callbacks such as
+            # ReduceLROnPlateau change it; History also records it as "lr".
             logs["learning_rate"] = self.optimizer.learning_rate
             cb.call("on_epoch_end", epoch, logs)
             if self.stop_training:
@@ -306,14 +395,21 @@ class Model:
         return history
 
     # -------------------------------------------------------------- inference
-    def _evaluate_arrays(self, x, y, batch_size):
+    def _evaluate_arrays(self, x, y, batch_size, cb=None):
+        """Loss and metrics over (x, y); cb (a CallbackList) gets the test hooks."""
         metrics = self.compiled_metrics
         for m in metrics:
             m.reset_state()
         total = 0.0
         fused = self._fusion()
-        for lo in range(0, len(x), batch_size):
+        penalty = self._regularization_penalty()
+        batch_hooks = cb is not None and cb.wants_test_batch_hooks
+        if cb is not None:
+            cb.call("on_test_begin", {})
+        for step, lo in enumerate(range(0, len(x), batch_size)):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            if batch_hooks:
+                cb.call("on_test_batch_begin", step, {})
             out = self._forward(xb, False)
             if fused:
                 loss = self.loss.compute(self._output_layer().logits, yb, None, from_logits=True)
@@ -322,31 +418,59 @@ class Model:
             total += loss * len(xb)
             for m in metrics:
                 m.update_state(yb, out)
-        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+            if batch_hooks:
+                seen = min(lo + batch_size, len(x))
+                cb.call("on_test_batch_end", step, {"loss": total / seen + penalty,
+                                                    **{m.name: m.result() for m in metrics}})
+        logs = {"loss": total / len(x) + penalty, **{m.name: m.result() for m in metrics}}
+        if cb is not None:
+            cb.call("on_test_end", dict(logs))
+        return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
         """Loss and metrics on (x, y). Returns a scalar loss when there are no
-        metrics, else [loss, *metrics] (or a dict with return_dict=True)."""
+        metrics, else [loss, *metrics] (or a dict with return_dict=True).
+        ``callbacks`` get the on_test_* hooks."""
         self._require_compiled("evaluate")
         x, y = self._prepare_xy(x, y, "evaluate")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
-        logs = self._evaluate_arrays(x, y, batch_size)
+        cb = None
+        if callbacks:
+            params = {"steps": math.ceil(len(x) / batch_size), "batch_size": batch_size, "samples": len(x),
+                      "verbose": verbose}
+            cb = _callbacks.CallbackList(_user_callbacks(callbacks, "evaluate"), self, params)
+        logs = self._evaluate_arrays(x, y, batch_size, cb)
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def predict(self, x, batch_size=None, verbose=0):
-        """Model outputs for x, batch by batch (batch_size default 32)."""
+    def predict(self, x, batch_size=None, verbose=0, callbacks=None):
+        """Model outputs for x, batch by batch (batch_size default 32).
+        ``callbacks`` get the on_predict_* hooks; a batch's logs hold its
+        outputs as {"outputs": array}, as in Keras."""
         x = self._prepare_x(x, "predict")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
+        cb = None
+        if callbacks:
+            params = {"steps": math.ceil(len(x) / batch_size), "batch_size": batch_size, "samples": len(x),
+                      "verbose": verbose}
+            cb = _callbacks.CallbackList(_user_callbacks(callbacks, "predict"), self, params)
+            cb.call("on_predict_begin", {})
+        batch_hooks = cb is not None and cb.wants_predict_batch_hooks
         out = np.empty((len(x),) + tuple(self.output_shape[1:]), dtype=np.float32)
-        for lo in range(0, len(x), batch_size):
+        for step, lo in enumerate(range(0, len(x), batch_size)):
+            if batch_hooks:
+                cb.call("on_predict_batch_begin", step, {})
             out[lo:lo + batch_size] = self._forward(x[lo:lo + batch_size], False)
+            if batch_hooks:
+                cb.call("on_predict_batch_end", step, {"outputs": out[lo:lo + batch_size]})
+        if cb is not None:
+            cb.call("on_predict_end", {})
         return out
 
     def predict_mc(self, x, samples=100, batch_size=None):
@@ -359,6 +483,12 @@ class Model:
     def __call__(self, x, training=False):
         x = self._prepare_x(x, "call")
         return np.array(self._forward(x, training), copy=True)
+
+    def fold_batchnorm(self):
+        """A new model for inference with each BatchNormalization that follows
+        a linear Dense folded into its weights (see models/folding.py)."""
+        from .folding import fold_batchnorm
+        return fold_batchnorm(self)
 
     # ---------------------------------------------------------------- summary
     def summary(self, print_fn=None, line_length=80):
@@ -381,3 +511,14 @@ class Model:
                   f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}", rule]
         for line in lines:
             print_fn(line)
+
+
+def _user_callbacks(callbacks, where):
+    """callbacks= as a list, with a clear TypeError for a bare callback or a non-list."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, _callbacks.Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"{where}: callbacks must be a list of Callback objects, got {type(callbacks).__name__}"
+                        + ("; wrap it in a list: callbacks=[...]" if isinstance(callbacks, _callbacks.Callback)
+                           else ""))
+    return list(callbacks)

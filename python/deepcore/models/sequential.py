@@ -14,6 +14,7 @@ class Sequential(Model):
         super().__init__(name or _auto_name())
         self._layers: list[Layer] = []
         self._input_shape = None  # excludes batch
+        self._taps = None         # {layer name: last output} while diagnostics run
         for layer in layers or []:
             self.add(layer)
 
@@ -88,8 +89,11 @@ class Sequential(Model):
         return self._layers[-1]
 
     def _forward(self, x, training):
+        taps = self._taps
         for layer in self._layers:
             x = layer.forward(x, training)
+            if taps is not None:  # GradientDiagnostics: references to this batch's outputs
+                taps[layer.name] = x
         return x
 
     def _backward(self, dy, dy_is_dz):

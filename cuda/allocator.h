@@ -1,0 +1,32 @@
+// A caching device allocator: freed blocks are kept per (device, size) and
+// handed out again, so a training step that allocates the same shapes every
+// batch calls cudaMalloc only during the first step.
+//
+// All deepcore kernels run on the legacy default stream, so a block released
+// after its last kernel was queued can be reused by the next kernel on that
+// stream without a synchronization.
+#pragma once
+#include <cstddef>
+
+namespace deepcore {
+namespace cuda {
+
+// A block of at least `bytes` bytes on the current device (nullptr for 0).
+// When cudaMalloc fails the cache is emptied and the allocation retried once;
+// if it still fails, throws CudaOutOfMemory saying how much was asked for, how
+// much the device has free, and how much deepcore holds.
+void* device_alloc(size_t bytes);
+// Returns a block from device_alloc to the cache (no cudaFree).
+void device_free(void* p);
+// cudaFree every cached (unused) block.
+void empty_cache();
+
+struct AllocatorStats {
+  size_t live_bytes;    // handed out and not yet freed
+  size_t cached_bytes;  // freed, kept for reuse
+  size_t malloc_calls;  // cudaMalloc calls so far (steady state: constant)
+};
+AllocatorStats allocator_stats();
+
+}  // namespace cuda
+}  // namespace deepcore

@@ -1,0 +1,45 @@
+// Errors from the CUDA runtime become C++ exceptions that name the operation;
+// the bindings translate them to deepcore._cuda.CudaError (a RuntimeError) and
+// CudaOutOfMemoryError (a MemoryError). Host code only.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace deepcore {
+namespace cuda {
+
+struct CudaError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct CudaOutOfMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::string error_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+// Throws CudaError("<what>: <cudaErrorName>: <description>") unless e is cudaSuccess.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw CudaError(std::string(what) + ": " + error_text(e));
+}
+
+// After a kernel launch. Launch errors (bad configuration, no kernel image for
+// this GPU) are reported at once, naming the kernel. A fault inside the kernel
+// is asynchronous: it surfaces at the next synchronizing call, unless
+// DEEPCORE_CUDA_SYNC=1, which synchronizes after every launch so that the
+// error names the kernel that faulted (slow; for debugging).
+void check_launch(const char* kernel);
+
+// Message for errors found at a synchronizing call (copies, loss results):
+// an earlier asynchronous kernel may be the culprit.
+inline void check_sync(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw CudaError(std::string(what) + ": " + error_text(e) +
+                    " (the error may come from an earlier kernel; rerun with DEEPCORE_CUDA_SYNC=1 to name it)");
+}
+
+}  // namespace cuda
+}  // namespace deepcore

@@ -1,0 +1,38 @@
+// The CUDA twins of the CPU kernels. Each has the signature of its CPU
+// declaration in src/ops/*.h (same name, same arguments, same meaning), with
+// every pointer a device pointer; they live in deepcore::cuda so that a reader
+// (and the linker) never confuses the two backends. Launches go to the legacy
+// default stream and return without waiting, except where a result comes back
+// to the host (the loss value), which synchronizes.
+//
+// Not yet twinned: bias_activation_forward, swish_beta_grad, dense (needs
+// cuBLASLt), loss_forward_backward, philox_permutation, gather, perceptron.
+#pragma once
+#include <cstdint>
+
+#include "ops/activations.h"
+#include "ops/common.h"
+
+namespace deepcore {
+namespace cuda {
+
+// ops/activations.h
+void activation_forward(ActParams a, const float* x, float* y, index_t rows, index_t cols);
+void activation_backward(ActParams a, const float* x, const float* y, const float* dy, float* dx, index_t rows,
+                         index_t cols);
+
+// ops/philox.h
+void philox_uniform(float* out, index_t n, uint64_t seed, uint64_t stream, float low, float high);
+void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float mean, float stddev, bool truncated);
+
+// ops/optimizers.h
+void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, float momentum, bool nesterov);
+
+// ops/losses.h. Labels are validated on the device before anything is
+// written; a label out of range throws InvalidInput naming it and its row, as
+// on the CPU. Synchronizes (the loss comes back to the host).
+double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
+                                       index_t cols, bool from_logits, int64_t* correct);
+
+}  // namespace cuda
+}  // namespace deepcore

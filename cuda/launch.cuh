@@ -1,0 +1,47 @@
+// Launch geometry shared by the kernels: grid-stride loops over elements, and
+// one warp per row for the row-wise ops (softmax, cross-entropy).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "check.h"
+#include "ops/common.h"
+
+namespace deepcore {
+namespace cuda {
+
+constexpr int kThreads = 256;                  // threads per block
+constexpr int kWarpsPerBlock = kThreads / 32;  // rows per block for row-wise kernels
+// Enough blocks to fill any current GPU several times over; grid-stride loops
+// cover the rest, so huge tensors never overflow the grid limits.
+constexpr index_t kMaxBlocks = index_t(1) << 16;
+
+inline unsigned blocks_for(index_t n_threads) {
+  return unsigned(std::min<index_t>((n_threads + kThreads - 1) / kThreads, kMaxBlocks));
+}
+inline unsigned blocks_for_rows(index_t rows) {
+  return unsigned(std::min<index_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
+}
+
+// i = first index of this thread, step = the grid's size, both 64-bit.
+__device__ __forceinline__ index_t grid_index() { return index_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ index_t grid_stride() { return index_t(gridDim.x) * blockDim.x; }
+// Row handled by this warp first, and the stride between this warp's rows.
+__device__ __forceinline__ index_t warp_row() { return (index_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; }
+__device__ __forceinline__ index_t warp_row_stride() { return index_t(gridDim.x) * blockDim.x / 32; }
+
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Maximum that ignores NaN, like std::max(m, x) starting from -inf on the CPU.
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace cuda
+}  // namespace deepcore

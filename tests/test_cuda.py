@@ -1,0 +1,320 @@
+"""The CUDA backend: CPU-vs-CUDA agreement for every twin kernel, Philox
+identical on both devices, bad input raising clean exceptions, the caching
+allocator. Every GPU test skips with deepcore.cuda.reason() when no usable
+device exists; the tests at the top run everywhere and check that a machine
+without a GPU (or without the CUDA module) imports deepcore and says why.
+
+Tolerances: fp32 results agree to 1e-5 relative. The absolute floor (atol)
+covers values near zero, where a different fused multiply-add contraction
+(nvcc fuses a*b+c; the CPU's baseline x86-64 path does not) moves the last
+bit of an O(1) intermediate. Philox uniforms are compared bit for bit.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepcore
+from deepcore import _core as C
+from deepcore import cuda
+from deepcore.activations import _CODES
+
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+# --------------------------------------------------------------------------
+# runs everywhere: import and availability
+# --------------------------------------------------------------------------
+def test_import_deepcore_does_not_load_the_cuda_module():
+    code = "import sys, deepcore; print('deepcore._cuda' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_is_available_agrees_with_reason():
+    if cuda.is_available():
+        assert cuda.reason() == ""
+        assert cuda.device_count() >= 1
+    else:
+        assert isinstance(cuda.reason(), str) and cuda.reason().strip(), "unavailable without a reason"
+
+
+def test_without_the_cuda_module_is_available_is_false_with_a_reason():
+    # sys.modules[name] = None makes `from . import _cuda` raise ImportError,
+    # as on a build without a CUDA toolkit.
+    code = ("import sys; sys.modules['deepcore._cuda'] = None\n"
+            "import deepcore.cuda as c\n"
+            "print(c.is_available()); print(c.device_count()); print(c.reason())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    available, count, reason = out.stdout.strip().split("\n", 2)
+    assert (available, count) == ("False", "0")
+    assert "without the CUDA backend" in reason
+
+
+def test_built_module_without_a_device_reports_driver_or_device():
+    try:
+        from deepcore import _cuda
+    except ImportError:
+        pytest.skip("deepcore was built without the CUDA backend")
+    if cuda.is_available():
+        pytest.skip("a CUDA device is available")
+    assert _cuda.unavailable_reason() == cuda.reason()
+    assert any(w in cuda.reason() for w in ("driver", "device", "sm_")), cuda.reason()
+
+
+def test_built_module_without_a_device_raises_clean_exceptions():
+    try:
+        from deepcore import _cuda
+    except ImportError:
+        pytest.skip("deepcore was built without the CUDA backend")
+    if cuda.device_count() > 0:
+        pytest.skip("a CUDA device exists")
+    assert issubclass(_cuda.CudaError, RuntimeError)
+    assert issubclass(_cuda.CudaOutOfMemoryError, MemoryError)
+    with pytest.raises(_cuda.CudaError, match="DeviceBuffer: cudaGetDevice"):
+        _cuda.DeviceBuffer((3,))
+    with pytest.raises(TypeError, match="dtype must be"):
+        _cuda.to_device(np.zeros(3, np.float64))
+    with pytest.raises(TypeError, match="x must be a deepcore._cuda.DeviceBuffer"):
+        _cuda.activation_forward(_CODES["relu"], np.zeros(3, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="does not exist"):
+        _cuda.device_properties(0)
+    assert _cuda.memory_stats() == {"live_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
+
+
+# --------------------------------------------------------------------------
+# GPU tests
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def G():
+    if not cuda.is_available():
+        pytest.skip(cuda.reason())
+    from deepcore import _cuda
+    return _cuda
+
+
+def dev(G, a):
+    return G.to_device(np.ascontiguousarray(a))
+
+
+def activation_inputs(rows, cols, seed):
+    """Special values (zero, tiny, +-30, +-90) followed by normals with std 3."""
+    special = np.array([-90, -30, -10, -5, -2, -1, -0.5, -0.1, -1e-3, 0, 1e-3, 0.1, 0.5, 1, 2, 5, 10, 30, 90, 3.7])
+    x = np.random.default_rng(seed).normal(0.0, 3.0, size=rows * cols)
+    x[: special.size] = special[: rows * cols]
+    return x.astype(np.float32).reshape(rows, cols)
+
+
+ACTS = [("linear", 0.0, 1.0), ("sigmoid", 0.0, 1.0), ("tanh", 0.0, 1.0), ("relu", 0.0, 1.0),
+        ("leaky_relu", 0.2, 1.0), ("elu", 0.5, 1.0), ("selu", 0.0, 1.0), ("gelu", 0.0, 1.0),
+        ("gelu_tanh", 0.0, 1.0), ("swish", 0.0, 1.7), ("mish", 0.0, 1.0), ("softplus", 0.0, 1.0),
+        ("softmax", 0.0, 1.0)]
+# Row shapes: a warp's worth of columns and less, a long row, rows not a multiple of 8.
+SHAPES = [(4, 10), (37, 1000), (1025, 33)]
+
+
+@pytest.mark.parametrize("name,alpha,beta", ACTS, ids=[a[0] for a in ACTS])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_activation_forward_and_backward_match_cpu(G, name, alpha, beta, shape):
+    x = activation_inputs(*shape, seed=1)
+    dy = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    code = _CODES[name]
+    y_cpu, dx_cpu = np.empty_like(x), np.empty_like(x)
+    C.activation_forward(code, x, y_cpu, alpha, beta)
+    C.activation_backward(code, x, y_cpu, dy, dx_cpu, alpha, beta)
+
+    xd, yd, dyd, dxd = dev(G, x), G.DeviceBuffer(shape), dev(G, dy), G.DeviceBuffer(shape)
+    G.activation_forward(code, xd, yd, alpha, beta)
+    G.activation_backward(code, xd, yd, dyd, dxd, alpha, beta)
+    np.testing.assert_allclose(yd.to_numpy(), y_cpu, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dxd.to_numpy(), dx_cpu, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "softmax"])
+def test_activation_in_place_matches_out_of_place(G, name):
+    x = activation_inputs(37, 100, seed=3)
+    out, inplace = G.DeviceBuffer(x.shape), dev(G, x)
+    G.activation_forward(_CODES[name], dev(G, x), out)
+    G.activation_forward(_CODES[name], inplace, inplace)
+    np.testing.assert_array_equal(inplace.to_numpy(), out.to_numpy())
+
+
+def test_activation_nan_propagates_like_cpu(G):
+    x = np.array([[np.nan, 1.0, -1.0, 0.0]], np.float32)
+    for name in ("relu", "sigmoid", "tanh", "gelu", "mish", "softplus"):
+        y_cpu = np.empty_like(x)
+        C.activation_forward(_CODES[name], x, y_cpu)
+        y = G.DeviceBuffer(x.shape)
+        G.activation_forward(_CODES[name], dev(G, x), y)
+        assert np.isnan(y.to_numpy()[0, 0]), name
+        np.testing.assert_allclose(y.to_numpy()[0, 1:], y_cpu[0, 1:], rtol=RTOL, atol=ATOL)
+
+
+# ----------------------------------------------------------------- Philox
+SEEDS = [(0, 0), (42, 7), (0xDEADBEEFCAFEF00D, 0x123456789ABCDEF0)]
+
+
+@pytest.mark.parametrize("seed,stream", SEEDS)
+@pytest.mark.parametrize("n", [1, 4, 1003, 1 << 20])
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (-0.05, 0.05), (-3.0, 1e-3)])
+def test_philox_uniform_is_bit_identical_on_cpu_and_gpu(G, seed, stream, n, low, high):
+    cpu = np.empty(n, np.float32)
+    C.philox_uniform(cpu, seed, stream, low, high)
+    gpu = G.DeviceBuffer((n,))
+    G.philox_uniform(gpu, seed, stream, low, high)
+    np.testing.assert_array_equal(gpu.to_numpy().view(np.uint32), cpu.view(np.uint32))
+
+
+@pytest.mark.parametrize("seed,stream", SEEDS)
+@pytest.mark.parametrize("truncated", [False, True])
+def test_philox_normal_matches_cpu(G, seed, stream, truncated):
+    # The uniforms are identical; log/sin/cos are CUDA's vs glibc's (a few ulp apart).
+    n = 100_003
+    cpu = np.empty(n, np.float32)
+    C.philox_normal(cpu, seed, stream, 0.5, 2.0, truncated)
+    gpu = G.DeviceBuffer((n,))
+    G.philox_normal(gpu, seed, stream, 0.5, 2.0, truncated)
+    g = gpu.to_numpy()
+    np.testing.assert_allclose(g, cpu, rtol=RTOL, atol=ATOL)
+    if truncated:
+        assert np.all(np.abs(g - 0.5) <= 4.0)
+
+
+# ------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_update_matches_cpu(G, momentum, nesterov):
+    rng = np.random.default_rng(4)
+    n = 100_003
+    w = rng.normal(size=n).astype(np.float32)
+    v = rng.normal(scale=0.1, size=n).astype(np.float32)
+    wd, vd = dev(G, w), dev(G, v)
+    for step in range(3):
+        g = rng.normal(size=n).astype(np.float32)
+        C.sgd_update(w, g, v if momentum else None, 0.05, momentum, nesterov)
+        G.sgd_update(wd, dev(G, g), vd if momentum else None, 0.05, momentum, nesterov)
+    np.testing.assert_allclose(wd.to_numpy(), w, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(vd.to_numpy(), v, rtol=RTOL, atol=ATOL)
+
+
+def test_sgd_flushes_denormal_velocity_like_cpu(G):
+    w = np.ones(8, np.float32)
+    g = np.zeros(8, np.float32)
+    v = np.full(8, 1.2e-38, np.float32)  # normal; 0.9 v = 1.08e-38 is denormal
+    wd, vd = dev(G, w), dev(G, v)
+    C.sgd_update(w, g, v, 0.1, 0.9, False)
+    G.sgd_update(wd, dev(G, g), vd, 0.1, 0.9, False)
+    assert np.all(v == 0.0)
+    np.testing.assert_array_equal(vd.to_numpy(), v)
+    np.testing.assert_array_equal(wd.to_numpy(), w)
+
+
+# ----------------------------------------------------------------- losses
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("rows,cols", [(1000, 10), (37, 1000), (5, 1)])
+def test_sparse_categorical_crossentropy_matches_cpu(G, from_logits, rows, cols):
+    rng = np.random.default_rng(5)
+    z = rng.normal(scale=3.0, size=(rows, cols)).astype(np.float32)
+    if not from_logits:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        z = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        z[0, 0] = 0.0  # clipped to eps
+    labels = rng.integers(0, cols, size=rows).astype(np.int32)
+    g_cpu = np.empty_like(z)
+    loss_cpu, hits_cpu = C.sparse_categorical_crossentropy(z, labels, g_cpu, from_logits)
+    gd = G.DeviceBuffer(z.shape)
+    loss, hits = G.sparse_categorical_crossentropy(dev(G, z), dev(G, labels), gd, from_logits)
+    assert hits == hits_cpu
+    assert loss == pytest.approx(loss_cpu, rel=1e-9)
+    np.testing.assert_allclose(gd.to_numpy(), g_cpu, rtol=RTOL, atol=ATOL / rows)
+    # without a gradient buffer: the same loss
+    loss2, hits2 = G.sparse_categorical_crossentropy(dev(G, z), dev(G, labels), None, from_logits)
+    assert (loss2, hits2) == (loss, hits)
+
+
+def test_sparse_ce_argmax_ties_and_nan_match_cpu(G):
+    z = np.array([[0, 0, 0], [1, 3, 3], [np.nan, 5, 1], [2, np.nan, 7], [-np.inf, -np.inf, -np.inf]], np.float32)
+    for labels in ([0, 1, 0, 2, 0], [1, 2, 1, 0, 2]):
+        lab = np.array(labels, np.int32)
+        _, hits_cpu = C.sparse_categorical_crossentropy(z, lab, None, True)
+        _, hits = G.sparse_categorical_crossentropy(dev(G, z), dev(G, lab), None, True)
+        assert hits == hits_cpu
+
+
+def test_sparse_ce_bad_label_raises_like_cpu_and_writes_nothing(G):
+    z = np.zeros((4, 10), np.float32)
+    labels = np.array([1, 2, 10, -1], np.int32)
+    with pytest.raises(ValueError) as cpu_err:
+        C.sparse_categorical_crossentropy(z, labels, None, True)
+    gd = dev(G, np.full_like(z, 7.0))
+    with pytest.raises(ValueError) as gpu_err:
+        G.sparse_categorical_crossentropy(dev(G, z), dev(G, labels), gd, True)
+    assert str(gpu_err.value) == str(cpu_err.value)
+    assert "label 10 at row 2" in str(gpu_err.value)
+    np.testing.assert_array_equal(gd.to_numpy(), 7.0)
+
+
+# -------------------------------------------------------------- bad input
+def test_bad_input_raises_clean_exceptions(G):
+    x = G.DeviceBuffer((4, 10))
+    with pytest.raises(TypeError, match="DeviceBuffer"):
+        G.activation_forward(_CODES["relu"], np.zeros((4, 10), np.float32), x)
+    with pytest.raises(TypeError, match="float32"):
+        G.activation_forward(_CODES["relu"], G.DeviceBuffer((4, 10), "int32"), x)
+    with pytest.raises(ValueError, match=r"y must have the shape of x \(4, 10\), got \(4, 11\)"):
+        G.activation_forward(_CODES["relu"], x, G.DeviceBuffer((4, 11)))
+    with pytest.raises(ValueError, match="unknown activation code 99"):
+        G.activation_forward(99, x, x)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        G.sparse_categorical_crossentropy(x, G.DeviceBuffer((5,), "int32"), None, True)
+    with pytest.raises(TypeError, match="labels must have dtype int32"):
+        G.sparse_categorical_crossentropy(x, G.DeviceBuffer((4,), "int64"), None, True)
+    with pytest.raises(ValueError, match="velocity must have the shape of params"):
+        G.sgd_update(x, x, G.DeviceBuffer((3,)), 0.1, 0.9, False)
+    with pytest.raises(TypeError, match="dtype must be"):
+        G.DeviceBuffer((3,), "float64")
+    with pytest.raises(TypeError):
+        G.to_device(np.zeros(3, np.float64))
+    with pytest.raises(ValueError, match="expected shape"):
+        x.copy_from(np.zeros((4, 11), np.float32))
+
+
+def test_out_of_memory_says_how_much_was_asked_and_what_is_free(G):
+    with pytest.raises(MemoryError) as err:
+        G.DeviceBuffer((1 << 50,))  # 4 PiB
+    msg = str(err.value)
+    assert isinstance(err.value, G.CudaOutOfMemoryError)
+    assert "tried to allocate 4194304.00 GiB" in msg and "free of" in msg, msg
+    # not sticky: the device still works
+    y = G.DeviceBuffer((3,))
+    G.philox_uniform(y, 1, 2)
+    assert y.to_numpy().shape == (3,)
+
+
+# -------------------------------------------------------------- allocator
+def test_steady_state_allocates_nothing(G):
+    def step():
+        bufs = [G.DeviceBuffer((256, 784)), G.DeviceBuffer((256, 10)), G.DeviceBuffer((1000,), "int32")]
+        G.philox_uniform(bufs[0], 0, 0)
+        del bufs
+
+    step()
+    before = G.memory_stats()["malloc_calls"]
+    for _ in range(10):
+        step()
+    assert G.memory_stats()["malloc_calls"] == before
+
+
+def test_cuda_array_interface_describes_the_buffer(G):
+    b = G.to_device(np.arange(12, dtype=np.float32).reshape(3, 4))
+    cai = b.__cuda_array_interface__
+    assert cai["shape"] == (3, 4) and cai["typestr"] == "<f4" and cai["version"] == 3
+    assert cai["data"][0] != 0 and cai["data"][1] is False and cai["strides"] is None
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch without CUDA: zero-copy view not checked")
+    t = torch.as_tensor(b, device="cuda")
+    assert t.data_ptr() == cai["data"][0]
+    np.testing.assert_array_equal(t.cpu().numpy(), b.to_numpy())

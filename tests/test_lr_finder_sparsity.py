@@ -1,0 +1,105 @@
+"""lr_find on Fashion-MNIST, and the routes to sparse models."""
+import functools
+
+import numpy as np
+import pytest
+
+import deepcore as dc
+from deepcore import sparsity
+
+
+@functools.lru_cache(maxsize=1)
+def _train_images():
+    try:
+        (x, y), _ = dc.datasets.load_fashion_mnist()
+    except dc.datasets.DatasetNotFoundError:
+        return None
+    return x, y
+
+
+def _fashion(n):
+    data = _train_images()
+    if data is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    x, y = data
+    return (x[:n].reshape(n, -1) / np.float32(255)).astype(np.float32), y[:n].astype(np.int32)
+
+
+def _mlp(opt):
+    dc.set_random_seed(0)
+    m = dc.Sequential([dc.Input((784,)), dc.Dense(100, activation="relu", kernel_initializer="he_normal"),
+                       dc.Dense(10, activation="softmax")])
+    m.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    return m
+
+
+@pytest.mark.parametrize("opt", [lambda: dc.optimizers.SGD(momentum=0.9), lambda: dc.optimizers.Nadam()])
+def test_lr_find_suggests_a_finite_rate_and_restores_the_model(opt):
+    x, y = _fashion(4000)
+    model = _mlp(opt())
+    model.fit(x[:512], y[:512], epochs=1, verbose=0)  # the optimizer has state to protect
+    weights = model.get_weights()
+    state = model.optimizer.get_state()
+    config = model.optimizer.get_config()
+    result = dc.lr_find(model, x, y, min_lr=1e-5, max_lr=10, steps=200)
+    assert np.isfinite(result.suggestion) and 1e-5 <= result.suggestion <= 10
+    assert result.min_loss_lr > 1e-4  # the loss keeps improving well past the smallest rates
+    # The loss fell, then rose: the curve has the shape the finder relies on.
+    sm = result.smoothed_losses
+    assert sm.min() < sm[0] - 0.05
+    assert sm[-1] > 1.5 * sm.min()
+    assert result.suggestion < result.min_loss_lr
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    after = model.optimizer.get_state()
+    assert sorted(after) == sorted(state)
+    for k in state:
+        np.testing.assert_array_equal(state[k], after[k])
+    assert model.optimizer.get_config() == config
+
+
+def test_lr_find_on_a_fresh_optimizer_leaves_it_fresh():
+    x, y = _fashion(1000)
+    model = _mlp(dc.optimizers.Adam())
+    dc.lr_find(model, x, y, steps=30)
+    assert model.optimizer.iterations == 0
+    assert all(not s.any() for s in model.optimizer._slots.values())
+
+
+def test_lr_find_bad_input():
+    x, y = _fashion(100)
+    model = _mlp("sgd")
+    with pytest.raises(ValueError, match="min_lr < max_lr"):
+        dc.lr_find(model, x, y, min_lr=1.0, max_lr=0.1)
+    with pytest.raises(ValueError, match="steps must be >= 2"):
+        dc.lr_find(model, x, y, steps=1)
+    with pytest.raises(RuntimeError, match="compile"):
+        dc.lr_find(dc.Sequential([dc.Input((784,)), dc.Dense(2)]), x, y)
+
+
+def test_prune_zeroes_small_weights_and_reports_the_fraction():
+    model = _mlp("sgd")
+    k0 = model.layers[0].kernel.value.copy()
+    b1 = model.layers[1].bias.value
+    b1[...] = 1e-4  # tiny biases are kept unless include_bias
+    thr = float(np.quantile(np.abs(k0), 0.3))
+    report = sparsity.prune(model, thr)
+    k = model.layers[0].kernel.value
+    np.testing.assert_array_equal(k, np.where(np.abs(k0) < thr, 0, k0))
+    assert report["fraction"] == pytest.approx(sparsity.sparsity(model))
+    assert 0.25 < report["per_weight"][model.layers[0].kernel.path] < 0.35
+    assert np.all(b1 == np.float32(1e-4))
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+        sparsity.prune(model, -1)
+
+
+def test_ftrl_with_l1_trains_a_sparse_model():
+    x, y = _fashion(2000)
+    dense = _mlp(dc.optimizers.Ftrl(learning_rate=0.1))
+    sparse = _mlp(dc.optimizers.Ftrl(learning_rate=0.1, l1_regularization_strength=0.01))
+    for m in (dense, sparse):
+        m.fit(x, y, epochs=2, verbose=0, seed=0)
+    assert sparsity.sparsity(sparse) > 0.5
+    assert sparsity.sparsity(sparse) > sparsity.sparsity(dense) + 0.3  # (dense: inputs that are always 0)
+    acc = (sparse.predict(x).argmax(1) == y).mean()
+    assert acc > 0.6  # still a working classifier
