@@ -120,3 +120,24 @@ def test_predict_mc_rejects_bad_inputs():
         model.predict_mc(np.full((2, 4), np.nan, np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         model.predict_mc(np.zeros((2, 4), np.float32), batch_size=0)
+
+
+def test_predict_mc_keeps_batchnorm_in_inference_mode():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    dc.set_random_seed(1)
+    bn = dc.BatchNormalization()
+    model = dc.Sequential([dc.Input(shape=[6]), dc.Dense(16, activation="relu"), bn, dc.MCDropout(0.3),
+                           dc.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=dc.optimizers.SGD(0.05))
+    model.fit(x, y, epochs=2, verbose=0)
+    stats = [v.numpy() for v in bn.non_trainable_weights]
+    assert stats and any(np.any(s != 0) for s in stats)
+    # A training-mode BatchNorm would update its moving statistics (and
+    # normalize the tiled copies of one row with their own statistics).
+    mean, std = model.predict_mc(x[:1], samples=50, batch_size=1)
+    for before, v in zip(stats, bn.non_trainable_weights):
+        np.testing.assert_array_equal(v.value, before)
+    np.testing.assert_allclose(mean.sum(1), 1.0, rtol=1e-5)
+    assert (std > 0).all()
