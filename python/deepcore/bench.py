@@ -216,6 +216,115 @@ def bench_kernels(quick=False, use_torch=True):
     return table
 
 
+# ------------------------------------------------------------------ dropout
+def bench_dropout(quick=False, use_torch=True):
+    """Dropout family on 10M floats (and PReLU on a 256x300 activation): deepcore's
+    Philox masks against NumPy's Generator mask and multiply, and PyTorch."""
+    torch = _torch() if use_torch else None
+    mt = 0.1 if quick else 0.5
+    n, rate = 10_000_000, 0.3
+    scale = np.float32(1.0 / (1.0 - rate))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y, u, keep = np.empty_like(x), np.empty_like(x), np.empty(n, bool)
+    bits = np.empty((n + 31) // 32, np.int32)  # the keep mask the layers store for backward
+    table = _Table(f"Dropout family (rate {rate}; median time per call; ratio = other / deepcore)",
+                   ["kernel", "size", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+
+    def np_dropout():  # fresh mask from NumPy's Generator, then one fused-as-possible multiply
+        rng.random(out=u, dtype=np.float32)
+        np.greater_equal(u, np.float32(rate), out=keep)
+        np.multiply(x, keep, out=y)
+        np.multiply(y, scale, out=y)
+
+    calls = iter(range(1 << 62))
+    t_np = _median_time(np_dropout, mt)
+    t_dc = _median_time(lambda: core.dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF, bits), mt)
+    t_th = None
+    if torch is not None:
+        tx = torch.from_numpy(x)
+        t_th = _median_time(lambda: torch.nn.functional.dropout(tx, rate, training=True), mt)
+    table.add("dropout forward", "10M", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    # Backward: NumPy and PyTorch multiply by a stored mask; deepcore reads the
+    # 1-bit-per-element keep mask its forward stored (what the layers do), or
+    # regenerates the mask from the Philox key (no stored state).
+    np_dropout()
+    core.dropout_forward(x, y, rate, 1, 2, 0, bits)
+    t_np_b = _median_time(lambda: np.multiply(np.multiply(x, keep, out=y), scale, out=y), mt)
+    t_dc_b = _median_time(lambda: core.dropout_backward(x, y, rate, 1, 2, 0, bits), mt)
+    t_dc_r = _median_time(lambda: core.dropout_backward(x, y, rate, 1, 2, 0), mt)
+    t_th_b = None
+    if torch is not None:
+        tmask = torch.from_numpy(keep).to(torch.float32)
+        t_th_b = _median_time(lambda: tx * tmask * float(scale), mt)
+    table.add("dropout backward (stored keep bits)", "10M", _fmt_time(t_np_b), _fmt_time(t_dc_b), _fmt_time(t_th_b),
+              _ratio(t_np_b, t_dc_b), _ratio(t_th_b, t_dc_b))
+    table.add("dropout backward (mask regenerated)", "10M", _fmt_time(t_np_b), _fmt_time(t_dc_r), _fmt_time(t_th_b),
+              _ratio(t_np_b, t_dc_r), _ratio(t_th_b, t_dc_r))
+
+    a = 1.0 / np.sqrt((1 - rate) * (1 + rate * 1.7580993408473766**2))
+    b = -a * -1.7580993408473766 * rate
+
+    def np_alpha_dropout():
+        rng.random(out=u, dtype=np.float32)
+        np.greater_equal(u, np.float32(rate), out=keep)
+        np.copyto(y, np.float32(-1.7580993408473766))
+        np.copyto(y, x, where=keep)
+        np.multiply(y, np.float32(a), out=y)
+        np.add(y, np.float32(b), out=y)
+
+    t_np = _median_time(np_alpha_dropout, mt)
+    t_dc = _median_time(lambda: core.alpha_dropout_forward(x, y, rate, 1, 2, next(calls) & 0xFFFFFFFF, bits), mt)
+    t_th = None
+    if torch is not None:
+        t_th = _median_time(lambda: torch.nn.functional.alpha_dropout(tx, rate, training=True), mt)
+    table.add("alpha dropout forward", "10M", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    def np_rrelu():
+        rng.random(out=u, dtype=np.float32)
+        np.multiply(u, np.float32(1 / 3 - 1 / 8), out=u)
+        np.add(u, np.float32(1 / 8), out=u)
+        np.multiply(x, np.where(x >= 0, np.float32(1), u), out=y)
+
+    t_np = _median_time(np_rrelu, mt)
+    t_dc = _median_time(lambda: core.rrelu_forward(x, y, 1 / 8, 1 / 3, True, 1, 3, next(calls) & 0xFFFFFFFF), mt)
+    t_th = None
+    if torch is not None:
+        t_th = _median_time(lambda: torch.nn.functional.rrelu(tx, 1 / 8, 1 / 3, training=True), mt)
+    table.add("rrelu forward (training)", "10M", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
+    xs = rng.standard_normal((256, 300), dtype=np.float32)
+    dys = rng.standard_normal((256, 300), dtype=np.float32)
+    al = np.full(300, 0.25, np.float32)
+    ys, dxs, da = np.empty_like(xs), np.empty_like(xs), np.empty_like(al)
+
+    def np_prelu():
+        neg = xs <= 0
+        np.multiply(xs, np.where(neg, al, np.float32(1)), out=ys)
+        np.multiply(dys, np.where(neg, al, np.float32(1)), out=dxs)
+        return (dys * xs * neg).sum(axis=0)
+
+    def dc_prelu():
+        core.prelu_forward(xs, al, ys)
+        core.prelu_backward(xs, al, dys, dxs, da)
+
+    t_np = _median_time(np_prelu, mt)
+    t_dc = _median_time(dc_prelu, mt)
+    t_th = None
+    if torch is not None:
+        txs = torch.from_numpy(xs.copy()).requires_grad_(True)
+        tal = torch.from_numpy(al.copy()).requires_grad_(True)
+        tdy = torch.from_numpy(dys)
+        t_th = _median_time(lambda: torch.autograd.grad(torch.nn.functional.prelu(txs, tal), (txs, tal), tdy), mt)
+    table.add("prelu fwd+bwd (incl. dalpha)", "256x300", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+    return table
+
+
 # ---------------------------------------------------------------- batchnorm
 def bench_batchnorm(quick=False, use_torch=True):
     """BatchNormalization kernels on 256x300 (train forward+backward, and the
@@ -618,11 +727,13 @@ def run(quick=False, torch=True, sections=None):
     print(f"deepcore {deepcore.__version__} | numpy {np.__version__} | "
           f"PyTorch {th.__version__ if th else 'not installed'} | {platform.machine()} | "
           f"{os.cpu_count()} CPUs | threads {core.get_num_threads()} | {core.blas_config()}")
-    sections = sections or ["kernels", "batchnorm", "training", "optimizers"]
+    sections = sections or ["kernels", "batchnorm", "dropout", "training", "optimizers"]
     if "kernels" in sections:
         bench_kernels(quick, torch)
     if "batchnorm" in sections:
         bench_batchnorm(quick, torch)
+    if "dropout" in sections:
+        bench_dropout(quick, torch)
     if "training" in sections:
         bench_training(quick, torch)
     if "optimizers" in sections:

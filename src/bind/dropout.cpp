@@ -1,9 +1,201 @@
+// Bindings for the dropout family (dropout, alpha dropout, the scaled mask),
+// RReLU and PReLU. A random call is keyed by (seed, stream, call); see
+// src/ops/dropout.h for how the key maps to Philox counters.
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "bind/common.h"
+#include "ops/dropout.h"
 
 namespace deepcore {
 namespace bind {
 
-void bind_dropout(py::module_& m) {}
+namespace {
+
+void check_rate(float rate, const char* fn) {
+  if (!(rate >= 0.0f && rate < 1.0f))
+    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+}
+
+void check_bounds(float lower, float upper, const char* fn) {
+  if (!std::isfinite(lower) || !std::isfinite(upper) || lower > upper)
+    throw py::value_error(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
+                          ", upper=" + std::to_string(upper));
+}
+
+// An optional keep bitmask for n elements: an int32 array of (n + 31) / 32
+// words (bit k of word w: element 32 w + k kept), or None.
+std::pair<py::array, uint32_t*> optional_keep_bits(py::object obj, index_t n, const char* fn, bool writable) {
+  if (obj.is_none()) return {py::array(), nullptr};
+  py::array a = checked<int32_t>(obj, fn, "mask", writable);
+  expect_shape(a, {py::ssize_t(keep_bits_words(n))}, fn, "mask");
+  return {a, static_cast<uint32_t*>(a.mutable_data())};
+}
+
+// PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
+// x (B, P, S, Q) and alpha (P, Q). Shared axes may form a leading group
+// (merged into B) and one more group between unshared ones.
+struct PreluView {
+  index_t B, P, S, Q;
+};
+
+PreluView prelu_view(const py::array& x, const py::array& alpha, const char* fn) {
+  if (x.ndim() < 2)
+    throw py::value_error(std::string(fn) + ": x must have a batch axis and at least one more, got shape " +
+                          shape_str(x));
+  if (alpha.ndim() != x.ndim() - 1)
+    throw py::value_error(std::string(fn) + ": alpha must have x's shape without the batch axis (1 at shared "
+                          "axes); x has shape " + shape_str(x) + ", alpha " + shape_str(alpha));
+  // Runs of shared / unshared axes (axes of extent 1 belong to either).
+  std::vector<std::pair<bool, index_t>> runs;  // (shared, product of extents)
+  index_t B = x.shape(0);
+  for (py::ssize_t i = 1; i < x.ndim(); ++i) {
+    const index_t d = x.shape(i), a = alpha.shape(i - 1);
+    if (a != 1 && a != d)
+      throw py::value_error(std::string(fn) + ": alpha " + shape_str(alpha) + " does not broadcast against x " +
+                            shape_str(x) + " (each axis must be 1 or match)");
+    if (d == 1) continue;
+    const bool shared = a == 1;
+    if (!runs.empty() && runs.back().first == shared) runs.back().second *= d;
+    else runs.push_back({shared, d});
+  }
+  size_t k = 0;
+  if (k < runs.size() && runs[k].first) B *= runs[k++].second;
+  PreluView v{B, 1, 1, 1};
+  const size_t left = runs.size() - k;
+  if (left == 1) v.Q = runs[k].second;
+  else if (left == 2) v.P = runs[k].second, v.S = runs[k + 1].second;
+  else if (left == 3) v.P = runs[k].second, v.S = runs[k + 1].second, v.Q = runs[k + 2].second;
+  else if (left > 3)
+    throw py::value_error(std::string(fn) + ": alpha " + shape_str(alpha) + " shares more than one group of "
+                          "non-leading axes of x " + shape_str(x) + "; shared axes must be contiguous");
+  return v;
+}
+
+}  // namespace
+
+void bind_dropout(py::module_& m) {
+  // ---------------------------------------------------------------- dropout
+  m.def("dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
+                              uint32_t call, py::object mask_) {
+    const char* fn = "dropout_forward";
+    check_rate(rate, fn);
+    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
+    same_shape(x, y, fn, "x", "y");
+    auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
+    py::gil_scoped_release nogil;
+    dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(),
+     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, (n + 31) // 32 "
+     "words, optional) receives the keep bits for backward.");
+
+  m.def("dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                               uint32_t call, py::object mask_) {
+    const char* fn = "dropout_backward";
+    check_rate(rate, fn);
+    py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
+    same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
+    py::gil_scoped_release nogil;
+    if (bits) dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
+    else dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(),
+     "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key when mask is None.");
+
+  m.def("dropout_mask", [](py::handle mask_, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
+    const char* fn = "dropout_mask";
+    check_rate(rate, fn);
+    py::array mask = checked<float>(mask_, fn, "mask", true);
+    py::gil_scoped_release nogil;
+    dropout_mask(ptr<float>(mask), index_t(mask.size()), rate, seed, stream, call);
+  }, py::arg("mask"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     "The scaled mask of the same key: 1 / (1 - rate) where kept, 0 where dropped.");
+
+  m.def("alpha_dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
+                                    uint32_t call, py::object mask_) {
+    const char* fn = "alpha_dropout_forward";
+    check_rate(rate, fn);
+    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
+    same_shape(x, y, fn, "x", "y");
+    auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
+    py::gil_scoped_release nogil;
+    alpha_dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
+
+  m.def("alpha_dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                                     uint32_t call, py::object mask_) {
+    const char* fn = "alpha_dropout_backward";
+    check_rate(rate, fn);
+    py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
+    same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
+    py::gil_scoped_release nogil;
+    if (bits) alpha_dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
+    else alpha_dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
+
+  m.def("_set_philox_simd", &set_philox_simd, py::arg("enabled"),
+        "Testing hook: use the AVX2 (True, the default where supported) or the scalar Philox for the "
+        "dropout family and RReLU. Returns the previous setting.");
+
+  // ------------------------------------------------------------------ RReLU
+  m.def("rrelu_forward", [](py::handle x_, py::handle y_, float lower, float upper, bool training, uint64_t seed,
+                            uint64_t stream, uint32_t call) {
+    const char* fn = "rrelu_forward";
+    check_bounds(lower, upper, fn);
+    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
+    same_shape(x, y, fn, "x", "y");
+    py::gil_scoped_release nogil;
+    rrelu_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), lower, upper, training, seed, stream, call);
+  }, py::arg("x"), py::arg("y"), py::arg("lower"), py::arg("upper"), py::arg("training"), py::arg("seed") = 0,
+     py::arg("stream") = 0, py::arg("call") = 0);
+
+  m.def("rrelu_backward", [](py::handle x_, py::handle dy_, py::handle dx_, float lower, float upper, bool training,
+                             uint64_t seed, uint64_t stream, uint32_t call) {
+    const char* fn = "rrelu_backward";
+    check_bounds(lower, upper, fn);
+    py::array x = checked<float>(x_, fn, "x"), dy = checked<float>(dy_, fn, "dy"),
+              dx = checked<float>(dx_, fn, "dx", true);
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(x, dx, fn, "x", "dx");
+    py::gil_scoped_release nogil;
+    rrelu_backward(cptr<float>(x), cptr<float>(dy), ptr<float>(dx), index_t(x.size()), lower, upper, training, seed,
+                   stream, call);
+  }, py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("lower"), py::arg("upper"), py::arg("training"),
+     py::arg("seed") = 0, py::arg("stream") = 0, py::arg("call") = 0);
+
+  // ------------------------------------------------------------------ PReLU
+  m.def("prelu_forward", [](py::handle x_, py::handle a_, py::handle y_) {
+    const char* fn = "prelu_forward";
+    py::array x = checked<float>(x_, fn, "x"), a = checked<float>(a_, fn, "alpha"),
+              y = checked<float>(y_, fn, "y", true);
+    same_shape(x, y, fn, "x", "y");
+    const PreluView v = prelu_view(x, a, fn);
+    py::gil_scoped_release nogil;
+    prelu_forward(cptr<float>(x), cptr<float>(a), ptr<float>(y), v.B, v.P, v.S, v.Q);
+  }, py::arg("x"), py::arg("alpha"), py::arg("y"),
+     "y = x where x > 0, else alpha x; alpha has x's per-sample shape with 1 at shared axes.");
+
+  m.def("prelu_backward", [](py::handle x_, py::handle a_, py::handle dy_, py::object dx_, py::handle da_) {
+    const char* fn = "prelu_backward";
+    py::array x = checked<float>(x_, fn, "x"), a = checked<float>(a_, fn, "alpha"),
+              dy = checked<float>(dy_, fn, "dy"), da = checked<float>(da_, fn, "dalpha", true);
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(a, da, fn, "alpha", "dalpha");
+    auto [dx, dxp] = optional_output_like(dx_, x, fn, "dx", "x");
+    const PreluView v = prelu_view(x, a, fn);
+    py::gil_scoped_release nogil;
+    prelu_backward(cptr<float>(x), cptr<float>(a), cptr<float>(dy), dxp, ptr<float>(da), v.B, v.P, v.S, v.Q);
+  }, py::arg("x"), py::arg("alpha"), py::arg("dy"), py::arg("dx"), py::arg("dalpha"),
+     "dx = dy where x > 0, else alpha dy (dx may be None); dalpha = sum of dy x where x <= 0 (overwritten).");
+}
 
 }  // namespace bind
 }  // namespace deepcore

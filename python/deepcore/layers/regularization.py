@@ -1,4 +1,192 @@
-"""Regularization layers: Dropout, AlphaDropout, MCDropout."""
+"""Regularization layers: Dropout, AlphaDropout, MCDropout.
+
+Masks come from Philox streams (src/ops/dropout.h): each layer owns a stream,
+and each training forward pass uses the next call counter of that stream, so a
+seeded layer gives the same sequence of masks on any machine and thread count.
+The forward also stores the keep mask as one bit per element (n / 8 bytes):
+backward then streams dy once instead of running Philox a second time, which
+measured about 3x faster on 10M floats.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import numbers
+
+import numpy as np
+
+from .. import random as _random
+from ..backend import empty, ops
+from .base import Layer
+from .core import _BatchBuffers
+
+__all__ = ["Dropout", "AlphaDropout", "MCDropout"]
+
+# Layers given an explicit seed draw from this stream ("drop"), so their masks
+# never reuse the draws of a seeded initializer (streams 1, 2, ...) of the same seed.
+_SEEDED_STREAM = 0x64726F70 << 32
+
+
+def _check_rate(layer, rate):
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': rate must be a number in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+class _RandomLayer(Layer):
+    """A layer drawing from its own Philox stream, one call counter per draw."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise ValueError(f"{type(self).__name__} '{self.name}': seed must be an int in [0, 2^64) or None, "
+                             f"got {seed!r}")
+        self.seed = seed
+        self._key_seed, self._stream = _random.next_stream() if seed is None else (seed, _SEEDED_STREAM)
+        self._calls = 0
+        self._call = None  # the key of the last random forward pass, None if it drew nothing
+        self._bufs = _BatchBuffers()
+
+    def _next_call(self) -> int:
+        call = self._calls & 0xFFFFFFFF
+        self._calls += 1
+        return call
+
+    def _buffers(self, batch, keep_bits=True):
+        """y and dx, plus a keep bitmask (one bit per element) for the dropout layers."""
+        shape = (batch,) + self.input_shape
+        words = (int(np.prod(shape)) + 31) // 32
+
+        def make(_):
+            bufs = {"y": empty(shape), "dx": empty(shape)}
+            if keep_bits:
+                bufs["mask"] = empty((words,), "int32")
+            return bufs
+
+        return self._bufs.get(batch, make)
+
+
+class Dropout(_RandomLayer):
+    """Inverted dropout (Srivastava et al., 2014): in training each unit is
+    zeroed with probability ``rate`` and the kept ones are scaled by
+    ``1 / (1 - rate)``, so the expected output equals the input; at inference
+    the layer is the identity.
+
+    Args:
+        rate: fraction of units to drop, in [0, 1).
+        noise_shape: shape of the mask, broadcast against the input (batch
+            axis included, ``None`` entries take the input's extent), e.g.
+            ``(None, 1, features)`` drops whole features for all time steps.
+            Defaults to None (one draw per element).
+        seed: an int for reproducible masks; None draws a stream from the
+            global generator (``deepcore.set_random_seed``).
+    """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.rate = _check_rate(self, rate)
+        self.noise_shape = None if noise_shape is None else tuple(None if d is None else int(d) for d in noise_shape)
+        self._mask = None
+
+    def _active(self, training) -> bool:
+        return bool(training) and self.rate > 0.0
+
+    def _resolved_noise_shape(self, x):
+        """The mask shape for x, or None when it is x's own shape."""
+        if self.noise_shape is None:
+            return None
+        if len(self.noise_shape) != x.ndim:
+            raise ValueError(f"{type(self).__name__} '{self.name}': noise_shape {self.noise_shape} must have "
+                             f"{x.ndim} entries (batch axis included) for input of shape {tuple(x.shape)}")
+        shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+        if any(d != 1 and d != n for d, n in zip(shape, x.shape)):
+            raise ValueError(f"{type(self).__name__} '{self.name}': noise_shape {self.noise_shape} does not "
+                             f"broadcast against input of shape {tuple(x.shape)} (each entry 1, None or equal)")
+        return None if shape == tuple(x.shape) else shape
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        if not self._active(training):
+            self._call = None
+            return x
+        b = self._buffers(x.shape[0])
+        self._call = self._next_call()
+        noise = self._resolved_noise_shape(x)
+        if noise is None:
+            self._mask = None
+            ops().dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        else:
+            self._mask = np.empty(noise, np.float32)
+            ops().dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
+            np.multiply(x, self._mask, out=b["y"])
+        self._cur = b
+        return b["y"]
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        if self._call is None:
+            return dy
+        b = self._cur
+        if self._mask is not None:
+            np.multiply(dy, self._mask, out=b["dx"])
+        else:
+            ops().dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        return b["dx"]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rate=self.rate, noise_shape=None if self.noise_shape is None else list(self.noise_shape),
+                   seed=self.seed)
+        return cfg
+
+
+class MCDropout(Dropout):
+    """Monte Carlo dropout (Gal & Ghahramani, 2016): a Dropout that stays
+    active at inference, so repeated predictions sample an approximate
+    posterior. Use with ``Model.predict_mc(x, samples)`` for the mean and
+    spread of the predictions. Same arguments as Dropout."""
+
+    def _active(self, training) -> bool:
+        return self.rate > 0.0
+
+
+class AlphaDropout(_RandomLayer):
+    """Alpha dropout (Klambauer et al., 2017) for self-normalizing (SELU)
+    networks: dropped units are set to SELU's negative saturation
+    ``alpha' = -1.7580993408473766`` and the result is mapped to
+    ``a * x + b`` with ``a = ((1 - rate)(1 + rate alpha'^2))^(-1/2)`` and
+    ``b = -a alpha' rate``, which keeps a zero-mean, unit-variance input at
+    zero mean and unit variance. Identity at inference. Keras's formula.
+
+    Args:
+        rate: fraction of units to drop, in [0, 1).
+        seed: an int for reproducible masks, or None (global generator).
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.rate = _check_rate(self, rate)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        if not (training and self.rate > 0.0):
+            self._call = None
+            return x
+        b = self._buffers(x.shape[0])
+        self._call = self._next_call()
+        ops().alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        self._cur = b
+        return b["y"]
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        if self._call is None:
+            return dy
+        b = self._cur
+        ops().alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        return b["dx"]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rate=self.rate, seed=self.seed)
+        return cfg

@@ -473,6 +473,13 @@ class Model:
             cb.call("on_predict_end", {})
         return out
 
+    def predict_mc(self, x, samples=100, batch_size=None):
+        """Monte Carlo dropout: (mean, std) of the outputs over ``samples``
+        passes with MCDropout layers active and the rest in inference mode."""
+        from .mc import predict_mc
+
+        return predict_mc(self, x, samples, batch_size)
+
     def __call__(self, x, training=False):
         x = self._prepare_x(x, "call")
         return np.array(self._forward(x, training), copy=True)

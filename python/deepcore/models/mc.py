@@ -1,0 +1,55 @@
+"""Monte Carlo dropout predictions (Gal & Ghahramani, 2016, "Dropout as a
+Bayesian approximation"): run the model ``samples`` times with its MCDropout
+layers active and everything else (BatchNorm, Dropout) in inference mode, and
+return the mean and standard deviation of the outputs.
+
+The samples of a batch run as one forward pass over the batch tiled
+``samples`` times (in groups of at most ``_MAX_ROWS`` rows): every MCDropout
+element draws its own mask, and the GEMMs get taller, which is faster than
+``samples`` small passes.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+_MAX_ROWS = 4096
+
+
+def predict_mc(model, x, samples=100, batch_size=None):
+    """(mean, std) over ``samples`` stochastic forward passes, each of shape
+    (len(x),) + output shape, float32. std is the population standard
+    deviation (``np.std(outputs, axis=0)``)."""
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+        raise ValueError(f"predict_mc: samples must be an int >= 1, got {samples!r}")
+    samples = int(samples)
+    x = model._prepare_x(x, "predict_mc")
+    batch_size = 32 if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"predict_mc: batch_size must be >= 1, got {batch_size}")
+    out_shape = tuple(model.output_shape[1:])
+    mean = np.empty((len(x),) + out_shape, np.float32)
+    std = np.empty_like(mean)
+    for lo in range(0, len(x), batch_size):
+        xb = x[lo:lo + batch_size]
+        m = len(xb)
+        group = max(1, min(samples, _MAX_ROWS // m))
+        # Moments of (output - first sample's output) in float64: the shift
+        # keeps the variance free of cancellation (exactly 0 if nothing varies).
+        shift = s1 = s2 = None
+        for s0 in range(0, samples, group):
+            g = min(group, samples - s0)
+            tiled = model._batch_buffer(("mc", g * m), (g * m,) + xb.shape[1:], "float32")
+            tiled.reshape((g,) + xb.shape)[...] = xb
+            out = np.asarray(model._forward(tiled, False), np.float64).reshape((g, m) + out_shape)
+            if shift is None:
+                shift = out[0].copy()
+                s1, s2 = np.zeros_like(shift), np.zeros_like(shift)
+            d = out - shift
+            s1 += d.sum(axis=0)
+            s2 += (d * d).sum(axis=0)
+        mu = s1 / samples
+        mean[lo:lo + m] = shift + mu
+        std[lo:lo + m] = np.sqrt(np.maximum(s2 / samples - mu * mu, 0.0))
+    return mean, std
