@@ -10,7 +10,11 @@ from ..backend import empty
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """Keras's to_snake_case: BatchNormalization -> batch_normalization,
+    PReLU -> p_re_lu, MCDropout -> mc_dropout."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Variable:
