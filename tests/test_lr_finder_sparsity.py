@@ -103,3 +103,77 @@ def test_ftrl_with_l1_trains_a_sparse_model():
     assert sparsity.sparsity(sparse) > sparsity.sparsity(dense) + 0.3  # (dense: inputs that are always 0)
     acc = (sparse.predict(x).argmax(1) == y).mean()
     assert acc > 0.6  # still a working classifier
+
+
+def _small(dropout_seed=None):
+    dc.set_random_seed(1)
+    layers = [dc.Input((20,)), dc.Dense(16, activation="relu", name="base")]
+    if dropout_seed is not None:
+        layers.append(dc.Dropout(0.3, seed=dropout_seed))
+    layers.append(dc.Dense(3, activation="softmax", name="head"))
+    return dc.Sequential(layers)
+
+
+def _xy(n=128):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 20)).astype(np.float32), rng.integers(0, 3, n).astype(np.int32)
+
+
+def test_lr_find_after_unfreezing_a_layer():
+    x, y = _xy()
+    m = _small()
+    m.layers[0].trainable = False
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=1, verbose=0)
+    m.layers[0].trainable = True
+    result = dc.lr_find(m, x, y, steps=20)
+    assert np.isfinite(result.suggestion)
+    assert m.optimizer.iterations == 4
+
+
+def test_lr_find_keeps_state_set_before_the_first_step():
+    x, y = _xy()
+    trained = _small()
+    trained.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    trained.fit(x, y, epochs=1, verbose=0)
+    state = trained.optimizer.get_state()
+
+    def resumed(with_finder):
+        m = _small()
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        m.set_weights(trained.get_weights())
+        m.optimizer.set_state(state)
+        if with_finder:
+            dc.lr_find(m, x, y, steps=20)
+        m.fit(x, y, epochs=1, verbose=0, shuffle=False)
+        return m.get_weights()
+
+    for a, b in zip(resumed(False), resumed(True)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lr_find_restores_the_random_streams():
+    x, y = _xy()
+
+    def run(with_finder):
+        m = _small(dropout_seed=7)
+        m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        if with_finder:
+            dc.lr_find(m, x, y, steps=20)
+        m.fit(x, y, epochs=1, verbose=0)  # shuffled with the global stream
+        return m.get_weights()
+
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prune_leaves_batchnorm_and_per_unit_parameters_alone():
+    dc.set_random_seed(0)
+    m = dc.Sequential([dc.Input((10,)), dc.Dense(8, use_bias=False), dc.BatchNormalization(),
+                       dc.Activation("relu"), dc.Dense(2)])
+    bn = m.layers[1]
+    gamma_before = bn.gamma.value.copy()
+    report = sparsity.prune(m, 10.0)  # larger than every weight
+    assert report["fraction"] == 1.0  # all kernel entries pruned
+    np.testing.assert_array_equal(bn.gamma.value, gamma_before)
+    assert set(report["per_weight"]) == {m.layers[0].kernel.path, m.layers[3].kernel.path}

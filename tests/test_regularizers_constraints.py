@@ -117,3 +117,13 @@ def test_max_norm_bad_input():
         dc.backend.ops().max_norm(np.ones((3, 3)), 0, 0, 1.0)
     with pytest.raises(ValueError, match="do not exist"):
         dc.backend.ops().max_norm(np.ones((3, 3), np.float32), 0, 2, 1.0)
+
+
+def test_regularizer_and_constraint_configs_round_trip():
+    d = dc.Dense(4, kernel_regularizer=regularizers.l1_l2(0.01, 0.02), bias_regularizer=regularizers.l2(0.05),
+                 kernel_constraint=constraints.MaxNorm(3, axis=0))
+    again = dc.Dense.from_config(d.get_config())
+    assert (again.kernel_regularizer.l1, again.kernel_regularizer.l2) == (0.01, 0.02)
+    assert isinstance(again.bias_regularizer, regularizers.L2) and again.bias_regularizer.l2 == 0.05
+    assert isinstance(again.kernel_constraint, constraints.MaxNorm) and again.kernel_constraint.max_value == 3
+    assert regularizers.get(regularizers.serialize(regularizers.l1(0.3))).l1 == 0.3

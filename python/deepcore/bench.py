@@ -628,8 +628,8 @@ def _np_optimizer(name, w, g):
 
     def nadam():
         t[0] += 1
-        u_t = f32(0.9 * (1 - 0.5 * 0.96 ** (0.004 * t[0])))
-        u_t1 = f32(0.9 * (1 - 0.5 * 0.96 ** (0.004 * (t[0] + 1))))
+        u_t = f32(0.9 * (1 - 0.5 * 0.96 ** t[0]))
+        u_t1 = f32(0.9 * (1 - 0.5 * 0.96 ** (t[0] + 1)))
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * g * g
         m_hat = u_t1 * m / f32(0.5) + (1 - u_t) * g / f32(0.5)
@@ -654,7 +654,7 @@ def _torch_optimizer(torch, name, w, g):
            "Adam": lambda ps, **k: torch.optim.Adam(ps, lr=1e-3, **k),
            "AdamW": lambda ps, **k: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.004, **k),
            "Adamax": lambda ps, **k: torch.optim.Adamax(ps, lr=1e-3, **k),
-           "Nadam": lambda ps, **k: torch.optim.NAdam(ps, lr=1e-3, **k)}.get(name)
+           "Nadam": lambda ps, **k: torch.optim.NAdam(ps, lr=1e-3, momentum_decay=1.0, **k)}.get(name)
     if cls is None:
         return None, None
     for kind, kw in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("for-loop", {})):

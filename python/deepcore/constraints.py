@@ -8,7 +8,7 @@ import numpy as np
 
 from .backend import ops
 
-__all__ = ["Constraint", "MaxNorm", "max_norm", "get"]
+__all__ = ["Constraint", "MaxNorm", "max_norm", "get", "serialize"]
 
 
 class Constraint:
@@ -81,10 +81,17 @@ max_norm = MaxNorm
 _BY_NAME = {"max_norm": MaxNorm, "maxnorm": MaxNorm}
 
 
+def serialize(constraint):
+    return None if constraint is None else {"class_name": type(constraint).__name__,
+                                            "config": constraint.get_config()}
+
+
 def get(identifier):
-    """None, a Constraint, or a Keras name ("max_norm")."""
+    """None, a Constraint, a Keras name ("max_norm") or a serialize() dict."""
     if identifier is None or isinstance(identifier, Constraint):
         return identifier
+    if isinstance(identifier, dict) and identifier.get("class_name") in ("MaxNorm", "max_norm"):
+        return MaxNorm(**identifier.get("config", {}))
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
     raise ValueError(f"Unknown constraint {identifier!r}; expected None, a Constraint such as "

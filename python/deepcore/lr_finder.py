@@ -60,21 +60,37 @@ class LRFinderResult:
         return fig
 
 
-def _snapshot_optimizer(opt):
+def _snapshot_optimizer(opt, size):
+    if not opt.built or opt._pending_state is not None:
+        opt.build(size)  # applies a state set before the first step, so the snapshot holds it
     scalars = {k: v for k, v in vars(opt).items()
                if isinstance(v, (int, float, bool, str, type(None))) or callable(v)}
-    state = opt.get_state() if opt.built else None
-    return scalars, state
+    layout = list(opt._layout) if opt._layout is not None else None
+    return scalars, layout, opt.get_state()
 
 
-def _restore_optimizer(opt, snapshot, size):
-    scalars, state = snapshot
+def _restore_optimizer(opt, snapshot):
+    scalars, layout, state = snapshot
     for k, v in scalars.items():
         setattr(opt, k, v)
     opt._pending_state = None
-    opt.build(size)  # fresh slots at their initial values
-    if state is not None:
-        opt.set_state(state)
+    opt.build(scalars["_size"])
+    opt._layout = layout
+    opt.set_state(state)
+
+
+def _snapshot_randomness(model):
+    """The global stream counter and each layer's call counter (dropout-family
+    layers draw their masks from (seed, stream, call))."""
+    return dict(_random._state), [(layer, layer._calls) for layer in model.layers if hasattr(layer, "_calls")]
+
+
+def _restore_randomness(snapshot):
+    state, calls = snapshot
+    with _random._lock:
+        _random._state.update(state)
+    for layer, n in calls:
+        layer._calls = n
 
 
 def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smoothing=0.98, stop_factor=4.0,
@@ -83,7 +99,8 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
     ``steps`` training steps (cycling through shuffled batches of x, y),
     record the loss, stop early once the smoothed loss exceeds stop_factor x
     its minimum (or is not finite), then restore the model's weights and the
-    optimizer's state, step count and hyperparameters. Returns an
+    optimizer's state, step count and hyperparameters, and the random
+    streams (dropout masks, shuffles) as they were. Returns an
     LRFinderResult; with plot_to set and matplotlib installed, also saves the
     plot there."""
     model._require_compiled("lr_find")
@@ -102,7 +119,8 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
     model._fused = model._fusion()
     opt = model.optimizer
     weights = model.get_weights()
-    opt_snapshot = _snapshot_optimizer(opt)
+    opt_snapshot = _snapshot_optimizer(opt, model._flat_params.size)
+    rng_snapshot = _snapshot_randomness(model)
     saved_rate = opt._learning_rate
 
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
@@ -132,7 +150,8 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
     finally:
         model.set_weights(weights)
         opt._learning_rate = saved_rate
-        _restore_optimizer(opt, opt_snapshot, model._flat_params.size)
+        _restore_optimizer(opt, opt_snapshot)
+        _restore_randomness(rng_snapshot)
 
     rates = rates[:len(losses)]
     losses, smooth = np.array(losses), np.array(smooth)

@@ -84,6 +84,7 @@ class Optimizer:
         self.weight_decay = _check(cls, "weight_decay", weight_decay, low=0.0, allow_none=True)
         self.iterations = 0
         self._size = None
+        self._layout = None  # [(variable path, size)] the slots are laid out for
         self._slots: dict[str, np.ndarray] = {}
         self._hyper = _core.OptParams()
         self._pending_state = None
@@ -98,11 +99,14 @@ class Optimizer:
     def learning_rate(self, value):
         self._learning_rate = _check_rate(type(self).__name__, value)
 
+    def _cycles(self) -> bool:
+        sched = self._learning_rate
+        return callable(sched) and bool(getattr(sched, "cycle_momentum", False)) and hasattr(sched, "momentum")
+
     def _cycled_momentum(self):
         """The momentum a 1cycle-style schedule asks for at this step, else None."""
-        sched = self._learning_rate
-        if callable(sched) and getattr(sched, "cycle_momentum", False) and hasattr(sched, "momentum"):
-            return float(sched.momentum(self.iterations))
+        if self._cycles():
+            return float(self._learning_rate.momentum(self.iterations))
         return None
 
     # ------------------------------------------------------------ slots
@@ -130,6 +134,33 @@ class Optimizer:
     def built(self) -> bool:
         return self._size is not None
 
+    def set_layout(self, layout) -> None:
+        """Tell the optimizer which variables the flat buffer holds, in order
+        ([(path, size)]). When the set changes (a layer frozen or unfrozen),
+        built slots are remapped by variable: a variable keeps its slot
+        values, a new one starts from the initial values, so no variable ever
+        receives another one's momentum."""
+        layout = [(str(p), int(n)) for p, n in layout]
+        old = self._layout
+        self._layout = layout
+        if not self.built or old is None or old == layout:
+            if self.built and old is None and self._size != sum(n for _, n in layout):
+                self.build(sum(n for _, n in layout))
+            return
+        old_offsets, off = {}, 0
+        for path, n in old:
+            old_offsets[path] = (off, n)
+            off += n
+        old_slots = self._slots
+        self.build(sum(n for _, n in layout))
+        off = 0
+        for path, n in layout:
+            prev = old_offsets.get(path)
+            if prev is not None and prev[1] == n:
+                for k, buf in self._slots.items():
+                    buf[off:off + n] = old_slots[k][prev[0]:prev[0] + n]
+            off += n
+
     # ------------------------------------------------------------ step
     def apply(self, params: np.ndarray, grads: np.ndarray, segments=None) -> float:
         """Update params in place from grads; returns the l1/l2 penalty value
@@ -152,8 +183,12 @@ class Optimizer:
         slots = list(self._slot_args())
         offsets, l1, l2 = segments if segments is not None else (None, None, None)
         penalty, _ = ops().optimizer_step(h, params, grads, *slots, offsets, l1, l2)
+        self._commit()
         self.iterations += 1
         return penalty
+
+    def _commit(self):
+        """Advance state that _prepare computed, once the step has succeeded."""
 
     def _slot_args(self):
         names = self._slot_names()
@@ -244,7 +279,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
-        self.momentum = _check("SGD", "momentum", momentum, 0.0, 1.0)
+        self.momentum = self._configured_momentum = _check("SGD", "momentum", momentum, 0.0, 1.0)
         self.nesterov = bool(nesterov)
 
     @property
@@ -262,7 +297,8 @@ class SGD(Optimizer):
         h.momentum, h.nesterov = self.momentum, self.nesterov
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+        momentum = self._configured_momentum if self._cycles() else self.momentum
+        return {**super().get_config(), "momentum": momentum, "nesterov": self.nesterov}
 
 
 class Adagrad(Optimizer):
@@ -310,7 +346,7 @@ class RMSprop(Optimizer):
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
         self.rho = _check("RMSprop", "rho", rho, 0.0, 1.0, high_open=True)
-        self.momentum = _check("RMSprop", "momentum", momentum, 0.0, 1.0)
+        self.momentum = self._configured_momentum = _check("RMSprop", "momentum", momentum, 0.0, 1.0)
         self.epsilon = _check("RMSprop", "epsilon", epsilon, 0.0)
         self.centered = bool(centered)
 
@@ -332,7 +368,8 @@ class RMSprop(Optimizer):
         h.beta2, h.momentum, h.epsilon, h.centered = self.rho, self.momentum, self.epsilon, self.centered
 
     def get_config(self):
-        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+        momentum = self._configured_momentum if self._cycles() else self.momentum
+        return {**super().get_config(), "rho": self.rho, "momentum": momentum, "epsilon": self.epsilon,
                 "centered": self.centered}
 
 
@@ -340,7 +377,7 @@ class _AdamFamily(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate, **kwargs)
         cls = type(self).__name__
-        self.beta_1 = _check(cls, "beta_1", beta_1, 0.0, 1.0, high_open=True)
+        self.beta_1 = self._configured_beta_1 = _check(cls, "beta_1", beta_1, 0.0, 1.0, high_open=True)
         self.beta_2 = _check(cls, "beta_2", beta_2, 0.0, 1.0, high_open=True)
         self.epsilon = _check(cls, "epsilon", epsilon, 0.0)
 
@@ -351,7 +388,8 @@ class _AdamFamily(Optimizer):
         h.beta1, h.beta2, h.epsilon = self.beta_1, self.beta_2, self.epsilon
 
     def get_config(self):
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+        beta_1 = self._configured_beta_1 if self._cycles() else self.beta_1
+        return {**super().get_config(), "beta_1": beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
 class Adam(_AdamFamily):
@@ -412,12 +450,13 @@ class Adamax(_AdamFamily):
 
 
 class Nadam(_AdamFamily):
-    """Nadam (Keras, Dozat 2016, with the momentum schedule
-    mu_t = b1 (1 - 0.5 * 0.96^(0.004 t))):
+    """Nadam (Keras 3, after Dozat 2016), with the momentum schedule
+    mu_t = b1 (1 - 0.5 * 0.96^t):
     w <- w - lr (mu_{t+1} m / (1 - prod mu_1..t+1) + (1 - mu_t) g / (1 - prod mu_1..t))
              / (sqrt(v / (1 - b2^t)) + eps).
     Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7.
-    PyTorch's NAdam uses the same schedule (momentum_decay=0.004) and the same
+    PyTorch's NAdam (and Keras 2) use mu_t = b1 (1 - 0.5 * 0.96^(0.004 t)):
+    PyTorch with momentum_decay=1.0 computes exactly this rule, with the same
     epsilon placement."""
 
     _KIND = 5
@@ -432,20 +471,26 @@ class Nadam(_AdamFamily):
     def _prepare(self, h, t, lr):
         super()._prepare(h, t, lr)
         b1 = self.beta_1
-        u_t = b1 * (1.0 - 0.5 * 0.96 ** (0.004 * t))
-        u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (0.004 * (t + 1)))
+        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
         u_prod_t = self._u_product * u_t
         u_prod_t1 = u_prod_t * u_t1
-        self._u_product = u_prod_t
+        self._u_product_next = u_prod_t  # committed once the step has run
         h.c1 = u_t1 / (1.0 - u_prod_t1)
         h.c2 = (1.0 - u_t) / (1.0 - u_prod_t)
         h.c3 = 1.0 / (1.0 - self.beta_2 ** t)
+
+    def _commit(self):
+        self._u_product = self._u_product_next
 
     def _extra_state(self):
         return {"u_product": np.array([self._u_product], dtype=np.float64)}
 
     def _set_extra_state(self, state):
-        self._u_product = float(np.asarray(state.get("u_product", [1.0])).reshape(-1)[0])
+        if "u_product" not in state:
+            raise ValueError("Nadam.set_state: the state has no 'u_product' entry (the product of the momentum "
+                             "schedule); it cannot resume exactly without it")
+        self._u_product = float(np.asarray(state["u_product"]).reshape(-1)[0])
 
 
 class Ftrl(Optimizer):

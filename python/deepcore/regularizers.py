@@ -90,6 +90,12 @@ def get(identifier):
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
     if isinstance(identifier, dict):
+        if "class_name" in identifier:  # the serialize() form
+            name, cfg = identifier["class_name"], identifier.get("config", {})
+            classes = {"L1": L1, "L2": L2, "L1L2": L1L2}
+            if name not in classes:
+                raise ValueError(f"Unknown regularizer class {name!r}; expected one of {sorted(classes)}")
+            return classes[name](**cfg)
         return L1L2(identifier.get("l1", 0.0), identifier.get("l2", 0.0))
     raise ValueError(f"Unknown regularizer {identifier!r}; expected None, regularizers.l1(...), l2(...), "
                      f"l1_l2(...) or one of the names {sorted(_BY_NAME)} (only L1/L2 penalties are fused into "

@@ -12,15 +12,17 @@ __all__ = ["prune", "sparsity"]
 
 
 def _targets(model, include_bias):
-    """Weights that pruning considers: every variable that is a parameter by
-    design (not moving statistics), biases only when asked."""
+    """Weights that pruning considers: weight matrices and other tensors of
+    rank >= 2 that are parameters by design (Dense kernels), plus biases when
+    asked. Per-unit vectors that scale or shift a whole channel (BatchNorm's
+    gamma/beta, PReLU slopes) and moving statistics are never pruned."""
     return [var for layer in model.layers for var in layer._variables
-            if var.trainable and (include_bias or var.name != "bias")]
+            if var.trainable and (var.value.ndim >= 2 or (include_bias and var.name == "bias"))]
 
 
 def prune(model, threshold, include_bias=False) -> dict:
     """Zero, in place, every weight with |w| < threshold (kernels and other
-    weight matrices; biases too with include_bias=True). Returns
+    weight tensors of rank >= 2; biases too with include_bias=True). Returns
     {"pruned": count zeroed now, "total": weights considered,
     "fraction": fraction of those that are zero after pruning,
     "per_weight": {path: fraction zero}}."""

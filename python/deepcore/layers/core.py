@@ -135,7 +135,11 @@ class Dense(Layer):
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation.name, use_bias=self.use_bias,
                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                   bias_regularizer=_regularizers.serialize(self.bias_regularizer),
+                   kernel_constraint=_constraints.serialize(self.kernel_constraint),
+                   bias_constraint=_constraints.serialize(self.bias_constraint))
         return cfg
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -128,6 +129,9 @@ class Model:
     def _ensure_packed(self):
         if self._flat_params is None or self._packed_ids != [id(v) for v in self.trainable_weights]:
             self._pack_parameters()
+        opt = self.optimizer
+        if opt is not None and opt._layout != self._layout:
+            opt.set_layout(self._layout)  # slots follow their variables when the trainable set changes
 
     def save_weights(self, filepath, overwrite=True):
         """Write all weights to a safetensors file (atomically: on failure the
@@ -171,16 +175,23 @@ class Model:
             var.value[...] = tensors[path]
 
     def _restore_optimizer_state(self, filepath, info, state):
+        """Restore the saved slots and step count when they fit this model's
+        optimizer; otherwise keep the loaded weights and warn (as Keras does),
+        saying why the optimizer starts afresh."""
         opt = self.optimizer
-        if info.get("class") != type(opt).__name__:
-            raise ValueError(f"{filepath}: the file holds {info.get('class')} state, but the model is compiled "
-                             f"with {type(opt).__name__}; compile with the same optimizer to resume, or "
-                             f"recompile after loading to start the optimizer afresh")
         self._ensure_packed()
         layout = [tuple(item) for item in info.get("layout", [])]
-        if layout != self._layout:
-            raise ValueError(f"{filepath}: the optimizer state was saved for parameters {layout}, the model "
-                             f"packs {self._layout}")
+        reason = None
+        if info.get("class") != type(opt).__name__:
+            reason = (f"the file holds {info.get('class')} state but the model is compiled with "
+                      f"{type(opt).__name__}")
+        elif layout != self._layout:
+            reason = (f"the state was saved for trainable weights {[p for p, _ in layout]}, the model now "
+                      f"trains {[p for p, _ in self._layout]}")
+        if reason is not None:
+            warnings.warn(f"{filepath}: weights loaded, optimizer state skipped: {reason}. Compile with the "
+                          f"same optimizer and trainable layers to resume exactly.", stacklevel=3)
+            return
         if not opt.built:
             opt.build(self._flat_params.size)
         opt.set_state(state)
