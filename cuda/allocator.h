@@ -21,6 +21,16 @@ void device_free(void* p);
 // cudaFree every cached (unused) block.
 void empty_cache();
 
+// Scratch memory for one call, returned to the cache on every path (the
+// kernels that use it are queued on the same stream before any later reuse).
+struct Scratch {
+  void* p;
+  explicit Scratch(size_t bytes) : p(device_alloc(bytes)) {}
+  ~Scratch() { device_free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
 struct AllocatorStats {
   size_t live_bytes;    // handed out and not yet freed
   size_t cached_bytes;  // freed, kept for reuse

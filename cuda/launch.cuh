@@ -37,6 +37,22 @@ __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Sum over a block of kThreads threads, in a fixed order (warp shuffles, then
+// warp 0 over the warps' sums): deterministic. Every thread must call it; the
+// result is valid in thread 0. `shared` holds kWarpsPerBlock values; the
+// leading __syncthreads makes it safe to call again in a loop.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
+  v = warp_sum(v);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kWarpsPerBlock ? shared[threadIdx.x] : T(0);
+    v = warp_sum(v);
+  }
+  return v;
+}
 // Maximum that ignores NaN, like std::max(m, x) starting from -inf on the CPU.
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -122,15 +122,6 @@ __global__ void sum_rows_kernel(const double* row_loss, const int* row_hit, inde
   if (threadIdx.x == 0) res->total = loss_part[0], res->hits = hit_part[0];
 }
 
-// Scratch from the caching allocator, returned on every path.
-struct Scratch {
-  void* p;
-  explicit Scratch(size_t bytes) : p(device_alloc(bytes)) {}
-  ~Scratch() { device_free(p); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 }  // namespace
 
 double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
