@@ -12,6 +12,7 @@
 
 #include "ops/activations.h"
 #include "ops/common.h"
+#include "ops/optimizers.h"
 
 namespace deepcore {
 namespace cuda {
@@ -27,6 +28,16 @@ void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float 
 
 // ops/optimizers.h
 void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, float momentum, bool nesterov);
+// The one exception to "every pointer a device pointer": offsets, seg_l1 and
+// seg_l2 (nseg + 1 and nseg entries, validated by the caller) are host arrays,
+// uploaded with the call, as the Python side keeps them. The update itself
+// needs no host round trip; the penalty and *grad_norm come back to the host,
+// so the call synchronizes when a penalty is set or grad_norm is given, and
+// otherwise returns 0 without waiting.
+double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, float* s1, float* s2, index_t n,
+                      const int64_t* offsets, index_t nseg, const float* seg_l1, const float* seg_l2,
+                      double* grad_norm);
+void max_norm(float* w, index_t outer, index_t r, index_t inner, float max_value);
 
 // ops/losses.h. Labels are validated on the device before anything is
 // written; a label out of range throws InvalidInput naming it and its row, as

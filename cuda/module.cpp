@@ -10,8 +10,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "allocator.h"
@@ -174,6 +176,123 @@ DeviceBuffer* to_device(py::handle obj) {
   return b;
 }
 
+// ------------------------------------------------------------- optimizers
+
+// The hyperparameters from deepcore._core.OptParams (or any object with its
+// fields): the Python optimizers hand both backends the same object.
+OptParams opt_params(py::handle h, const char* fn) {
+  OptParams p;
+  const std::pair<const char*, float OptParams::*> floats[] = {
+      {"lr", &OptParams::lr}, {"momentum", &OptParams::momentum}, {"beta1", &OptParams::beta1},
+      {"beta2", &OptParams::beta2}, {"epsilon", &OptParams::epsilon}, {"c1", &OptParams::c1},
+      {"c2", &OptParams::c2}, {"c3", &OptParams::c3}, {"weight_decay", &OptParams::weight_decay},
+      {"clipvalue", &OptParams::clipvalue}, {"clipnorm", &OptParams::clipnorm},
+      {"global_clipnorm", &OptParams::global_clipnorm}, {"lr_power", &OptParams::lr_power}, {"l1", &OptParams::l1},
+      {"l2", &OptParams::l2}, {"l2_shrinkage", &OptParams::l2_shrinkage}, {"ftrl_beta", &OptParams::ftrl_beta}};
+  const std::pair<const char*, bool OptParams::*> flags[] = {
+      {"nesterov", &OptParams::nesterov}, {"amsgrad", &OptParams::amsgrad}, {"centered", &OptParams::centered}};
+  const char* field = "kind";
+  try {
+    p.kind = h.attr(field).cast<int>();
+    for (const auto& [name, member] : floats) field = name, p.*member = h.attr(name).cast<float>();
+    for (const auto& [name, member] : flags) field = name, p.*member = h.attr(name).cast<bool>();
+  } catch (const py::error_already_set&) {
+    throw py::type_error(std::string(fn) + ": hyper must be a deepcore._core.OptParams (or have its fields), got " +
+                         py::str(py::type::of(h)).cast<std::string>() + " without a usable '" + field + "'");
+  } catch (const py::cast_error&) {
+    throw py::type_error(std::string(fn) + ": hyper." + field + " has the wrong type");
+  }
+  return p;
+}
+
+const char* kOptNames[kNumOpts] = {"SGD", "Adagrad", "RMSprop", "Adam", "Adamax", "Nadam", "Ftrl"};
+
+void require_slot(bool needed, float* slot, const char* opt, const char* slot_name) {
+  if (needed && !slot)
+    throw py::value_error(std::string("optimizer_step: ") + opt + " needs the " + slot_name + " slot, got None");
+}
+
+// The checks of src/bind/training.cpp, with device params, grads and slots and
+// host offsets / l1 / l2.
+py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_, py::object s0_, py::object s1_,
+                                 py::object s2_, py::object offsets_, py::object l1_, py::object l2_,
+                                 bool want_norm) {
+  const char* fn = "optimizer_step";
+  const OptParams p = opt_params(hyper, fn);
+  if (p.kind < 0 || p.kind >= kNumOpts)
+    throw py::value_error("optimizer_step: unknown optimizer kind " + std::to_string(p.kind));
+  const char* opt = kOptNames[p.kind];
+  if (!std::isfinite(p.lr) || p.lr < 0.0f)
+    throw py::value_error(std::string("optimizer_step: ") + opt + " learning rate must be finite and >= 0, got " +
+                          std::to_string(p.lr));
+  DeviceBuffer &w = dbuf(w_, fn, "params", "float32"), &g = dbuf(g_, fn, "grads", "float32");
+  same_shape(w, g, fn, "params", "grads");
+  float* p0 = optional_like(s0_, w, fn, "slot0", "params");
+  float* p1 = optional_like(s1_, w, fn, "slot1", "params");
+  float* p2 = optional_like(s2_, w, fn, "slot2", "params");
+  switch (Opt(p.kind)) {
+    case Opt::SGD: require_slot(p.momentum > 0.0f, p0, opt, "velocity (slot0)"); break;
+    case Opt::Adagrad: require_slot(true, p0, opt, "accumulator (slot0)"); break;
+    case Opt::RMSprop:
+      require_slot(true, p0, opt, "velocity (slot0)");
+      require_slot(p.momentum > 0.0f, p1, opt, "momentum (slot1)");
+      require_slot(p.centered, p2, opt, "average gradient (slot2)");
+      if (!p.centered) p2 = nullptr;
+      break;
+    case Opt::Adam:
+      require_slot(true, p0, opt, "m (slot0)");
+      require_slot(true, p1, opt, "v (slot1)");
+      require_slot(p.amsgrad, p2, opt, "vhat (slot2)");
+      if (!p.amsgrad) p2 = nullptr;
+      break;
+    case Opt::Adamax:
+    case Opt::Nadam:
+      require_slot(true, p0, opt, "m (slot0)");
+      require_slot(true, p1, opt, Opt(p.kind) == Opt::Adamax ? "u (slot1)" : "v (slot1)");
+      break;
+    case Opt::Ftrl:
+      require_slot(true, p0, opt, "accumulator (slot0)");
+      require_slot(true, p1, opt, "linear (slot1)");
+      break;
+  }
+  const index_t n = index_t(w.size());
+  py::array offsets, l1, l2;
+  const int64_t* op = nullptr;
+  const float *l1p = nullptr, *l2p = nullptr;
+  index_t nseg = 0;
+  if (!offsets_.is_none()) {
+    offsets = bind::checked<int64_t>(offsets_, fn, "offsets");
+    bind::expect_shape(offsets, {-1}, fn, "offsets");
+    if (offsets.shape(0) < 2) throw py::value_error("optimizer_step: offsets needs at least 2 entries (0 and n)");
+    op = bind::cptr<int64_t>(offsets);
+    nseg = offsets.shape(0) - 1;
+    if (op[0] != 0 || op[nseg] != n)
+      throw py::value_error("optimizer_step: offsets must start at 0 and end at params.size = " + std::to_string(n) +
+                            ", got " + std::to_string(op[0]) + " .. " + std::to_string(op[nseg]));
+    for (index_t s = 0; s < nseg; ++s)
+      if (op[s + 1] < op[s]) throw py::value_error("optimizer_step: offsets must be non-decreasing");
+    if (!l1_.is_none()) {
+      l1 = bind::checked<float>(l1_, fn, "l1");
+      bind::expect_shape(l1, {nseg}, fn, "l1");
+      l1p = bind::cptr<float>(l1);
+    }
+    if (!l2_.is_none()) {
+      l2 = bind::checked<float>(l2_, fn, "l2");
+      bind::expect_shape(l2, {nseg}, fn, "l2");
+      l2p = bind::cptr<float>(l2);
+    }
+  } else if (!l1_.is_none() || !l2_.is_none()) {
+    throw py::value_error("optimizer_step: per-segment l1/l2 need offsets");
+  }
+  double norm = NAN, penalty;
+  {
+    py::gil_scoped_release nogil;
+    penalty = deepcore::cuda::optimizer_step(p, static_cast<float*>(w.data()), static_cast<const float*>(g.data()),
+                                             p0, p1, p2, n, op, nseg, l1p, l2p, want_norm ? &norm : nullptr);
+  }
+  return py::make_tuple(penalty, want_norm ? py::object(py::float_(norm)) : py::object(py::none()));
+}
+
 py::dict device_properties(int i) {
   const int n = deepcore::cuda::device_count();
   if (i < 0 || i >= n)
@@ -311,4 +430,28 @@ PYBIND11_MODULE(_cuda, m) {
     deepcore::cuda::sgd_update(p<float>(w), p<float>(g), vp, index_t(w.size()), lr, momentum, nesterov);
   }, py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("learning_rate"), py::arg("momentum"),
      py::arg("nesterov"));
+
+  m.def("optimizer_step", &optimizer_step_binding, py::arg("hyper"), py::arg("params"), py::arg("grads"),
+        py::arg("slot0"), py::arg("slot1"), py::arg("slot2"), py::arg("offsets"), py::arg("l1"), py::arg("l2"),
+        py::arg("want_norm") = false,
+        "One fused update of all parameters (device params, grads, slots; host offsets, l1, l2; hyper a "
+        "deepcore._core.OptParams); returns (penalty, gradient norm or None). Synchronizes only when a penalty "
+        "is set or the norm is asked for.");
+
+  m.def("max_norm", [](py::handle w_, int first_axis, int last_axis, float max_value) {
+    const char* fn = "max_norm";
+    DeviceBuffer& w = dbuf(w_, fn, "w", "float32");
+    if (!(max_value >= 0.0f) || !std::isfinite(max_value))
+      throw py::value_error("max_norm: max_value must be finite and >= 0, got " + std::to_string(max_value));
+    const int nd = int(w.shape().size());
+    if (nd == 0) throw py::value_error("max_norm: w must have at least one dimension");
+    if (first_axis < 0 || last_axis >= nd || first_axis > last_axis)
+      throw py::value_error("max_norm: axes " + std::to_string(first_axis) + ".." + std::to_string(last_axis) +
+                            " do not exist for a tensor of rank " + std::to_string(nd));
+    index_t outer = 1, r = 1, inner = 1;
+    for (int a = 0; a < nd; ++a) (a < first_axis ? outer : a <= last_axis ? r : inner) *= index_t(w.shape()[a]);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::max_norm(p<float>(w), outer, r, inner, max_value);
+  }, py::arg("w"), py::arg("first_axis"), py::arg("last_axis"), py::arg("max_value"),
+     "Rescale, in place, each vector along axes first..last whose L2 norm exceeds max_value.");
 }

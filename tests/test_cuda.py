@@ -211,6 +211,191 @@ def test_sgd_flushes_denormal_velocity_like_cpu(G):
     np.testing.assert_array_equal(wd.to_numpy(), w)
 
 
+# ----------------------------------------------------- fused optimizer step
+# Segments: a tiny one, an empty one, one longer than a GPU run (8192) and not
+# a multiple of it, a 3-element one, a long tail.
+SEG_SIZES = [10, 0, 2 * 8192 + 5, 3, 50_000]
+SEG_L1 = [0.0, 1e-3, 0.0, 0.0, 2e-4]
+SEG_L2 = [1e-3, 0.0, 0.0, 5e-3, 1e-4]
+
+# (id, kind, fields of OptParams, slots the rule uses)
+OPT_CASES = [
+    ("sgd", 0, {}, 0),
+    ("sgd_momentum", 0, dict(momentum=0.9), 1),
+    ("sgd_nesterov", 0, dict(momentum=0.9, nesterov=True), 1),
+    ("adagrad", 1, {}, 1),
+    ("rmsprop", 2, dict(beta2=0.9), 1),
+    ("rmsprop_momentum", 2, dict(beta2=0.9, momentum=0.5), 2),
+    ("rmsprop_centered", 2, dict(beta2=0.9, centered=True), 3),
+    ("rmsprop_centered_momentum", 2, dict(beta2=0.9, centered=True, momentum=0.5), 3),
+    ("adam", 3, {}, 2),
+    ("adam_amsgrad", 3, dict(amsgrad=True), 3),
+    ("adamax", 4, {}, 2),
+    ("nadam", 5, dict(c2=0.05, c3=1.2), 2),
+    ("ftrl", 6, {}, 2),
+    ("ftrl_general", 6, dict(lr_power=-0.7, l1=1e-3, l2=1e-3, l2_shrinkage=1e-3, ftrl_beta=0.1), 2),
+]
+CLIP_MODES = [("none", {}), ("clipvalue", dict(clipvalue=0.5)), ("clipnorm", dict(clipnorm=1.0)),
+              ("global_clipnorm", dict(global_clipnorm=1.0)), ("weight_decay", dict(weight_decay=0.01))]
+
+
+def opt_params(kind, fields):
+    h = C.OptParams()
+    h.kind, h.lr, h.c1 = kind, 0.01, 0.3
+    for k, v in fields.items():
+        setattr(h, k, v)
+    return h
+
+
+def opt_slots(kind, nslots, n, rng):
+    """Slot values the rule can start from: positive accumulators (Adagrad, Ftrl),
+    and a centered RMSprop whose average gradient is small next to its velocity
+    (so v - c^2 + eps stays well away from 0, where fp32 rounding decides)."""
+    slots = [np.abs(rng.normal(size=n)).astype(np.float32) * 0.1 for _ in range(nslots)]
+    if kind in (1, 6):
+        slots[0] += np.float32(0.1)
+    if kind == 2:
+        slots[0] += np.float32(1.0)
+        if nslots == 3:
+            slots[2] *= np.float32(0.1)
+    return slots + [None] * (3 - nslots)
+
+
+def segments(sizes=SEG_SIZES, l1=SEG_L1, l2=SEG_L2):
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return offsets, np.array(l1, np.float32), np.array(l2, np.float32)
+
+
+@pytest.mark.parametrize("clip", [c[1] for c in CLIP_MODES], ids=[c[0] for c in CLIP_MODES])
+@pytest.mark.parametrize("kind,fields,nslots", [c[1:] for c in OPT_CASES], ids=[c[0] for c in OPT_CASES])
+def test_optimizer_step_with_penalties_and_clipping_matches_cpu(G, kind, fields, nslots, clip):
+    rng = np.random.default_rng(6)
+    offsets, l1, l2 = segments()
+    n = int(offsets[-1])
+    h = opt_params(kind, {**fields, **clip})
+    w = rng.normal(size=n).astype(np.float32)
+    slots = opt_slots(kind, nslots, n, rng)
+    wd = dev(G, w)
+    sd = [None if s is None else dev(G, s) for s in slots]
+    for step in range(3):
+        g = rng.normal(size=n).astype(np.float32)
+        pen_cpu, norm_cpu = C.optimizer_step(h, w, g, *slots, offsets, l1, l2, True)
+        pen, norm = G.optimizer_step(h, wd, dev(G, g), *sd, offsets, l1, l2, True)
+        assert pen == pytest.approx(pen_cpu, rel=1e-5), f"penalty at step {step}"
+        assert norm == pytest.approx(norm_cpu, rel=1e-5), f"gradient norm at step {step}"
+    np.testing.assert_allclose(wd.to_numpy(), w, rtol=RTOL, atol=ATOL)
+    for i, (s, d) in enumerate(zip(slots, sd)):
+        if s is not None:
+            np.testing.assert_allclose(d.to_numpy(), s, rtol=RTOL, atol=ATOL, err_msg=f"slot{i}")
+
+
+@pytest.mark.parametrize("clip", [c[1] for c in CLIP_MODES], ids=[c[0] for c in CLIP_MODES])
+def test_optimizer_step_without_segments_matches_cpu(G, clip):
+    rng = np.random.default_rng(7)
+    n = 3 * 8192 + 77
+    h = opt_params(3, clip)
+    w = rng.normal(size=n).astype(np.float32)
+    m, v = (np.zeros(n, np.float32) for _ in range(2))
+    g = rng.normal(size=n).astype(np.float32)
+    wd, md, vd = dev(G, w), dev(G, m), dev(G, v)
+    assert C.optimizer_step(h, w, g, m, v, None, None, None, None) == (0.0, None)
+    assert G.optimizer_step(h, wd, dev(G, g), md, vd, None, None, None, None) == (0.0, None)
+    np.testing.assert_allclose(wd.to_numpy(), w, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(vd.to_numpy(), v, rtol=RTOL, atol=ATOL)
+
+
+def test_optimizer_step_is_deterministic(G):
+    rng = np.random.default_rng(8)
+    offsets, l1, l2 = segments()
+    n = int(offsets[-1])
+    h = opt_params(3, dict(global_clipnorm=1.0))
+    w, g = (rng.normal(size=n).astype(np.float32) for _ in range(2))
+    results = []
+    for _ in range(2):
+        wd, md, vd = dev(G, w), G.DeviceBuffer((n,)), G.DeviceBuffer((n,))
+        pen, norm = G.optimizer_step(h, wd, dev(G, g), md, vd, None, offsets, l1, l2, True)
+        results.append((pen, norm, wd.to_numpy()))
+    assert results[0][:2] == results[1][:2]
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+def test_optimizer_step_nan_gradient_with_global_clipnorm_poisons_every_segment_like_cpu(G):
+    offsets, l1, l2 = segments()
+    n = int(offsets[-1])
+    h = opt_params(0, dict(global_clipnorm=1.0))
+    w, g = np.ones(n, np.float32), np.zeros(n, np.float32)
+    g[5] = np.nan
+    wd = dev(G, w)
+    _, norm_cpu = C.optimizer_step(h, w, g, None, None, None, offsets, l1, l2, True)
+    _, norm = G.optimizer_step(h, wd, dev(G, g), None, None, None, offsets, l1, l2, True)
+    assert np.isnan(norm) and np.isnan(norm_cpu)
+    assert np.all(np.isnan(w))
+    assert np.all(np.isnan(wd.to_numpy()))
+
+
+def test_optimizer_step_empty_params_match_cpu(G):
+    h = opt_params(0, dict(clipnorm=1.0))
+    offsets = np.zeros(3, np.int64)
+    cpu = C.optimizer_step(h, np.zeros(0, np.float32), np.zeros(0, np.float32), None, None, None, offsets, None,
+                           None, True)
+    gpu = G.optimizer_step(h, G.DeviceBuffer((0,)), G.DeviceBuffer((0,)), None, None, None, offsets, None, None,
+                           True)
+    assert gpu == cpu == (0.0, 0.0)
+
+
+def test_optimizer_step_bad_input_raises_like_cpu(G):
+    n = 10
+    w, offsets = np.zeros(n, np.float32), np.array([0, 4, n], np.int64)
+    wd = G.DeviceBuffer((n,))
+    adam = opt_params(3, {})
+    # the same complaint as the CPU, word for word
+    cases = [
+        (adam, (None, None, None, None, None, None), ValueError),          # Adam without m
+        (opt_params(9, {}), (None, None, None, None, None, None), ValueError),  # unknown kind
+        (opt_params(0, dict(lr=-1.0)), (None, None, None, None, None, None), ValueError),
+        (opt_params(0, {}), (None, None, None, np.array([0, 4], np.int64), None, None), ValueError),
+        (opt_params(0, {}), (None, None, None, np.array([0, 7, 4, n], np.int64), None, None), ValueError),
+        (opt_params(0, {}), (None, None, None, offsets, np.zeros(3, np.float32), None), ValueError),
+        (opt_params(0, {}), (None, None, None, None, np.zeros(2, np.float32), None), ValueError),
+        (opt_params(0, {}), (None, None, None, offsets.astype(np.int32), None, None), TypeError),
+    ]
+    for h, rest, exc in cases:
+        with pytest.raises(exc) as cpu_err:
+            C.optimizer_step(h, w, w, *rest)
+        with pytest.raises(exc) as gpu_err:
+            G.optimizer_step(h, wd, wd, *rest)
+        assert str(gpu_err.value) == str(cpu_err.value)
+    with pytest.raises(TypeError, match="params must be a deepcore._cuda.DeviceBuffer"):
+        G.optimizer_step(adam, w, wd, wd, wd, None, None, None, None)
+    with pytest.raises(ValueError, match="slot0 must have the shape of params"):
+        G.optimizer_step(adam, wd, wd, G.DeviceBuffer((n + 1,)), wd, None, None, None, None)
+    with pytest.raises(TypeError, match="offsets must be a numpy int64 array"):
+        G.optimizer_step(adam, wd, wd, wd, wd, None, dev(G, offsets), None, None)
+    with pytest.raises(TypeError, match="hyper must be a deepcore._core.OptParams"):
+        G.optimizer_step(object(), wd, wd, wd, wd, None, None, None, None)
+
+
+# ---------------------------------------------------------------- max_norm
+@pytest.mark.parametrize("shape,first,last", [((784, 300), 0, 0), ((300, 17), 1, 1), ((3, 3, 16, 32), 0, 2),
+                                               ((5, 40, 7), 1, 1)], ids=str)
+def test_max_norm_matches_cpu(G, shape, first, last):
+    w = np.random.default_rng(9).normal(size=shape).astype(np.float32)
+    wd = dev(G, w)
+    C.max_norm(w, first, last, 2.0)
+    G.max_norm(wd, first, last, 2.0)
+    np.testing.assert_allclose(wd.to_numpy(), w, rtol=RTOL, atol=ATOL)
+
+
+def test_max_norm_bad_input_raises_like_cpu(G):
+    w = np.zeros((3, 4), np.float32)
+    for args in [(0, 2, 1.0), (1, 0, 1.0), (0, 0, -1.0), (0, 0, float("nan"))]:
+        with pytest.raises(ValueError) as cpu_err:
+            C.max_norm(w, *args)
+        with pytest.raises(ValueError) as gpu_err:
+            G.max_norm(dev(G, w), *args)
+        assert str(gpu_err.value) == str(cpu_err.value)
+
+
 # ----------------------------------------------------------------- losses
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("rows,cols", [(1000, 10), (37, 1000), (5, 1)])
