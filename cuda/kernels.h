@@ -39,6 +39,18 @@ double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, f
                       double* grad_norm);
 void max_norm(float* w, index_t outer, index_t r, index_t inner, float max_value);
 
+// ops/batchnorm.h (all arguments device pointers; null where the CPU allows null)
+void batchnorm_forward_train(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                             float* inv_std, float* moving_mean, float* moving_var, index_t A, index_t C, index_t B,
+                             float eps, float momentum);
+void batchnorm_forward_inference(const float* x, const float* gamma, const float* beta, const float* moving_mean,
+                                 const float* moving_var, float* y, index_t A, index_t C, index_t B, float eps);
+void batchnorm_backward(const float* x, const float* dy, const float* gamma, const float* mean,
+                        const float* inv_std, float* dx, float* dgamma, float* dbeta, index_t A, index_t C,
+                        index_t B);
+void channel_affine(const float* x, const float* center, const float* scale, const float* offset, float* y,
+                    index_t A, index_t C, index_t B);
+
 // ops/losses.h. Labels are validated on the device before anything is
 // written; a label out of range throws InvalidInput naming it and its row, as
 // on the CPU. Synchronizes (the loss comes back to the host).

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -293,6 +294,38 @@ py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_,
   return py::make_tuple(penalty, want_norm ? py::object(py::float_(norm)) : py::object(py::none()));
 }
 
+// ------------------------------------------------------------------ batchnorm
+
+// (A, C, B) of a device tensor viewed as (A, C) or (A, C, B).
+std::tuple<index_t, index_t, index_t> acb(const DeviceBuffer& x, const char* fn, const char* name) {
+  const auto& s = x.shape();
+  if (s.size() != 2 && s.size() != 3)
+    throw py::value_error(std::string(fn) + ": " + name + " must have shape (A, C) or (A, C, B), got " +
+                          x.shape_str());
+  return {s[0], s[1], s.size() == 3 ? s[2] : 1};
+}
+
+// A (C,) float32 device tensor, or nullptr for None when optional.
+float* per_feature(py::handle obj, index_t C, const char* fn, const char* name, bool optional) {
+  if (optional && obj.is_none()) return nullptr;
+  DeviceBuffer& b = dbuf(obj, fn, name, "float32");
+  if (b.shape() != std::vector<py::ssize_t>{C})
+    throw py::value_error(std::string(fn) + ": " + name + " must have shape (" + std::to_string(C) + "), got " +
+                          b.shape_str());
+  return static_cast<float*>(b.data());
+}
+
+void check_epsilon(float eps, const char* fn) {
+  if (!(eps > 0.0f) || !std::isfinite(eps))
+    throw py::value_error(std::string(fn) + ": epsilon must be a positive finite number, got " + std::to_string(eps));
+}
+
+void check_batch(index_t n, const char* fn) {
+  if (n < 2)
+    throw py::value_error(std::string(fn) + ": batch statistics need more than one value per feature, got " +
+                          std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
+}
+
 py::dict device_properties(int i) {
   const int n = deepcore::cuda::device_count();
   if (i < 0 || i >= n)
@@ -454,4 +487,78 @@ PYBIND11_MODULE(_cuda, m) {
     deepcore::cuda::max_norm(p<float>(w), outer, r, inner, max_value);
   }, py::arg("w"), py::arg("first_axis"), py::arg("last_axis"), py::arg("max_value"),
      "Rescale, in place, each vector along axes first..last whose L2 norm exceeds max_value.");
+
+  // -------------------------------------------------------------- batchnorm
+  m.def("batchnorm_forward_train", [](py::handle x_, py::object gamma_, py::object beta_, py::handle y_,
+                                      py::handle mean_, py::handle inv_std_, py::handle mm_, py::handle mv_,
+                                      float epsilon, float momentum) {
+    const char* fn = "batchnorm_forward_train";
+    check_epsilon(epsilon, fn);
+    if (!(momentum >= 0.0f && momentum <= 1.0f))
+      throw py::value_error(std::string(fn) + ": momentum must be in [0, 1], got " + std::to_string(momentum));
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    auto [A, C, B] = acb(x, fn, "x");
+    same_shape(x, y, fn, "x", "y");
+    float* gp = per_feature(gamma_, C, fn, "gamma", true);
+    float* bp = per_feature(beta_, C, fn, "beta", true);
+    float* mup = per_feature(mean_, C, fn, "mean", false);
+    float* isp = per_feature(inv_std_, C, fn, "inv_std", false);
+    float* mmp = per_feature(mm_, C, fn, "moving_mean", false);
+    float* mvp = per_feature(mv_, C, fn, "moving_var", false);
+    check_batch(A * B, fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::batchnorm_forward_train(p<float>(x), gp, bp, p<float>(y), mup, isp, mmp, mvp, A, C, B, epsilon,
+                                            momentum);
+  }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("y"), py::arg("mean"), py::arg("inv_std"),
+     py::arg("moving_mean"), py::arg("moving_var"), py::arg("epsilon"), py::arg("momentum"),
+     "Training forward with batch statistics over A and B (see deepcore._core.batchnorm_forward_train).");
+
+  m.def("batchnorm_forward_inference", [](py::handle x_, py::object gamma_, py::object beta_, py::handle mm_,
+                                          py::handle mv_, py::handle y_, float epsilon) {
+    const char* fn = "batchnorm_forward_inference";
+    check_epsilon(epsilon, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    auto [A, C, B] = acb(x, fn, "x");
+    same_shape(x, y, fn, "x", "y");
+    float* gp = per_feature(gamma_, C, fn, "gamma", true);
+    float* bp = per_feature(beta_, C, fn, "beta", true);
+    float* mmp = per_feature(mm_, C, fn, "moving_mean", false);
+    float* mvp = per_feature(mv_, C, fn, "moving_var", false);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::batchnorm_forward_inference(p<float>(x), gp, bp, mmp, mvp, p<float>(y), A, C, B, epsilon);
+  }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("moving_mean"), py::arg("moving_var"), py::arg("y"),
+     py::arg("epsilon"), "Inference forward: y = (x - moving_mean) gamma / sqrt(moving_var + eps) + beta.");
+
+  m.def("batchnorm_backward", [](py::handle x_, py::handle dy_, py::object gamma_, py::handle mean_,
+                                 py::handle inv_std_, py::object dx_, py::object dgamma_, py::object dbeta_) {
+    const char* fn = "batchnorm_backward";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32");
+    auto [A, C, B] = acb(x, fn, "x");
+    same_shape(x, dy, fn, "x", "dy");
+    float* gp = per_feature(gamma_, C, fn, "gamma", true);
+    float* mup = per_feature(mean_, C, fn, "mean", false);
+    float* isp = per_feature(inv_std_, C, fn, "inv_std", false);
+    float* dxp = optional_like(dx_, x, fn, "dx", "x");
+    float* dgp = per_feature(dgamma_, C, fn, "dgamma", true);
+    float* dbp = per_feature(dbeta_, C, fn, "dbeta", true);
+    check_batch(A * B, fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::batchnorm_backward(p<float>(x), p<float>(dy), gp, mup, isp, dxp, dgp, dbp, A, C, B);
+  }, py::arg("x"), py::arg("dy"), py::arg("gamma"), py::arg("mean"), py::arg("inv_std"), py::arg("dx"),
+     py::arg("dgamma"), py::arg("dbeta"),
+     "Backward of batchnorm_forward_train (dx, dgamma, dbeta, gamma may be None).");
+
+  m.def("channel_affine", [](py::handle x_, py::object center_, py::handle scale_, py::object offset_,
+                             py::handle y_) {
+    const char* fn = "channel_affine";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    auto [A, C, B] = acb(x, fn, "x");
+    same_shape(x, y, fn, "x", "y");
+    float* cp = per_feature(center_, C, fn, "center", true);
+    float* sp = per_feature(scale_, C, fn, "scale", false);
+    float* op = per_feature(offset_, C, fn, "offset", true);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::channel_affine(p<float>(x), cp, sp, op, p<float>(y), A, C, B);
+  }, py::arg("x"), py::arg("center"), py::arg("scale"), py::arg("offset"), py::arg("y"),
+     "y = (x - center) * scale + offset per feature (center, offset may be None).");
 }

@@ -396,6 +396,137 @@ def test_max_norm_bad_input_raises_like_cpu(G):
         assert str(gpu_err.value) == str(cpu_err.value)
 
 
+# --------------------------------------------------------------- batchnorm
+# (A, C) and (A, C, B) views: features last, a channel axis with spatial
+# values after it, few features over many values (the reduction is split),
+# one feature, and data far from zero (the shifted sums must not cancel).
+BN_SHAPES = [(256, 300), (20000, 8), (64, 16, 49), (4, 3, 5000), (7, 1, 3), (2, 33)]
+
+
+def bn_inputs(shape, seed, loc=0.0):
+    rng = np.random.default_rng(seed)
+    x = (loc + rng.normal(scale=2.0, size=shape)).astype(np.float32)
+    C_ = shape[1]
+    gamma = rng.normal(1.0, 0.3, C_).astype(np.float32)
+    beta = rng.normal(0.0, 0.3, C_).astype(np.float32)
+    mm = rng.normal(size=C_).astype(np.float32)
+    mv = (1.0 + np.abs(rng.normal(size=C_))).astype(np.float32)
+    return x, gamma, beta, mm, mv
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_affine"])
+@pytest.mark.parametrize("loc", [0.0, 1000.0], ids=["centered", "offset1000"])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_train_forward_and_backward_match_cpu(G, shape, loc, affine):
+    x, gamma, beta, mm, mv = bn_inputs(shape, 10, loc)
+    if not affine:
+        gamma = beta = None
+    C_ = shape[1]
+    dy = np.random.default_rng(11).normal(size=shape).astype(np.float32)
+    y, mean, inv_std = np.empty_like(x), np.empty(C_, np.float32), np.empty(C_, np.float32)
+    mm_d, mv_d = dev(G, mm), dev(G, mv)
+    C.batchnorm_forward_train(x, gamma, beta, y, mean, inv_std, mm, mv, 1e-3, 0.99)
+    xd = dev(G, x)
+    gd = None if gamma is None else dev(G, gamma)
+    bd = None if beta is None else dev(G, beta)
+    yd, meand, isd = G.DeviceBuffer(shape), G.DeviceBuffer((C_,)), G.DeviceBuffer((C_,))
+    G.batchnorm_forward_train(xd, gd, bd, yd, meand, isd, mm_d, mv_d, 1e-3, 0.99)
+    np.testing.assert_allclose(meand.to_numpy(), mean, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(isd.to_numpy(), inv_std, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(mm_d.to_numpy(), mm, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(mv_d.to_numpy(), mv, rtol=RTOL, atol=ATOL)
+    # y = (x - mean) inv_std gamma + beta: x - mean loses what |x| ~ 1000 holds beyond fp32
+    atol_y = ATOL if loc == 0.0 else 1e-4
+    np.testing.assert_allclose(yd.to_numpy(), y, rtol=RTOL, atol=atol_y)
+
+    # backward from the CPU's saved statistics on both sides, so it is checked on its own
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(C_, np.float32), np.empty(C_, np.float32)
+    C.batchnorm_backward(x, dy, gamma, mean, inv_std, dx, dgamma, dbeta)
+    dxd, dgd, dbd = G.DeviceBuffer(shape), G.DeviceBuffer((C_,)), G.DeviceBuffer((C_,))
+    G.batchnorm_backward(xd, dev(G, dy), gd, dev(G, mean), dev(G, inv_std), dxd, dgd, dbd)
+    n = x.size // C_
+    np.testing.assert_allclose(dbd.to_numpy(), dbeta, rtol=RTOL, atol=ATOL * n)
+    np.testing.assert_allclose(dgd.to_numpy(), dgamma, rtol=RTOL, atol=ATOL * n)
+    np.testing.assert_allclose(dxd.to_numpy(), dx, rtol=RTOL, atol=atol_y)
+
+
+def test_batchnorm_in_place_and_optional_outputs_match_out_of_place(G):
+    shape = (64, 16, 49)
+    x, gamma, beta, mm, mv = bn_inputs(shape, 12)
+    dy = np.random.default_rng(13).normal(size=shape).astype(np.float32)
+    C_ = shape[1]
+    out = [G.DeviceBuffer(s) for s in (shape, (C_,), (C_,))]
+    G.batchnorm_forward_train(dev(G, x), dev(G, gamma), dev(G, beta), out[0], out[1], out[2], dev(G, mm),
+                              dev(G, mv), 1e-3, 0.9)
+    xd = dev(G, x)
+    mean, inv_std = G.DeviceBuffer((C_,)), G.DeviceBuffer((C_,))
+    G.batchnorm_forward_train(xd, dev(G, gamma), dev(G, beta), xd, mean, inv_std, dev(G, mm), dev(G, mv), 1e-3, 0.9)
+    np.testing.assert_array_equal(xd.to_numpy(), out[0].to_numpy())
+    # dx == dy in place, and only the parameter gradients
+    dx = G.DeviceBuffer(shape)
+    G.batchnorm_backward(dev(G, x), dev(G, dy), dev(G, gamma), mean, inv_std, dx, None, None)
+    dyd = dev(G, dy)
+    G.batchnorm_backward(dev(G, x), dyd, dev(G, gamma), mean, inv_std, dyd, None, None)
+    np.testing.assert_array_equal(dyd.to_numpy(), dx.to_numpy())
+    dg, db = G.DeviceBuffer((C_,)), G.DeviceBuffer((C_,))
+    G.batchnorm_backward(dev(G, x), dev(G, dy), dev(G, gamma), mean, inv_std, None, dg, db)
+    dg2, db2 = G.DeviceBuffer((C_,)), G.DeviceBuffer((C_,))
+    G.batchnorm_backward(dev(G, x), dev(G, dy), dev(G, gamma), mean, inv_std, G.DeviceBuffer(shape), dg2, db2)
+    np.testing.assert_array_equal(dg.to_numpy(), dg2.to_numpy())
+    np.testing.assert_array_equal(db.to_numpy(), db2.to_numpy())
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_affine"])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_inference_and_channel_affine_match_cpu(G, shape, affine):
+    x, gamma, beta, mm, mv = bn_inputs(shape, 14)
+    if not affine:
+        gamma = beta = None
+    y = np.empty_like(x)
+    C.batchnorm_forward_inference(x, gamma, beta, mm, mv, y, 1e-3)
+    yd = G.DeviceBuffer(shape)
+    G.batchnorm_forward_inference(dev(G, x), None if gamma is None else dev(G, gamma),
+                                  None if beta is None else dev(G, beta), dev(G, mm), dev(G, mv), yd, 1e-3)
+    np.testing.assert_allclose(yd.to_numpy(), y, rtol=RTOL, atol=ATOL)
+    scale = mv  # any positive per-feature vector
+    for center, offset in [(mm, None), (None, mm), (None, None), (mm, mv)]:
+        C.channel_affine(x, center, scale, offset, y)
+        G.channel_affine(dev(G, x), None if center is None else dev(G, center), dev(G, scale),
+                         None if offset is None else dev(G, offset), yd)
+        np.testing.assert_allclose(yd.to_numpy(), y, rtol=RTOL, atol=ATOL)
+
+
+def test_batchnorm_bad_input_raises_like_cpu(G):
+    x, gamma, beta, mm, mv = bn_inputs((8, 4), 15)
+    C_ = 4
+    y, mean, inv_std = np.empty_like(x), np.empty(C_, np.float32), np.empty(C_, np.float32)
+    one = x[:1].copy()
+
+    def both(fn_name, host_args, eps_mom):
+        """Calls the CPU and the GPU twin with the same arguments (arrays copied to the device)."""
+        with pytest.raises((ValueError, TypeError)) as cpu_err:
+            getattr(C, fn_name)(*host_args, *eps_mom)
+        dev_args = [None if a is None else dev(G, a) for a in host_args]
+        with pytest.raises(cpu_err.type) as gpu_err:
+            getattr(G, fn_name)(*dev_args, *eps_mom)
+        assert str(gpu_err.value) == str(cpu_err.value)
+
+    both("batchnorm_forward_train", (x, gamma, beta, y, mean, inv_std, mm, mv), (0.0, 0.9))       # epsilon
+    both("batchnorm_forward_train", (x, gamma, beta, y, mean, inv_std, mm, mv), (1e-3, 1.5))      # momentum
+    both("batchnorm_forward_train", (one, gamma, beta, one.copy(), mean, inv_std, mm, mv), (1e-3, 0.9))  # n = 1
+    both("batchnorm_forward_train", (x, gamma[:3].copy(), beta, y, mean, inv_std, mm, mv), (1e-3, 0.9))
+    both("batchnorm_forward_train", (x.reshape(-1), gamma, beta, y.reshape(-1), mean, inv_std, mm, mv), (1e-3, 0.9))
+    both("batchnorm_forward_train", (x, gamma, beta, y[:, :3].copy(), mean, inv_std, mm, mv), (1e-3, 0.9))
+    both("batchnorm_forward_inference", (x, gamma, beta, mm, mv[:2].copy(), y), (1e-3,))
+    both("batchnorm_backward", (x, x[:4].copy(), gamma, mean, inv_std, None, None, None), ())
+    both("batchnorm_backward", (one, one.copy(), gamma, mean, inv_std, None, None, None), ())
+    both("channel_affine", (x, None, mv[:3].copy(), None, y), ())
+    with pytest.raises(TypeError, match="x must be a deepcore._cuda.DeviceBuffer"):
+        G.channel_affine(x, None, dev(G, mv), None, G.DeviceBuffer((8, 4)))
+    with pytest.raises(TypeError, match="scale must have dtype float32"):
+        G.channel_affine(dev(G, x), None, G.DeviceBuffer((4,), "int32"), None, G.DeviceBuffer((8, 4)))
+
+
 # ----------------------------------------------------------------- losses
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("rows,cols", [(1000, 10), (37, 1000), (5, 1)])
