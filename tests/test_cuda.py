@@ -85,6 +85,34 @@ def test_built_module_without_a_device_raises_clean_exceptions():
     assert _cuda.memory_stats() == {"live_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
 
 
+def test_built_module_without_a_device_checks_hyperparameters_like_cpu():
+    # The checks that come before any device access, so they run here too.
+    try:
+        from deepcore import _cuda
+    except ImportError:
+        pytest.skip("deepcore was built without the CUDA backend")
+    if cuda.device_count() > 0:
+        pytest.skip("a CUDA device exists")
+    x = np.zeros((4, 3), np.float32)
+    bad_kind, bad_lr = C.OptParams(), C.OptParams()
+    bad_kind.kind, bad_lr.lr = 9, float("inf")
+    calls = [
+        ("optimizer_step", (bad_kind, x, x, None, None, None, None, None, None)),
+        ("optimizer_step", (bad_lr, x, x, None, None, None, None, None, None)),
+        ("batchnorm_forward_train", (x, None, None, x, x, x, x, x, -1.0, 0.9)),
+        ("batchnorm_forward_train", (x, None, None, x, x, x, x, x, 1e-3, 2.0)),
+        ("batchnorm_forward_inference", (x, None, None, x, x, x, float("nan"))),
+    ]
+    for name, args in calls:
+        with pytest.raises(ValueError) as cpu_err:
+            getattr(C, name)(*args)
+        with pytest.raises(ValueError) as gpu_err:
+            getattr(_cuda, name)(*args)
+        assert str(gpu_err.value) == str(cpu_err.value)
+    with pytest.raises(TypeError, match="hyper must be a deepcore._core.OptParams"):
+        _cuda.optimizer_step(object(), x, x, None, None, None, None, None, None)
+
+
 # --------------------------------------------------------------------------
 # GPU tests
 # --------------------------------------------------------------------------
