@@ -3,8 +3,10 @@ alpha_dropout_*) and the Dropout, AlphaDropout and MCDropout layers.
 
 The reference masks come from a NumPy Philox4x32-10 written here from the
 paper's round function (checked against Random123's known answers), keyed as
-src/ops/dropout.h documents: element i of call c of (seed, stream) is lane
-i % 4 of block (c << 32) + i / 4, kept iff its 32 bits >= round(rate * 2^32).
+src/ops/dropout.h documents: word k of call c of (seed, stream) is lane k % 4
+of block (c << 32) + k / 4; element i takes the low 16 bits of word i / 2 for
+even i, the high 16 bits for odd i, and is kept iff they are
+>= round(rate * 2^16).
 So the reference does not use the code under test. Statistical checks use
 >= 6 standard errors with fixed seeds: deterministic, yet a wrong rate or
 scale fails them.
@@ -47,10 +49,17 @@ def call_bits(n, seed, stream, call):
     return np.stack(words, axis=1).reshape(-1)[:n]
 
 
+def call_bits16(n, seed, stream, call):
+    """The 16 random bits of each of n dropout elements for one call."""
+    words = call_bits((n + 1) // 2, seed, stream, call)
+    halves = np.stack([words & np.uint64(0xFFFF), words >> np.uint64(16)], axis=1).reshape(-1)
+    return halves[:n]
+
+
 def ref_keep(n, rate, seed, stream, call):
     rate = float(np.float32(rate))  # the kernels take rate as float32
-    threshold = min(math.floor(rate * 2.0**32 + 0.5), 2**32 - 1)
-    return call_bits(n, seed, stream, call) >= np.uint64(threshold)
+    threshold = min(math.floor(rate * 2.0**16 + 0.5), 2**16)
+    return call_bits16(n, seed, stream, call) >= np.uint64(threshold)
 
 
 @pytest.mark.parametrize("counter,key,expected", [

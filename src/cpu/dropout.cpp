@@ -111,21 +111,31 @@ void draw_bits(uint32_t* bits, index_t i0, index_t m, uint64_t seed, uint64_t st
   draw_bits_scalar(bits, i0, m, seed, stream, call);
 }
 
+// The 16-bit draws of elements [i0, i0 + m) (i0 % 8 == 0), as an array of
+// uint16: element j's bits are half j % 2 of word j / 2, which on a
+// little-endian CPU is exactly the j-th uint16 of the words.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the 16-bit dropout draws assume little-endian words");
+inline const uint16_t* draw_bits16(uint32_t* words, index_t i0, index_t m, uint64_t seed, uint64_t stream,
+                                   uint32_t call) {
+  draw_bits(words, i0 / 2, (m + 1) / 2, seed, stream, call);
+  return reinterpret_cast<const uint16_t*>(words);
+}
+
 // words[w] bit k = (bits[32 w + k] >= thr), for the m elements of a tile
 // (bits past m are 0). Full words use a fixed-length OR-reduction that vectorizes.
-__attribute__((always_inline)) inline void pack_keep_bits(const uint32_t* bits, index_t m, uint32_t thr,
+__attribute__((always_inline)) inline void pack_keep_bits(const uint16_t* bits, index_t m, uint32_t thr,
                                                           uint32_t* words) {
   index_t w = 0;
   for (; (w + 1) * 32 <= m; ++w) {
     uint32_t word = 0;
-    const uint32_t* b = bits + w * 32;
+    const uint16_t* b = bits + w * 32;
 #pragma omp simd reduction(| : word)
-    for (int k = 0; k < 32; ++k) word |= uint32_t(b[k] >= thr) << k;
+    for (int k = 0; k < 32; ++k) word |= uint32_t(uint32_t(b[k]) >= thr) << k;
     words[w] = word;
   }
   if (w * 32 < m) {
     uint32_t word = 0;
-    for (index_t k = 0; w * 32 + k < m; ++k) word |= uint32_t(bits[w * 32 + k] >= thr) << k;
+    for (index_t k = 0; w * 32 + k < m; ++k) word |= uint32_t(uint32_t(bits[w * 32 + k]) >= thr) << k;
     words[w] = word;
   }
 }
@@ -135,14 +145,14 @@ __attribute__((always_inline)) inline void pack_keep_bits(const uint32_t* bits, 
 // receives the keep mask, one bit per element.
 DC_MULTIVERSION void dropout_scale_chunk(const float* x, float* y, index_t i0, index_t i1, uint32_t thr, float scale,
                                          uint64_t seed, uint64_t stream, uint32_t call, uint32_t* keep_words) {
-  alignas(64) uint32_t bits[kTile];
+  alignas(64) uint32_t words[kTile];
   for (index_t t = i0; t < i1; t += kTile) {
     const index_t m = std::min(kTile, i1 - t);
-    draw_bits(bits, t, m, seed, stream, call);
+    const uint16_t* bits = draw_bits16(words, t, m, seed, stream, call);
     const float* xt = x + t;
     float* yt = y + t;
 #pragma omp simd
-    for (index_t j = 0; j < m; ++j) yt[j] = xt[j] * (bits[j] >= thr ? scale : 0.0f);
+    for (index_t j = 0; j < m; ++j) yt[j] = xt[j] * (uint32_t(bits[j]) >= thr ? scale : 0.0f);
     if (keep_words) pack_keep_bits(bits, m, thr, keep_words + t / 32);
   }
 }
@@ -179,12 +189,12 @@ void parallel_tiles(index_t n, Fn fn) {
 
 DC_MULTIVERSION void dropout_mask_chunk(float* mask, index_t i0, index_t i1, uint32_t thr, float scale, uint64_t seed,
                                         uint64_t stream, uint32_t call) {
-  alignas(64) uint32_t bits[kTile];
+  alignas(64) uint32_t words[kTile];
   for (index_t t = i0; t < i1; t += kTile) {
     const index_t m = std::min(kTile, i1 - t);
-    draw_bits(bits, t, m, seed, stream, call);
+    const uint16_t* bits = draw_bits16(words, t, m, seed, stream, call);
 #pragma omp simd
-    for (index_t j = 0; j < m; ++j) mask[t + j] = bits[j] >= thr ? scale : 0.0f;
+    for (index_t j = 0; j < m; ++j) mask[t + j] = uint32_t(bits[j]) >= thr ? scale : 0.0f;
   }
 }
 
@@ -192,14 +202,14 @@ DC_MULTIVERSION void dropout_mask_chunk(float* mask, index_t i0, index_t i1, uin
 DC_MULTIVERSION void alpha_dropout_fwd_chunk(const float* x, float* y, index_t i0, index_t i1, uint32_t thr, float a,
                                              float b, float dropped, uint64_t seed, uint64_t stream, uint32_t call,
                                              uint32_t* keep_words) {
-  alignas(64) uint32_t bits[kTile];
+  alignas(64) uint32_t words[kTile];
   for (index_t t = i0; t < i1; t += kTile) {
     const index_t m = std::min(kTile, i1 - t);
-    draw_bits(bits, t, m, seed, stream, call);
+    const uint16_t* bits = draw_bits16(words, t, m, seed, stream, call);
     const float* xt = x + t;
     float* yt = y + t;
 #pragma omp simd
-    for (index_t j = 0; j < m; ++j) yt[j] = bits[j] >= thr ? a * xt[j] + b : dropped;
+    for (index_t j = 0; j < m; ++j) yt[j] = uint32_t(bits[j]) >= thr ? a * xt[j] + b : dropped;
     if (keep_words) pack_keep_bits(bits, m, thr, keep_words + t / 32);
   }
 }

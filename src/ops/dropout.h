@@ -4,9 +4,12 @@
 //
 // Random draws. A call of a random layer is keyed by (seed, stream, call):
 // seed is the Philox key, stream names the layer, call counts its training
-// forward passes. Element i of call c uses lane i % 4 of Philox block
-//     philox_block(seed, stream, (c << 32) + i / 4),
-// i.e. each call reads its own 2^32-block segment of the layer's stream.
+// forward passes. Each call reads its own 2^32-block segment of the layer's
+// stream: word k of call c is lane k % 4 of Philox block
+//     philox_block(seed, stream, (c << 32) + k / 4).
+// RReLU gives element i word i (a 24-bit uniform slope). The dropout family
+// needs only a keep/drop decision, so element i takes 16 bits: the low half
+// of word i / 2 for even i, the high half for odd i (half the Philox work).
 // The draw is a pure function of the element index, so masks are identical
 // for any thread count (and on the GPU). Backward either regenerates the same
 // draws (no state between forward and backward) or reads a 1-bit-per-element
@@ -26,12 +29,14 @@ bool set_philox_simd(bool enabled);
 // A tensor may hold at most 2^34 elements (2^32 blocks of 4) per call.
 constexpr index_t kMaxRandomElements = index_t(1) << 34;
 
-// Keep element i iff its 32 random bits u_i >= threshold, threshold =
-// round(rate * 2^32): P(drop) = threshold / 2^32 = rate to within 2^-33.
+// Keep element i iff its 16 random bits u_i >= threshold, threshold =
+// round(rate * 2^16) in [0, 2^16]: P(drop) = threshold / 2^16 = rate to within
+// 2^-17 (7.6e-6). The kept values are still scaled by exactly 1 / (1 - rate).
 DC_HD uint32_t dropout_threshold(double rate) {
-  const double t = rate * 4294967296.0 + 0.5;
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : uint32_t(t);
+  const double t = rate * 65536.0 + 0.5;
+  return t >= 65536.0 ? 65536u : uint32_t(t);
 }
+DC_HD uint32_t dropout_bits16(uint32_t word, index_t i) { return (i & 1) ? word >> 16 : word & 0xFFFFu; }
 
 DC_HD Philox4 random_call_block(uint64_t seed, uint64_t stream, uint32_t call, index_t block) {
   return philox_block(seed, stream, (uint64_t(call) << 32) + uint64_t(block));
