@@ -168,7 +168,7 @@ def test_matches_keras_formula_over_100_steps(kind, cfg):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["adam", "rmsprop", "sgd"])
 def test_large_tensor_parallel_path_matches_formula(kind, threads):
-    # Above the optimizer's parallel threshold (1 << 19) the step is split across threads.
+    # Above the optimizer's parallel threshold (1 << 17) the step is split across threads.
     rng = np.random.default_rng(3)
     n = (1 << 19) + 37
     w0 = rng.normal(size=n).astype(np.float32)
