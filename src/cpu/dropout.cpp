@@ -174,17 +174,7 @@ DC_MULTIVERSION void masked_scale_chunk(const float* in, float* out, index_t i0,
 // 32-element words of a keep bitmask never straddle two threads.
 template <class Fn>
 void parallel_tiles(index_t n, Fn fn) {
-  if (n < kParallelThreshold || omp_get_max_threads() == 1) {
-    fn(index_t(0), n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const index_t per = ((n + nt - 1) / nt + kTile - 1) / kTile * kTile;
-    const index_t b = std::min(n, t * per), e = std::min(n, b + per);
-    if (b < e) fn(b, e);
-  }
+  parallel_chunks(n, fn, kParallelThreshold, kTile);
 }
 
 DC_MULTIVERSION void dropout_mask_chunk(float* mask, index_t i0, index_t i1, uint32_t thr, float scale, uint64_t seed,

@@ -24,17 +24,7 @@ constexpr index_t kOptimizerParallelThreshold = 1 << 17;
 
 template <class Fn>
 void optimizer_chunks(index_t n, Fn fn) {
-  if (n < kOptimizerParallelThreshold || omp_get_max_threads() == 1) {
-    fn(index_t(0), n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const index_t per = ((n + nt - 1) / nt + 15) / 16 * 16;
-    const index_t b = std::min(n, t * per), e = std::min(n, b + per);
-    if (b < e) fn(b, e);
-  }
+  parallel_chunks(n, fn, kOptimizerParallelThreshold);
 }
 
 struct Seg {
