@@ -699,3 +699,55 @@ def test_terminate_on_nan_keeps_batchnorm_statistics_finite(guarded):
     assert finite and len(states) < 8
     for v, want in zip(bn.non_trainable_weights, states[-2]):
         np.testing.assert_array_equal(v.value, want)
+
+
+# ------------------------------------------------------------------ review fixes
+def _tiny_model():
+    m = deepcore.Sequential([deepcore.Input((3,)), deepcore.Dense(2, activation="softmax")])
+    m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return m
+
+
+@pytest.mark.parametrize("epochs,initial_epoch", [(0, 0), (2, 2), (2, 3)])
+def test_fit_with_no_epoch_to_run_returns_an_empty_history(epochs, initial_epoch):
+    m = _tiny_model()
+    seen = []
+    cb = deepcore.callbacks.LambdaCallback(on_train_begin=lambda logs: seen.append("begin"),
+                                     on_train_end=lambda logs: seen.append("end"))
+    x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int32)
+    hist = m.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[cb])
+    assert hist.history == {} and seen == ["begin", "end"]
+
+
+def test_checkpoint_subclass_batch_hook_runs_whatever_the_save_freq(tmp_path):
+    calls = []
+
+    class Counting(deepcore.callbacks.ModelCheckpoint):
+        def on_train_batch_end(self, batch, logs=None):
+            calls.append(batch)
+            super().on_train_batch_end(batch, logs)
+
+    x, y = np.zeros((8, 3), np.float32), np.zeros(8, np.int32)
+    for freq in (2, "epoch"):
+        calls.clear()
+        m = _tiny_model()
+        path = str(tmp_path / f"w-{freq}-{{epoch}}.weights")
+        m.fit(x, y, batch_size=2, epochs=1, verbose=0,
+              callbacks=[Counting(path, save_freq=freq, save_weights_only=True, monitor="loss")])
+        assert calls == [0, 1, 2, 3]
+
+
+def test_scheduler_with_an_opaque_signature_falls_back_to_one_argument():
+    def wrap(fn):
+        def inner(*args):
+            return fn(*args)
+        return inner
+
+    @wrap
+    def sched(epoch):
+        return 0.1 / (epoch + 1)
+
+    m = _tiny_model()
+    x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int32)
+    hist = m.fit(x, y, epochs=3, verbose=0, callbacks=[deepcore.callbacks.LearningRateScheduler(sched)])
+    assert hist.history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])

@@ -78,6 +78,9 @@ class Callback:
 def _overrides(cb, hook) -> bool:
     """Whether cb does something in hook (a method override or, as in
     LambdaCallback, a function set on the instance)."""
+    idle = getattr(cb, "_batch_hook_idle", None)
+    if idle is not None and idle(hook):
+        return False
     return hook in vars(cb) or getattr(type(cb), hook) is not getattr(Callback, hook)
 
 
@@ -333,14 +336,23 @@ class LearningRateScheduler(Callback):
         if not callable(schedule):
             raise TypeError(f"LearningRateScheduler: schedule must be callable, got {type(schedule).__name__}")
         self.schedule, self.verbose = schedule, verbose
-        self._takes_lr = _positional_arity(schedule) >= 2
+        arity = _positional_arity(schedule)
+        # None: the signature does not say (*args wrappers, builtins); try
+        # (epoch, lr) and fall back to (epoch) on TypeError, as Keras does.
+        self._takes_lr = None if arity is None else arity >= 2
 
     def on_train_begin(self, logs=None):
         _require_constant_rate("LearningRateScheduler", self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
-        lr = self.schedule(epoch, float(opt.learning_rate)) if self._takes_lr else self.schedule(epoch)
+        if self._takes_lr is None:
+            try:
+                lr = self.schedule(epoch, float(opt.learning_rate))
+            except TypeError:
+                lr = self.schedule(epoch)
+        else:
+            lr = self.schedule(epoch, float(opt.learning_rate)) if self._takes_lr else self.schedule(epoch)
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
             raise ValueError(f"LearningRateScheduler: the schedule returned {lr!r} for epoch {epoch}; "
                              f"it must return a finite float >= 0")
@@ -366,14 +378,15 @@ class LearningRateScheduler(Callback):
         return cls(schedules.deserialize(config["schedule"]), config.get("verbose", 0))
 
 
-def _positional_arity(fn) -> int:
-    """How many positional arguments fn accepts (2 for *args)."""
+def _positional_arity(fn):
+    """How many positional arguments fn accepts; None when the signature
+    cannot tell (*args, or no signature)."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return 1
+        return None
     if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return 2
+        return None
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
@@ -628,8 +641,6 @@ class ModelCheckpoint(_MonitorCallback):
         self.best = self.initial_value_threshold
         self._current_epoch = 0
         self._batches_since_save = 0
-        if save_freq != "epoch":  # only then is the per-batch hook worth its cost
-            self.on_train_batch_end = self._on_train_batch_end
 
     def on_train_begin(self, logs=None):
         if not self.save_weights_only and not callable(getattr(self.model, "save", None)):
@@ -646,7 +657,14 @@ class ModelCheckpoint(_MonitorCallback):
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch
 
-    def _on_train_batch_end(self, batch, logs=None):
+    def _batch_hook_idle(self, hook):
+        # With save_freq="epoch" ModelCheckpoint's own batch hook does nothing:
+        # let fit skip per-batch dispatch (a subclass override still counts).
+        return self.save_freq == "epoch" and getattr(type(self), hook) is getattr(ModelCheckpoint, hook)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
         self._batches_since_save += 1
         if self._batches_since_save >= self.save_freq:
             self._batches_since_save = 0

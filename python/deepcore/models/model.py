@@ -358,6 +358,7 @@ class Model:
         metrics = self.compiled_metrics
 
         cb.call("on_train_begin", {})
+        logs = None  # stays None when no epoch runs (initial_epoch >= epochs), as in Keras
         for epoch in range(initial_epoch, epochs):
             for m in metrics:
                 m.reset_state()
