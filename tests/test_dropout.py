@@ -56,6 +56,11 @@ def call_bits16(n, seed, stream, call):
     return halves[:n]
 
 
+def eff(rate):
+    """The effective drop rate: round(rate * 2^16) / 2^16 (rate taken as float32)."""
+    return math.floor(float(np.float32(rate)) * 2.0**16 + 0.5) / 2.0**16
+
+
 def ref_keep(n, rate, seed, stream, call):
     rate = float(np.float32(rate))  # the kernels take rate as float32
     threshold = min(math.floor(rate * 2.0**16 + 0.5), 2**16)
@@ -97,7 +102,7 @@ def test_dropout_forward_matches_float64_reference(n, rate, key):
     x = np.random.default_rng(n).normal(size=n).astype(np.float32)
     y = run_forward(x, rate, *key)
     keep = ref_keep(n, rate, *key)
-    ref = np.where(keep, x.astype(np.float64) / (1.0 - rate), 0.0)
+    ref = np.where(keep, x.astype(np.float64) / (1.0 - eff(rate)), 0.0)
     np.testing.assert_allclose(y, ref, rtol=3e-7, atol=0)
 
 
@@ -107,14 +112,14 @@ def test_dropout_backward_applies_the_forward_mask(rate, key):
     n = 9999
     dy = np.random.default_rng(1).normal(size=n).astype(np.float32)
     dx = run_backward(dy, rate, *key)
-    ref = np.where(ref_keep(n, rate, *key), dy.astype(np.float64) / (1.0 - rate), 0.0)
+    ref = np.where(ref_keep(n, rate, *key), dy.astype(np.float64) / (1.0 - eff(rate)), 0.0)
     np.testing.assert_allclose(dx, ref, rtol=3e-7, atol=0)
 
 
 def test_dropout_mask_is_the_scaled_keep_mask():
     m = np.full(1001, np.nan, np.float32)
     C.dropout_mask(m, 0.3, 5, 6, 7)
-    np.testing.assert_allclose(m, np.where(ref_keep(1001, 0.3, 5, 6, 7), 1 / 0.7, 0.0), rtol=1e-7)
+    np.testing.assert_allclose(m, np.where(ref_keep(1001, 0.3, 5, 6, 7), 1 / (1 - eff(0.3)), 0.0), rtol=1e-7)
 
 
 def test_dropout_backward_matches_finite_differences():
@@ -146,7 +151,7 @@ def test_dropout_drops_the_stated_fraction_and_keeps_the_mean(rate):
     assert abs(dropped - rate) < 6 * math.sqrt(rate * (1 - rate) / n)
     # E[y] = 1; sd of y is sqrt(rate / (1 - rate)).
     assert abs(y.astype(np.float64).mean() - 1.0) < 6 * math.sqrt(rate / (1 - rate) / n)
-    np.testing.assert_allclose(np.unique(y), [0.0, 1.0 / (1.0 - rate)], rtol=3e-7)
+    np.testing.assert_allclose(np.unique(y), [0.0, 1.0 / (1.0 - eff(rate))], rtol=3e-7)
 
 
 def test_dropout_calls_and_streams_give_independent_masks():
@@ -190,6 +195,7 @@ ALPHA_P = -1.7580993408473766
 
 
 def alpha_coefficients(rate):
+    rate = eff(rate)
     a = ((1 - rate) * (1 + rate * ALPHA_P**2)) ** -0.5
     return a, -a * ALPHA_P * rate
 
@@ -456,3 +462,34 @@ def test_scalar_and_simd_philox_paths_draw_the_same_masks(n):
     r = np.empty_like(x)
     C.rrelu_forward(x, r, 0.1, 0.3, True, 8, 9, 10)
     np.testing.assert_array_equal(r_scalar, r)
+
+
+@pytest.mark.parametrize("rate", [1e-6, 0.9999, 0.99999])
+def test_dropout_keeps_the_mean_at_extreme_rates(rate):
+    # Kept values are scaled by 1 / (1 - effective rate): exactly unbiased even
+    # where the 16-bit threshold rounds the rate.
+    n = 1 << 22
+    y = np.empty(n, np.float32)
+    C.dropout_forward(np.ones(n, np.float32), y, rate, 11, 12, 13)
+    kept = np.count_nonzero(y)
+    assert y.astype(np.float64).sum() == pytest.approx(kept / (1 - eff(rate)), rel=1e-6)
+    assert abs(kept / n - (1 - eff(rate))) < 6 * math.sqrt(eff(rate) * (1 - eff(rate)) / n) + 1e-12
+
+
+@pytest.mark.parametrize("rate", [1 - 2**-18, 0.99999999])
+def test_rates_too_close_to_one_are_rejected(rate):
+    with pytest.raises(ValueError, match="too close to 1"):
+        dc.Dropout(rate)
+    with pytest.raises(ValueError, match=r"1 - 2\^-17"):
+        C.dropout_forward(np.ones(4, np.float32), np.empty(4, np.float32), rate, 1, 2, 3)
+
+
+def test_backward_accepts_a_read_only_keep_mask():
+    n = 100
+    x, y = np.ones(n, np.float32), np.empty(n, np.float32)
+    mask = np.zeros((n + 31) // 32, np.int32)
+    C.dropout_forward(x, y, 0.5, 1, 2, 3, mask)
+    mask.setflags(write=False)
+    dx = np.empty(n, np.float32)
+    C.dropout_backward(x, dx, 0.5, 1, 2, 3, mask)
+    np.testing.assert_array_equal(dx, y)

@@ -14,8 +14,9 @@ namespace bind {
 namespace {
 
 void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && rate < 1.0f))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
+    throw py::value_error(std::string(fn) + ": rate must be in [0, 1 - 2^-17] (masks use 16-bit draws), got " +
+                          std::to_string(rate));
 }
 
 void check_bounds(float lower, float upper, const char* fn) {
@@ -30,7 +31,10 @@ std::pair<py::array, uint32_t*> optional_keep_bits(py::object obj, index_t n, co
   if (obj.is_none()) return {py::array(), nullptr};
   py::array a = checked<int32_t>(obj, fn, "mask", writable);
   expect_shape(a, {py::ssize_t(keep_bits_words(n))}, fn, "mask");
-  return {a, static_cast<uint32_t*>(a.mutable_data())};
+  // Backward only reads the mask: a read-only array is fine there.
+  uint32_t* p = writable ? static_cast<uint32_t*>(a.mutable_data())
+                         : const_cast<uint32_t*>(static_cast<const uint32_t*>(a.data()));
+  return {a, p};
 }
 
 // PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as

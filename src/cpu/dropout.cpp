@@ -216,7 +216,7 @@ DC_MULTIVERSION void rrelu_fwd_chunk(const float* x, float* y, index_t i0, index
 #pragma omp simd
     for (index_t j = 0; j < m; ++j) {
       const float a = lower + span * uint_to_unit(bits[j]);
-      yt[j] = xt[j] >= 0.0f ? xt[j] : a * xt[j];
+      yt[j] = xt[j] > 0.0f ? xt[j] : a * xt[j];
     }
   }
 }
@@ -230,20 +230,20 @@ DC_MULTIVERSION void rrelu_bwd_chunk(const float* x, const float* dy, float* dx,
 #pragma omp simd
     for (index_t j = 0; j < m; ++j) {
       const float a = lower + span * uint_to_unit(bits[j]);
-      dx[t + j] = x[t + j] >= 0.0f ? dy[t + j] : a * dy[t + j];
+      dx[t + j] = x[t + j] > 0.0f ? dy[t + j] : a * dy[t + j];
     }
   }
 }
 
-// Fixed-slope leaky ReLU (RReLU at inference), with PyTorch's x >= 0 convention.
+// Fixed-slope leaky ReLU (RReLU at inference): the slope applies for x <= 0, as in PyTorch.
 DC_MULTIVERSION void leaky_fwd_chunk(const float* x, float* y, index_t n, float a) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) y[i] = x[i] >= 0.0f ? x[i] : a * x[i];
+  for (index_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
 }
 
 DC_MULTIVERSION void leaky_bwd_chunk(const float* x, const float* dy, float* dx, index_t n, float a) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) dx[i] = x[i] >= 0.0f ? dy[i] : a * dy[i];
+  for (index_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
 }
 
 void check_random_call(index_t n, const char* fn) {
@@ -252,8 +252,8 @@ void check_random_call(index_t n, const char* fn) {
 }
 
 void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && rate < 1.0f))
-    throw InvalidInput(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
+    throw InvalidInput(std::string(fn) + ": rate must be in [0, 1 - 2^-17], got " + std::to_string(rate));
 }
 
 void check_bounds(float lower, float upper, const char* fn) {
@@ -262,7 +262,7 @@ void check_bounds(float lower, float upper, const char* fn) {
                        ", upper=" + std::to_string(upper));
 }
 
-float inverted_scale(float rate) { return float(1.0 / (1.0 - double(rate))); }
+float inverted_scale(float rate) { return float(1.0 / (1.0 - dropout_effective_rate(rate))); }
 
 }  // namespace
 
@@ -314,7 +314,7 @@ void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t st
 namespace {
 // a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (in double, then rounded).
 void alpha_dropout_coefficients(float rate, float* a, float* b) {
-  const double r = rate, ap = kAlphaDropoutAlphaP;
+  const double r = dropout_effective_rate(rate), ap = kAlphaDropoutAlphaP;
   const double ad = 1.0 / std::sqrt((1.0 - r) * (1.0 + r * ap * ap));
   *a = float(ad);
   *b = float(-ad * ap * r);

@@ -30,13 +30,18 @@ bool set_philox_simd(bool enabled);
 constexpr index_t kMaxRandomElements = index_t(1) << 34;
 
 // Keep element i iff its 16 random bits u_i >= threshold, threshold =
-// round(rate * 2^16) in [0, 2^16]: P(drop) = threshold / 2^16 = rate to within
-// 2^-17 (7.6e-6). The kept values are still scaled by exactly 1 / (1 - rate).
+// round(rate * 2^16): the drop probability is the effective rate
+// threshold / 2^16, within 2^-17 (7.6e-6) of rate. Kept values are scaled by
+// 1 / (1 - effective rate) (and alpha dropout's a, b use it too), so the
+// expectation is kept exactly. Rates above 1 - 2^-17 (threshold 2^16: every
+// unit dropped) are rejected.
+constexpr double kMaxDropoutRate = 1.0 - 1.0 / 131072.0;
 DC_HD uint32_t dropout_threshold(double rate) {
   const double t = rate * 65536.0 + 0.5;
   return t >= 65536.0 ? 65536u : uint32_t(t);
 }
 DC_HD uint32_t dropout_bits16(uint32_t word, index_t i) { return (i & 1) ? word >> 16 : word & 0xFFFFu; }
+DC_HD double dropout_effective_rate(double rate) { return dropout_threshold(rate) / 65536.0; }
 
 DC_HD Philox4 random_call_block(uint64_t seed, uint64_t stream, uint32_t call, index_t block) {
   return philox_block(seed, stream, (uint64_t(call) << 32) + uint64_t(block));

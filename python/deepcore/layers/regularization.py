@@ -25,9 +25,15 @@ __all__ = ["Dropout", "AlphaDropout", "MCDropout"]
 _SEEDED_STREAM = 0x64726F70 << 32
 
 
+_MAX_RATE = 1.0 - 2.0 ** -17  # masks use 16-bit draws (src/ops/dropout.h)
+
+
 def _check_rate(layer, rate):
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= float(rate) < 1.0:
         raise ValueError(f"{type(layer).__name__} '{layer.name}': rate must be a number in [0, 1), got {rate!r}")
+    if float(np.float32(rate)) > _MAX_RATE:
+        raise ValueError(f"{type(layer).__name__} '{layer.name}': rate {rate!r} is too close to 1 (at most "
+                         f"1 - 2^-17 = {_MAX_RATE:.7f}; every unit would be dropped)")
     return float(rate)
 
 
