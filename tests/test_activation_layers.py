@@ -353,3 +353,31 @@ def test_selu_with_lecun_normal_keeps_activations_standardized_through_depth():
     relu = dc.Sequential([dc.Input(shape=[100])] + [
         dc.Dense(100, activation="relu", kernel_initializer="lecun_normal") for _ in range(30)])
     assert relu.predict(x, batch_size=1000).std() < 0.1
+
+
+def test_swish_beta_survives_save_and_load(tmp_path):
+    dc.set_random_seed(0)
+
+    def make():
+        return dc.Sequential([dc.Input((3,)), dc.Dense(4, name="d"), dc.Swish(name="sw"), dc.Dense(2, name="o")])
+
+    m = make()
+    m.layers[1].beta.assign(np.float32(1.7))
+    m.save_weights(tmp_path / "w.safetensors")
+    again = make()
+    again.load_weights(tmp_path / "w.safetensors")
+    assert again.layers[1].beta.value.shape == () and float(again.layers[1].beta.value) == pytest.approx(1.7)
+
+
+def test_prelu_config_keeps_regularizer_and_constraint():
+    layer = dc.PReLU(alpha_regularizer="l2", alpha_constraint=dc.constraints.MaxNorm(1.0))
+    again = dc.PReLU.from_config(layer.get_config())
+    assert again.alpha_regularizer.l2 == 0.01 and again.alpha_constraint.max_value == 1.0
+
+
+def test_softmax_activation_layer_is_fused_with_the_loss_from_the_first_fit():
+    # With saturated logits the unfused softmax backward loses the gradient.
+    dc.set_random_seed(0)
+    m = dc.Sequential([dc.Input((2,)), dc.Dense(2), dc.Activation("softmax")])
+    m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    assert m._fusion()

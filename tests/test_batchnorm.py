@@ -538,3 +538,25 @@ def test_fit_with_a_last_batch_of_one_sample_says_why():
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="batch of 1 sample"):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+
+
+def test_training_variance_is_exact_when_the_first_value_is_an_outlier():
+    # A spike as each feature's first value (think of a sparse ReLU feature).
+    n = 1 << 16
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    x[0] = 30 * np.sqrt(n)
+    y, mean, inv_std = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
+    mm, mv = np.zeros(2, np.float32), np.ones(2, np.float32)
+    C.batchnorm_forward_train(x.reshape(n, 2, 1), None, None, y.reshape(n, 2, 1), mean, inv_std,
+                                           mm, mv, 1e-3, 0.0)
+    ref = x.astype(np.float64).var(axis=0)
+    np.testing.assert_allclose(mv, ref, rtol=1e-6)
+
+
+def test_config_round_trip_keeps_regularizers_and_constraints():
+    bn = dc.layers.BatchNormalization(gamma_regularizer="l2", beta_regularizer=dc.regularizers.l1(0.1),
+                                            gamma_constraint=dc.constraints.MaxNorm(2.0))
+    again = dc.layers.BatchNormalization.from_config(bn.get_config())
+    assert again.gamma_regularizer.l2 == 0.01 and again.beta_regularizer.l1 == 0.1
+    assert again.gamma_constraint.max_value == 2.0 and again.beta_constraint is None

@@ -141,3 +141,27 @@ def test_predict_mc_keeps_batchnorm_in_inference_mode():
         np.testing.assert_array_equal(v.value, before)
     np.testing.assert_allclose(mean.sum(1), 1.0, rtol=1e-5)
     assert (std > 0).all()
+
+
+def test_predict_mc_with_a_batch_shared_mask_still_varies_across_samples():
+    import deepcore as _dc
+
+    _dc.set_random_seed(0)
+    m = _dc.Sequential([_dc.Input((16,)), _dc.MCDropout(0.5, noise_shape=(1, 16)), _dc.Dense(4)])
+    x = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    _, std = m.predict_mc(x, samples=50)
+    assert std.mean() > 0.1
+
+
+def test_predict_mc_releases_its_tiled_buffers():
+    import deepcore as _dc
+
+    _dc.set_random_seed(0)
+    m = _dc.Sequential([_dc.Input((16,)), _dc.Dense(32, activation="relu"), _dc.MCDropout(0.3), _dc.Dense(4)])
+    x = np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32)
+    m.predict(x)
+    before = {layer.name: set(layer._bufs._by_batch) for layer in m.layers if hasattr(layer, "_bufs")}
+    m.predict_mc(x, samples=20)
+    after = {layer.name: set(layer._bufs._by_batch) for layer in m.layers if hasattr(layer, "_bufs")}
+    for name in before:
+        assert after[name] - before[name] <= {10}  # only the untiled size may remain

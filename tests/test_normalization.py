@@ -221,3 +221,10 @@ def test_channel_affine_kernel_matches_reference_and_rejects_bad_arrays():
     y.setflags(write=False)
     with pytest.raises(ValueError, match="writable"):
         C.channel_affine(x, None, s, None, y)
+
+
+def test_adapt_on_data_with_an_empty_reduced_axis_is_a_value_error():
+    import deepcore as _dc
+
+    with pytest.raises(ValueError, match="no values to average"):
+        _dc.layers.Normalization(axis=1).adapt(np.ones((5, 3, 0), np.float32))

@@ -54,7 +54,7 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write {name: array} to path atomically."""
     header, offset, blobs = {}, 0, []
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.require(arr, requirements="C")  # keeps 0-d shapes (ascontiguousarray makes them (1,))
         if arr.dtype not in _CODES:
             raise TypeError(f"save_safetensors: tensor {name!r} has unsupported dtype {arr.dtype}")
         data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()

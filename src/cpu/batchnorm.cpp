@@ -180,18 +180,25 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
                              float* inv_std, float* moving_mean, float* moving_var, index_t A, index_t C, index_t B,
                              float eps, float momentum) {
   const index_t n = A * B;
-  // Shift each feature by its first value: the shifted sums do not cancel
-  // catastrophically when |mean| >> std.
+  // Two passes over x. The first, shifted by each feature's first value,
+  // gives the mean; the second sums squares around that mean, so the
+  // variance never comes from a difference of large numbers (neither when
+  // |mean| >> std nor when the first value is an outlier).
   std::vector<float> shift(C);
   for (index_t c = 0; c < C; ++c) shift[c] = x[c * B];
   std::vector<double> s1(C), s2(C);
-  reduce_rows(A, C, B, s1.data(), s2.data(), [&](index_t a0, index_t a1, double* p1, double* p2, float* f1,
-                                                 float* f2) {
-    stat_sums_chunk(x, shift.data(), a0, a1, C, B, p1, p2, f1, f2);
-  });
+  auto sums_around = [&](const float* k) {
+    reduce_rows(A, C, B, s1.data(), s2.data(), [&](index_t a0, index_t a1, double* p1, double* p2, float* f1,
+                                                   float* f2) {
+      stat_sums_chunk(x, k, a0, a1, C, B, p1, p2, f1, f2);
+    });
+  };
+  sums_around(shift.data());
+  for (index_t c = 0; c < C; ++c) shift[c] = float(double(shift[c]) + s1[c] / double(n));
+  sums_around(shift.data());
   std::vector<float> scale(C), offset(C);
   for (index_t c = 0; c < C; ++c) {
-    const double d = s1[c] / double(n);                       // mean - shift
+    const double d = s1[c] / double(n);                           // mean - shift (rounding residue)
     const double var = std::max(0.0, s2[c] / double(n) - d * d);  // biased
     const double mu = double(shift[c]) + d;
     const double is = 1.0 / std::sqrt(var + double(eps));

@@ -11,7 +11,9 @@ import numbers
 
 import numpy as np
 
+from .. import constraints as _constraints
 from .. import initializers as _initializers
+from .. import regularizers as _regularizers
 from ..activations import ActivationSpec
 from ..backend import empty, ops
 from .base import Layer
@@ -134,7 +136,8 @@ class PReLU(Layer):
                  **kwargs):
         super().__init__(**kwargs)
         self.alpha_initializer = _initializers.get(alpha_initializer)
-        self.alpha_regularizer, self.alpha_constraint = alpha_regularizer, alpha_constraint
+        self.alpha_regularizer = _regularizers.get(alpha_regularizer)
+        self.alpha_constraint = _constraints.get(alpha_constraint)
         if shared_axes is None:
             self.shared_axes = None
         else:
@@ -175,7 +178,9 @@ class PReLU(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(alpha_initializer=_initializers.serialize(self.alpha_initializer), shared_axes=self.shared_axes)
+        cfg.update(alpha_initializer=_initializers.serialize(self.alpha_initializer), shared_axes=self.shared_axes,
+                   alpha_regularizer=_regularizers.serialize(self.alpha_regularizer),
+                   alpha_constraint=_constraints.serialize(self.alpha_constraint))
         return cfg
 
 

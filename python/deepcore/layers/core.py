@@ -59,6 +59,12 @@ class _BatchBuffers:
             bufs = self._by_batch[batch] = make(batch)
         return bufs
 
+    def release(self, batches) -> None:
+        """Drop the buffers of these batch sizes (one-off sizes such as MC
+        dropout's tiled batches)."""
+        for batch in batches:
+            self._by_batch.pop(batch, None)
+
 
 class Dense(Layer):
     """``y = activation(x W + b)`` with W of shape (input_dim, units).
@@ -164,6 +170,7 @@ class Activation(Layer):
         super().__init__(**kwargs)
         self.activation = _activations.get(activation)
         self._bufs = _BatchBuffers()
+        self._x = None  # so `logits` exists (and the loss fusion is decided) before the first forward
 
     def _make_buffers(self, batch):
         shape = (batch,) + self.input_shape

@@ -197,7 +197,9 @@ class BatchNormalization(Layer):
             if x3.shape[0] * x3.shape[2] < 2:
                 raise ValueError(f"BatchNormalization '{self.name}': training needs more than one value per "
                                  f"feature to compute batch statistics, got a batch of {n} sample(s) of shape "
-                                 f"{(None,) + self.input_shape}; use batch_size >= 2 or training=False")
+                                 f"{(None,) + self.input_shape}; use batch_size >= 2 or training=False (in fit, "
+                                 f"the last batch has one sample when len(x) % batch_size == 1: pick a batch_size "
+                                 f"that leaves a larger last batch)")
             ops().batchnorm_forward_train(x3, gamma, beta, y3, self._mean, self._inv_std,
                                           _flat(self.moving_mean), _flat(self.moving_variance),
                                           self.epsilon, self.momentum)
@@ -240,7 +242,11 @@ class BatchNormalization(Layer):
                    beta_initializer=_initializers.serialize(self.beta_initializer),
                    gamma_initializer=_initializers.serialize(self.gamma_initializer),
                    moving_mean_initializer=_initializers.serialize(self.moving_mean_initializer),
-                   moving_variance_initializer=_initializers.serialize(self.moving_variance_initializer))
+                   moving_variance_initializer=_initializers.serialize(self.moving_variance_initializer),
+                   beta_regularizer=_regularizers.serialize(self.beta_regularizer),
+                   gamma_regularizer=_regularizers.serialize(self.gamma_regularizer),
+                   beta_constraint=_constraints.serialize(self.beta_constraint),
+                   gamma_constraint=_constraints.serialize(self.gamma_constraint))
         return cfg
 
 
@@ -318,6 +324,9 @@ class Normalization(Layer):
         view, count = self._view, 0
         mean = np.zeros(view.C)
         m2 = np.zeros(view.C)
+        if view.a_per_sample * view.B == 0:
+            raise ValueError(f"{who}.adapt: data of shape {data.shape} has no values to average over for each "
+                             f"feature (a reduced axis has size 0)")
         bs = max(1, int(batch_size))
         for lo in range(0, data.shape[0], bs):
             chunk = np.asarray(data[lo:lo + bs], np.float64)

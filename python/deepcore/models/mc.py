@@ -15,6 +15,25 @@ import numbers
 import numpy as np
 
 _MAX_ROWS = 4096
+_MAX_BYTES = 64 << 20  # per tiled forward, counting the widest layer's output
+
+
+def _release_buffers(model, batches):
+    from ..layers.core import _BatchBuffers
+
+    for layer in model.layers:
+        for value in vars(layer).values():
+            if isinstance(value, _BatchBuffers):
+                value.release(batches)
+    for n in batches:
+        model._batch_buffers.pop(("mc", n), None)
+
+
+def _shares_mask_across_batch(model):
+    """A random layer whose noise_shape shares one mask across the batch:
+    samples tiled into one batch would then share it too."""
+    return any(getattr(layer, "noise_shape", None) is not None and layer.noise_shape[0] == 1
+               for layer in model.layers)
 
 
 def predict_mc(model, x, samples=100, batch_size=None):
@@ -31,15 +50,28 @@ def predict_mc(model, x, samples=100, batch_size=None):
     out_shape = tuple(model.output_shape[1:])
     mean = np.empty((len(x),) + out_shape, np.float32)
     std = np.empty_like(mean)
+    widest = max([int(np.prod(layer.output_shape)) for layer in model.layers] + [int(np.prod(x.shape[1:]))])
+    shared = _shares_mask_across_batch(model)
+    used = set()
+    try:
+        _predict_groups(model, x, samples, batch_size, out_shape, widest, shared, mean, std, used)
+    finally:
+        _release_buffers(model, used)
+    return mean, std
+
+
+def _predict_groups(model, x, samples, batch_size, out_shape, widest, shared, mean, std, used):
     for lo in range(0, len(x), batch_size):
         xb = x[lo:lo + batch_size]
         m = len(xb)
-        group = max(1, min(samples, _MAX_ROWS // m))
+        group = 1 if shared else max(1, min(samples, _MAX_ROWS // m, _MAX_BYTES // (4 * m * widest)))
         # Moments of (output - first sample's output) in float64: the shift
         # keeps the variance free of cancellation (exactly 0 if nothing varies).
         shift = s1 = s2 = None
         for s0 in range(0, samples, group):
             g = min(group, samples - s0)
+            if g > 1:
+                used.add(g * m)
             tiled = model._batch_buffer(("mc", g * m), (g * m,) + xb.shape[1:], "float32")
             tiled.reshape((g,) + xb.shape)[...] = xb
             out = np.asarray(model._forward(tiled, False), np.float64).reshape((g, m) + out_shape)
@@ -52,4 +84,3 @@ def predict_mc(model, x, samples=100, batch_size=None):
         mu = s1 / samples
         mean[lo:lo + m] = shift + mu
         std[lo:lo + m] = np.sqrt(np.maximum(s2 / samples - mu * mu, 0.0))
-    return mean, std
