@@ -7,13 +7,13 @@
 // loss value; optimizer_step's penalty and gradient norm), which synchronizes.
 //
 // Not yet twinned: bias_activation_forward, swish_beta_grad, dense (needs
-// cuBLASLt), loss_forward_backward, philox_permutation, gather, perceptron,
-// the dropout family (ops/dropout.h).
+// cuBLASLt), loss_forward_backward, philox_permutation, gather, perceptron.
 #pragma once
 #include <cstdint>
 
 #include "ops/activations.h"
 #include "ops/common.h"
+#include "ops/dropout.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
@@ -58,6 +58,29 @@ void channel_affine(const float* x, const float* center, const float* scale, con
 // on the CPU. Synchronizes (the loss comes back to the host).
 double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
                                        index_t cols, bool from_logits, int64_t* correct);
+
+// ops/dropout.h: the same Philox keying as the CPU, so the same (seed, stream,
+// call) gives the same masks on both devices. keep_bits (device, may be null)
+// as on the CPU: bit k of word w is element 32 w + k.
+void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     uint32_t* keep_bits);
+void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                      uint32_t call);
+void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits);
+void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call);
+void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                           uint32_t call, uint32_t* keep_bits);
+void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                            uint32_t call);
+void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits);
+void rrelu_forward(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,
+                   uint64_t stream, uint32_t call);
+void rrelu_backward(const float* x, const float* dy, float* dx, index_t n, float lower, float upper, bool training,
+                    uint64_t seed, uint64_t stream, uint32_t call);
+void prelu_forward(const float* x, const float* alpha, float* y, index_t B, index_t P, index_t S, index_t Q);
+// dalpha is overwritten, summed in double in a fixed order (deterministic); dx may be null, or dy.
+void prelu_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha, index_t B,
+                    index_t P, index_t S, index_t Q);
 
 }  // namespace cuda
 }  // namespace deepcore

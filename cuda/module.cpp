@@ -326,6 +326,71 @@ void check_batch(index_t n, const char* fn) {
                           std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
 }
 
+// ----------------------------------------------------------- dropout family
+
+void check_rate(float rate, const char* fn) {
+  if (!(rate >= 0.0f && rate < 1.0f))
+    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+}
+
+void check_bounds(float lower, float upper, const char* fn) {
+  if (!std::isfinite(lower) || !std::isfinite(upper) || lower > upper)
+    throw py::value_error(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
+                          ", upper=" + std::to_string(upper));
+}
+
+// An optional keep bitmask for n elements: an int32 device tensor of
+// (n + 31) / 32 words (bit k of word w: element 32 w + k kept), or None.
+uint32_t* optional_keep_bits(py::handle obj, index_t n, const char* fn) {
+  if (obj.is_none()) return nullptr;
+  DeviceBuffer& b = dbuf(obj, fn, "mask", "int32");
+  const index_t words = keep_bits_words(n);
+  if (b.shape() != std::vector<py::ssize_t>{words})
+    throw py::value_error(std::string(fn) + ": mask must have shape (" + std::to_string(words) + "), got " +
+                          b.shape_str());
+  return static_cast<uint32_t*>(b.data());
+}
+
+// PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
+// x (B, P, S, Q) and alpha (P, Q): the rules and messages of prelu_view in
+// src/bind/dropout.cpp, on device shapes.
+struct PreluView {
+  index_t B, P, S, Q;
+};
+
+PreluView prelu_view(const DeviceBuffer& x, const DeviceBuffer& alpha, const char* fn) {
+  const auto &xs = x.shape(), &as = alpha.shape();
+  if (xs.size() < 2)
+    throw py::value_error(std::string(fn) + ": x must have a batch axis and at least one more, got shape " +
+                          x.shape_str());
+  if (as.size() != xs.size() - 1)
+    throw py::value_error(std::string(fn) + ": alpha must have x's shape without the batch axis (1 at shared "
+                          "axes); x has shape " + x.shape_str() + ", alpha " + alpha.shape_str());
+  std::vector<std::pair<bool, index_t>> runs;  // (shared, product of extents)
+  index_t B = xs[0];
+  for (size_t i = 1; i < xs.size(); ++i) {
+    const index_t d = xs[i], a = as[i - 1];
+    if (a != 1 && a != d)
+      throw py::value_error(std::string(fn) + ": alpha " + alpha.shape_str() + " does not broadcast against x " +
+                            x.shape_str() + " (each axis must be 1 or match)");
+    if (d == 1) continue;
+    const bool shared = a == 1;
+    if (!runs.empty() && runs.back().first == shared) runs.back().second *= d;
+    else runs.push_back({shared, d});
+  }
+  size_t k = 0;
+  if (k < runs.size() && runs[k].first) B *= runs[k++].second;
+  PreluView v{B, 1, 1, 1};
+  const size_t left = runs.size() - k;
+  if (left == 1) v.Q = runs[k].second;
+  else if (left == 2) v.P = runs[k].second, v.S = runs[k + 1].second;
+  else if (left == 3) v.P = runs[k].second, v.S = runs[k + 1].second, v.Q = runs[k + 2].second;
+  else if (left > 3)
+    throw py::value_error(std::string(fn) + ": alpha " + alpha.shape_str() + " shares more than one group of "
+                          "non-leading axes of x " + x.shape_str() + "; shared axes must be contiguous");
+  return v;
+}
+
 py::dict device_properties(int i) {
   const int n = deepcore::cuda::device_count();
   if (i < 0 || i >= n)
@@ -561,4 +626,122 @@ PYBIND11_MODULE(_cuda, m) {
     deepcore::cuda::channel_affine(p<float>(x), cp, sp, op, p<float>(y), A, C, B);
   }, py::arg("x"), py::arg("center"), py::arg("scale"), py::arg("offset"), py::arg("y"),
      "y = (x - center) * scale + offset per feature (center, offset may be None).");
+
+  // ---------------------------------------------------------- dropout family
+  // The names, arguments and messages of deepcore._core's; mask is an int32
+  // DeviceBuffer of (n + 31) // 32 keep words.
+  m.def("dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
+                              uint32_t call, py::object mask_) {
+    const char* fn = "dropout_forward";
+    check_rate(rate, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    uint32_t* bits = optional_keep_bits(mask_, index_t(x.size()), fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::dropout_forward(p<float>(x), p<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(),
+     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, (n + 31) // 32 "
+     "words, optional) receives the keep bits for backward.");
+
+  m.def("dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                               uint32_t call, py::object mask_) {
+    const char* fn = "dropout_backward";
+    check_rate(rate, fn);
+    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
+    same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    uint32_t* bits = optional_keep_bits(mask_, n, fn);
+    py::gil_scoped_release nogil;
+    if (bits) deepcore::cuda::dropout_backward_bits(p<float>(dy), p<float>(dx), n, rate, bits);
+    else deepcore::cuda::dropout_backward(p<float>(dy), p<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(),
+     "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key when mask is None.");
+
+  m.def("dropout_mask", [](py::handle mask_, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
+    const char* fn = "dropout_mask";
+    check_rate(rate, fn);
+    DeviceBuffer& mask = dbuf(mask_, fn, "mask", "float32");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::dropout_mask(p<float>(mask), index_t(mask.size()), rate, seed, stream, call);
+  }, py::arg("mask"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     "The scaled mask of the same key: 1 / (1 - rate) where kept, 0 where dropped.");
+
+  m.def("alpha_dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
+                                    uint32_t call, py::object mask_) {
+    const char* fn = "alpha_dropout_forward";
+    check_rate(rate, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    uint32_t* bits = optional_keep_bits(mask_, index_t(x.size()), fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::alpha_dropout_forward(p<float>(x), p<float>(y), index_t(x.size()), rate, seed, stream, call,
+                                          bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
+
+  m.def("alpha_dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                                     uint32_t call, py::object mask_) {
+    const char* fn = "alpha_dropout_backward";
+    check_rate(rate, fn);
+    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
+    same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    uint32_t* bits = optional_keep_bits(mask_, n, fn);
+    py::gil_scoped_release nogil;
+    if (bits) deepcore::cuda::alpha_dropout_backward_bits(p<float>(dy), p<float>(dx), n, rate, bits);
+    else deepcore::cuda::alpha_dropout_backward(p<float>(dy), p<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none());
+
+  m.def("rrelu_forward", [](py::handle x_, py::handle y_, float lower, float upper, bool training, uint64_t seed,
+                            uint64_t stream, uint32_t call) {
+    const char* fn = "rrelu_forward";
+    check_bounds(lower, upper, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::rrelu_forward(p<float>(x), p<float>(y), index_t(x.size()), lower, upper, training, seed, stream,
+                                  call);
+  }, py::arg("x"), py::arg("y"), py::arg("lower"), py::arg("upper"), py::arg("training"), py::arg("seed") = 0,
+     py::arg("stream") = 0, py::arg("call") = 0);
+
+  m.def("rrelu_backward", [](py::handle x_, py::handle dy_, py::handle dx_, float lower, float upper, bool training,
+                             uint64_t seed, uint64_t stream, uint32_t call) {
+    const char* fn = "rrelu_backward";
+    check_bounds(lower, upper, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32"),
+                 &dx = dbuf(dx_, fn, "dx", "float32");
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(x, dx, fn, "x", "dx");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::rrelu_backward(p<float>(x), p<float>(dy), p<float>(dx), index_t(x.size()), lower, upper,
+                                   training, seed, stream, call);
+  }, py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("lower"), py::arg("upper"), py::arg("training"),
+     py::arg("seed") = 0, py::arg("stream") = 0, py::arg("call") = 0);
+
+  m.def("prelu_forward", [](py::handle x_, py::handle a_, py::handle y_) {
+    const char* fn = "prelu_forward";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &a = dbuf(a_, fn, "alpha", "float32"),
+                 &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    const PreluView v = prelu_view(x, a, fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::prelu_forward(p<float>(x), p<float>(a), p<float>(y), v.B, v.P, v.S, v.Q);
+  }, py::arg("x"), py::arg("alpha"), py::arg("y"),
+     "y = x where x > 0, else alpha x; alpha has x's per-sample shape with 1 at shared axes.");
+
+  m.def("prelu_backward", [](py::handle x_, py::handle a_, py::handle dy_, py::object dx_, py::handle da_) {
+    const char* fn = "prelu_backward";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &a = dbuf(a_, fn, "alpha", "float32"),
+                 &dy = dbuf(dy_, fn, "dy", "float32"), &da = dbuf(da_, fn, "dalpha", "float32");
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(a, da, fn, "alpha", "dalpha");
+    float* dxp = optional_like(dx_, x, fn, "dx", "x");
+    const PreluView v = prelu_view(x, a, fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::prelu_backward(p<float>(x), p<float>(a), p<float>(dy), dxp, p<float>(da), v.B, v.P, v.S, v.Q);
+  }, py::arg("x"), py::arg("alpha"), py::arg("dy"), py::arg("dx"), py::arg("dalpha"),
+     "dx = dy where x > 0, else alpha dy (dx may be None); dalpha = sum of dy x where x <= 0 (overwritten).");
 }

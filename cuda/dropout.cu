@@ -1,0 +1,349 @@
+// CUDA dropout family, RReLU and PReLU: the twin of src/cpu/dropout.cpp.
+//
+// The random draws are the CPU's by construction: both call the host/device
+// helpers of ops/dropout.h (random_call_block, dropout_bits16,
+// dropout_threshold) and ops/philox.h (uint_to_unit). Where the CPU draws a
+// tile of words and then loops over elements, a GPU thread computes one Philox
+// block and applies it to the elements that block serves:
+//   dropout family: block b -> elements 8b .. 8b+7 (16 bits each; element
+//                   8b+k takes half k % 2 of lane k / 2);
+//   RReLU:          block b -> elements 4b .. 4b+3 (one word each).
+// A keep bitmask (bit k of word w = element 32w + k) seen as little-endian
+// bytes has byte b = the keep bits of elements 8b .. 8b+7, exactly the
+// elements of Philox block b, so thread b writes byte b: no shuffles, no
+// atomics.
+//
+// Arithmetic after the draw: dropout is one product x * (keep ? scale : 0),
+// exact on both devices. Alpha dropout (a x + b) and the RReLU slope
+// (lower + span u) are a multiply-add: written here with __fmaf_rn, which is
+// what GCC's -ffp-contract=fast makes of the CPU loops in their AVX2+FMA and
+// AVX-512 clones (the ones any GPU host runs). The baseline x86-64 clone has
+// no FMA and rounds twice, so on a CPU without FMA these two ops differ from
+// the GPU in the last bit.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "kernels.h"
+#include "launch.cuh"
+#include "ops/dropout.h"
+
+namespace deepcore {
+namespace cuda {
+namespace {
+
+// Keep bits of the 8 elements of Philox block b (bit k = element 8b + k kept).
+__device__ __forceinline__ uint32_t keep_byte(uint64_t seed, uint64_t stream, uint32_t call, index_t b,
+                                              uint32_t thr) {
+  const Philox4 r = random_call_block(seed, stream, call, b);
+  uint32_t bits = 0;
+  for (int k = 0; k < 8; ++k) bits |= uint32_t(dropout_bits16(r.v[k / 2], k) >= thr) << k;
+  return bits;
+}
+
+// out = in * (scale where kept, else 0), for Philox blocks b of 8 elements.
+// keep_bytes (may be null) receives the keep mask: nbytes = 4 * words bytes,
+// those past the last element written as 0 (as the CPU leaves the bits past n).
+// Used by dropout forward/backward and alpha dropout backward (scale = a).
+__global__ void dropout_scale_kernel(const float* in, float* out, index_t n, uint32_t thr, float scale,
+                                     uint64_t seed, uint64_t stream, uint32_t call, uint8_t* keep_bytes,
+                                     index_t nbytes) {
+  const index_t nblocks = keep_bytes ? nbytes : (n + 7) / 8;
+  for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
+    uint32_t keep = 0;
+    if (8 * b < n) {
+      keep = keep_byte(seed, stream, call, b, thr);
+      for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
+        const index_t i = 8 * b + k;
+        out[i] = in[i] * (((keep >> k) & 1u) ? scale : 0.0f);
+      }
+    }
+    if (keep_bytes) keep_bytes[b] = uint8_t(keep);
+  }
+}
+
+// mask = scale where kept, 0 where dropped.
+__global__ void dropout_mask_kernel(float* mask, index_t n, uint32_t thr, float scale, uint64_t seed,
+                                    uint64_t stream, uint32_t call) {
+  for (index_t b = grid_index(); b < (n + 7) / 8; b += grid_stride()) {
+    const uint32_t keep = keep_byte(seed, stream, call, b, thr);
+    for (int k = 0; k < 8 && 8 * b + k < n; ++k) mask[8 * b + k] = ((keep >> k) & 1u) ? scale : 0.0f;
+  }
+}
+
+// Alpha dropout: y = a x + b where kept, `dropped` (= a alpha' + b) where dropped.
+__global__ void alpha_dropout_forward_kernel(const float* x, float* y, index_t n, uint32_t thr, float a, float b0,
+                                             float dropped, uint64_t seed, uint64_t stream, uint32_t call,
+                                             uint8_t* keep_bytes, index_t nbytes) {
+  const index_t nblocks = keep_bytes ? nbytes : (n + 7) / 8;
+  for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
+    uint32_t keep = 0;
+    if (8 * b < n) {
+      keep = keep_byte(seed, stream, call, b, thr);
+      for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
+        const index_t i = 8 * b + k;
+        y[i] = ((keep >> k) & 1u) ? __fmaf_rn(a, x[i], b0) : dropped;
+      }
+    }
+    if (keep_bytes) keep_bytes[b] = uint8_t(keep);
+  }
+}
+
+// out = in * (scale where the stored keep bit is set, else 0): one thread per element.
+__global__ void masked_scale_kernel(const float* in, float* out, index_t n, const uint32_t* words, float scale) {
+  for (index_t i = grid_index(); i < n; i += grid_stride())
+    out[i] = in[i] * (((words[i / 32] >> (i % 32)) & 1u) ? scale : 0.0f);
+}
+
+// RReLU in training: slope a = lower + span U, U the 24-bit uniform of word i.
+// Forward (dy null): y = x for x >= 0, else a x. Backward: dx = dy for x >= 0, else a dy.
+__global__ void rrelu_kernel(const float* x, const float* dy, float* out, index_t n, float lower, float span,
+                             uint64_t seed, uint64_t stream, uint32_t call) {
+  for (index_t b = grid_index(); b < (n + 3) / 4; b += grid_stride()) {
+    const Philox4 r = random_call_block(seed, stream, call, b);
+    for (int l = 0; l < 4 && 4 * b + l < n; ++l) {
+      const index_t i = 4 * b + l;
+      const float a = __fmaf_rn(span, uint_to_unit(r.v[l]), lower);
+      const float v = dy ? dy[i] : x[i];
+      out[i] = x[i] >= 0.0f ? v : a * v;
+    }
+  }
+}
+
+// Fixed slope (RReLU at inference), PyTorch's x >= 0 convention; dy null for the forward.
+__global__ void leaky_kernel(const float* x, const float* dy, float* out, index_t n, float a) {
+  for (index_t i = grid_index(); i < n; i += grid_stride()) {
+    const float v = dy ? dy[i] : x[i];
+    out[i] = x[i] >= 0.0f ? v : a * v;
+  }
+}
+
+// PReLU on the (B, P, S, Q) view, alpha (P, Q). Forward (dy null):
+// y = x for x > 0, else alpha x. Backward: dx = dy for x > 0, else alpha dy.
+__global__ void prelu_kernel(const float* x, const float* alpha, const float* dy, float* out, index_t n, index_t P,
+                             index_t S, index_t Q) {
+  for (index_t i = grid_index(); i < n; i += grid_stride()) {
+    const index_t q = i % Q, p = (i / (S * Q)) % P;
+    const float v = dy ? dy[i] : x[i];
+    out[i] = x[i] > 0.0f ? v : alpha[p * Q + q] * v;
+  }
+}
+
+// dalpha[p] = sum over (b, s) of dy x where x <= 0, for Q == 1 (alpha shared
+// over S: channels-first maps). One block per p; its threads stride over the
+// B S terms (consecutive s: coalesced), products exact in double, summed per
+// thread in order and then by the fixed-order block_sum: deterministic.
+__global__ void prelu_dalpha_rows_kernel(const float* x, const float* dy, float* dalpha, index_t B, index_t P,
+                                         index_t S) {
+  __shared__ double partial[kWarpsPerBlock];
+  for (index_t p = blockIdx.x; p < P; p += gridDim.x) {
+    double acc = 0.0;
+    for (index_t j = threadIdx.x; j < B * S; j += blockDim.x) {
+      const index_t i = (j / S * P + p) * S + j % S;
+      if (!(x[i] > 0.0f)) acc += double(dy[i]) * double(x[i]);
+    }
+    acc = block_sum(acc, partial);
+    if (threadIdx.x == 0) dalpha[p] = float(acc);
+  }
+}
+
+// dalpha[p, q] for Q > 1: a block of 32 x 8 threads per (p, 32 columns q);
+// lanes run along q (coalesced), the 8 thread rows stride over the B S rows,
+// and thread row 0 adds the 8 partial sums in order: deterministic.
+constexpr int kColRows = kThreads / 32;
+__global__ void prelu_dalpha_cols_kernel(const float* x, const float* dy, float* dalpha, index_t B, index_t P,
+                                         index_t S, index_t Q) {
+  __shared__ double partial[kColRows][32];
+  const int lane = threadIdx.x % 32, row = threadIdx.x / 32;
+  const index_t tiles = (Q + 31) / 32;
+  for (index_t t = blockIdx.x; t < P * tiles; t += gridDim.x) {
+    const index_t p = t / tiles, q = (t % tiles) * 32 + lane;
+    double acc = 0.0;
+    if (q < Q) {
+      for (index_t j = row; j < B * S; j += kColRows) {
+        const index_t i = ((j / S * P + p) * S + j % S) * Q + q;
+        if (!(x[i] > 0.0f)) acc += double(dy[i]) * double(x[i]);
+      }
+    }
+    __syncthreads();  // the previous tile's partials have been read
+    partial[row][lane] = acc;
+    __syncthreads();
+    if (row == 0 && q < Q) {
+      double s = 0.0;
+      for (int r = 0; r < kColRows; ++r) s += partial[r][lane];
+      dalpha[p * Q + q] = float(s);
+    }
+  }
+}
+
+inline float inverted_scale(float rate) { return float(1.0 / (1.0 - double(rate))); }
+
+// a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (in double, then rounded): as on the CPU.
+void alpha_dropout_coefficients(float rate, float* a, float* b) {
+  const double r = rate, ap = kAlphaDropoutAlphaP;
+  const double ad = 1.0 / std::sqrt((1.0 - r) * (1.0 + r * ap * ap));
+  *a = float(ad);
+  *b = float(-ad * ap * r);
+}
+
+void check_rate(float rate, const char* fn) {
+  if (!(rate >= 0.0f && rate < 1.0f))
+    throw InvalidInput(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+}
+
+void check_random_call(index_t n, const char* fn) {
+  if (n > kMaxRandomElements)
+    throw InvalidInput(std::string(fn) + ": at most 2^34 elements per call, got " + std::to_string(n));
+}
+
+void check_bounds(float lower, float upper, const char* fn) {
+  if (!(std::isfinite(lower) && std::isfinite(upper) && lower <= upper))
+    throw InvalidInput(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
+                       ", upper=" + std::to_string(upper));
+}
+
+// Threads for the keep-bitmask kernels: one per byte of the mask, or one per
+// Philox block of 8 elements without a mask.
+index_t scale_threads(index_t n, const uint32_t* keep_bits) {
+  return keep_bits ? 4 * keep_bits_words(n) : (n + 7) / 8;
+}
+
+void launch_dropout_scale(const float* in, float* out, index_t n, uint32_t thr, float scale, uint64_t seed,
+                          uint64_t stream, uint32_t call, uint32_t* keep_bits) {
+  const index_t threads = scale_threads(n, keep_bits);
+  dropout_scale_kernel<<<blocks_for(threads), kThreads>>>(in, out, n, thr, scale, seed, stream, call,
+                                                         reinterpret_cast<uint8_t*>(keep_bits), threads);
+  check_launch("dropout_scale_kernel");
+}
+
+void launch_masked_scale(const float* in, float* out, index_t n, const uint32_t* keep_bits, float scale) {
+  masked_scale_kernel<<<blocks_for(n), kThreads>>>(in, out, n, keep_bits, scale);
+  check_launch("masked_scale_kernel");
+}
+
+}  // namespace
+
+void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     uint32_t* keep_bits) {
+  check_rate(rate, "dropout_forward");
+  check_random_call(n, "dropout_forward");
+  if (n == 0) return;
+  launch_dropout_scale(x, y, n, dropout_threshold(rate), inverted_scale(rate), seed, stream, call, keep_bits);
+}
+
+void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                      uint32_t call) {
+  // dL/dx = dL/dy * m: the same product as the forward, with the same mask.
+  check_rate(rate, "dropout_backward");
+  check_random_call(n, "dropout_backward");
+  if (n == 0) return;
+  launch_dropout_scale(dy, dx, n, dropout_threshold(rate), inverted_scale(rate), seed, stream, call, nullptr);
+}
+
+void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
+  check_rate(rate, "dropout_backward");
+  if (n == 0) return;
+  launch_masked_scale(dy, dx, n, keep_bits, inverted_scale(rate));
+}
+
+void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
+  check_rate(rate, "dropout_mask");
+  check_random_call(n, "dropout_mask");
+  if (n == 0) return;
+  dropout_mask_kernel<<<blocks_for((n + 7) / 8), kThreads>>>(mask, n, dropout_threshold(rate), inverted_scale(rate),
+                                                             seed, stream, call);
+  check_launch("dropout_mask_kernel");
+}
+
+void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                           uint32_t call, uint32_t* keep_bits) {
+  check_rate(rate, "alpha_dropout_forward");
+  check_random_call(n, "alpha_dropout_forward");
+  if (n == 0) return;
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  const float dropped = float(double(a) * kAlphaDropoutAlphaP + double(b));
+  const index_t threads = scale_threads(n, keep_bits);
+  alpha_dropout_forward_kernel<<<blocks_for(threads), kThreads>>>(x, y, n, dropout_threshold(rate), a, b, dropped,
+                                                                 seed, stream, call,
+                                                                 reinterpret_cast<uint8_t*>(keep_bits), threads);
+  check_launch("alpha_dropout_forward_kernel");
+}
+
+void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                            uint32_t call) {
+  check_rate(rate, "alpha_dropout_backward");
+  check_random_call(n, "alpha_dropout_backward");
+  if (n == 0) return;
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  launch_dropout_scale(dy, dx, n, dropout_threshold(rate), a, seed, stream, call, nullptr);
+}
+
+void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
+  check_rate(rate, "alpha_dropout_backward");
+  if (n == 0) return;
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  launch_masked_scale(dy, dx, n, keep_bits, a);
+}
+
+namespace {
+void launch_rrelu(const char* fn, const float* x, const float* dy, float* out, index_t n, float lower, float upper,
+                  bool training, uint64_t seed, uint64_t stream, uint32_t call) {
+  check_bounds(lower, upper, fn);
+  check_random_call(n, fn);
+  if (n == 0) return;
+  if (!training) {
+    leaky_kernel<<<blocks_for(n), kThreads>>>(x, dy, out, n, 0.5f * (lower + upper));
+    check_launch("leaky_kernel");
+    return;
+  }
+  rrelu_kernel<<<blocks_for((n + 3) / 4), kThreads>>>(x, dy, out, n, lower, upper - lower, seed, stream, call);
+  check_launch("rrelu_kernel");
+}
+}  // namespace
+
+void rrelu_forward(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,
+                   uint64_t stream, uint32_t call) {
+  launch_rrelu("rrelu_forward", x, nullptr, y, n, lower, upper, training, seed, stream, call);
+}
+
+void rrelu_backward(const float* x, const float* dy, float* dx, index_t n, float lower, float upper, bool training,
+                    uint64_t seed, uint64_t stream, uint32_t call) {
+  launch_rrelu("rrelu_backward", x, dy, dx, n, lower, upper, training, seed, stream, call);
+}
+
+void prelu_forward(const float* x, const float* alpha, float* y, index_t B, index_t P, index_t S, index_t Q) {
+  const index_t n = B * P * S * Q;
+  if (n == 0) return;
+  prelu_kernel<<<blocks_for(n), kThreads>>>(x, alpha, nullptr, y, n, P, S, Q);
+  check_launch("prelu_kernel");
+}
+
+void prelu_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha, index_t B,
+                    index_t P, index_t S, index_t Q) {
+  // dalpha first, then dx: the dalpha kernels have read dy before dx is
+  // written, so dx may be dy (or x). With no terms (B S == 0) they still write
+  // dalpha = 0, as the CPU does.
+  if (P * Q > 0) {
+    if (Q == 1) {
+      const unsigned grid = unsigned(std::min<index_t>(P, kMaxBlocks));
+      prelu_dalpha_rows_kernel<<<grid, kThreads>>>(x, dy, dalpha, B, P, S);
+      check_launch("prelu_dalpha_rows_kernel");
+    } else {
+      const unsigned grid = unsigned(std::min<index_t>(P * ((Q + 31) / 32), kMaxBlocks));
+      prelu_dalpha_cols_kernel<<<grid, kThreads>>>(x, dy, dalpha, B, P, S, Q);
+      check_launch("prelu_dalpha_cols_kernel");
+    }
+  }
+  const index_t n = B * P * S * Q;
+  if (dx && n > 0) {
+    prelu_kernel<<<blocks_for(n), kThreads>>>(x, alpha, dy, dx, n, P, S, Q);
+    check_launch("prelu_kernel");
+  }
+}
+
+}  // namespace cuda
+}  // namespace deepcore
