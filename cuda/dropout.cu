@@ -33,12 +33,13 @@ namespace deepcore {
 namespace cuda {
 namespace {
 
-// Keep bits of the 8 elements of Philox block b (bit k = element 8b + k kept).
-__device__ __forceinline__ uint32_t keep_byte(uint64_t seed, uint64_t stream, uint32_t call, index_t b,
+// Keep bits of the elements 8b .. 8b+7 of Philox block b that are < n (bit
+// k = element 8b + k kept; bits past n are 0, as the CPU leaves them).
+__device__ __forceinline__ uint32_t keep_byte(uint64_t seed, uint64_t stream, uint32_t call, index_t b, index_t n,
                                               uint32_t thr) {
   const Philox4 r = random_call_block(seed, stream, call, b);
   uint32_t bits = 0;
-  for (int k = 0; k < 8; ++k) bits |= uint32_t(dropout_bits16(r.v[k / 2], k) >= thr) << k;
+  for (int k = 0; k < 8 && 8 * b + k < n; ++k) bits |= uint32_t(dropout_bits16(r.v[k / 2], k) >= thr) << k;
   return bits;
 }
 
@@ -53,7 +54,7 @@ __global__ void dropout_scale_kernel(const float* in, float* out, index_t n, uin
   for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
     uint32_t keep = 0;
     if (8 * b < n) {
-      keep = keep_byte(seed, stream, call, b, thr);
+      keep = keep_byte(seed, stream, call, b, n, thr);
       for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
         const index_t i = 8 * b + k;
         out[i] = in[i] * (((keep >> k) & 1u) ? scale : 0.0f);
@@ -67,7 +68,7 @@ __global__ void dropout_scale_kernel(const float* in, float* out, index_t n, uin
 __global__ void dropout_mask_kernel(float* mask, index_t n, uint32_t thr, float scale, uint64_t seed,
                                     uint64_t stream, uint32_t call) {
   for (index_t b = grid_index(); b < (n + 7) / 8; b += grid_stride()) {
-    const uint32_t keep = keep_byte(seed, stream, call, b, thr);
+    const uint32_t keep = keep_byte(seed, stream, call, b, n, thr);
     for (int k = 0; k < 8 && 8 * b + k < n; ++k) mask[8 * b + k] = ((keep >> k) & 1u) ? scale : 0.0f;
   }
 }
@@ -80,7 +81,7 @@ __global__ void alpha_dropout_forward_kernel(const float* x, float* y, index_t n
   for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
     uint32_t keep = 0;
     if (8 * b < n) {
-      keep = keep_byte(seed, stream, call, b, thr);
+      keep = keep_byte(seed, stream, call, b, n, thr);
       for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
         const index_t i = 8 * b + k;
         y[i] = ((keep >> k) & 1u) ? __fmaf_rn(a, x[i], b0) : dropped;
