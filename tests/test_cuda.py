@@ -102,6 +102,13 @@ def test_built_module_without_a_device_checks_hyperparameters_like_cpu():
         ("batchnorm_forward_train", (x, None, None, x, x, x, x, x, -1.0, 0.9)),
         ("batchnorm_forward_train", (x, None, None, x, x, x, x, x, 1e-3, 2.0)),
         ("batchnorm_forward_inference", (x, None, None, x, x, x, float("nan"))),
+        ("dropout_forward", (x, x, 1.0, 0, 0, 0)),
+        ("dropout_backward", (x, x, float("nan"), 0, 0, 0)),
+        ("dropout_mask", (x, -0.5, 0, 0, 0)),
+        ("alpha_dropout_forward", (x, x, 1.5, 0, 0, 0)),
+        ("alpha_dropout_backward", (x, x, -1e-3, 0, 0, 0)),
+        ("rrelu_forward", (x, x, 0.5, 0.1, True)),
+        ("rrelu_backward", (x, x, x, 0.1, float("inf"), True)),
     ]
     for name, args in calls:
         with pytest.raises(ValueError) as cpu_err:
@@ -553,6 +560,257 @@ def test_batchnorm_bad_input_raises_like_cpu(G):
         G.channel_affine(x, None, dev(G, mv), None, G.DeviceBuffer((8, 4)))
     with pytest.raises(TypeError, match="scale must have dtype float32"):
         G.channel_affine(dev(G, x), None, G.DeviceBuffer((4,), "int32"), None, G.DeviceBuffer((8, 4)))
+
+
+# ---------------------------------------------------------- dropout family
+# The same (seed, stream, call) must give the same masks on both devices
+# (ops/dropout.h's keying), so masks, keep bits and dropout outputs are
+# compared bit for bit (as uint32, so -0.0 and 0.0 differ). Sizes cover one
+# element, partial Philox blocks (8 dropout / 4 RReLU elements per block),
+# partial keep words (32 elements) and a grid-stride loop.
+DROPOUT_KEYS = [(0, 0, 0), (42, 7, 3), (2**64 - 1, 2**63 + 5, 2**32 - 1), (0x1234_5678_9ABC, 0x6472_6F70 << 32, 17)]
+DROPOUT_SIZES = [1, 7, 8, 31, 33, 1000, 4099, (1 << 20) + 3]
+RATES = [0.0, 0.1, 0.5, 0.9]
+
+
+def bits_of(a):
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+def assert_bit_identical(gpu, cpu, what=""):
+    np.testing.assert_array_equal(bits_of(gpu), bits_of(cpu), err_msg=what)
+
+
+def dropout_input(n, seed):
+    """Normals with some exact zeros and negative zeros (their sign survives x * 0)."""
+    x = np.random.default_rng(seed).normal(size=n).astype(np.float32)
+    x[::17] = 0.0
+    x[5::23] = -0.0
+    return x
+
+
+def cpu_has_fma():
+    # The CPU's alpha dropout and RReLU slope are a * x + b, which GCC contracts
+    # to one FMA in the AVX2 / AVX-512 clones (the GPU kernels use __fmaf_rn);
+    # the baseline clone rounds twice and may differ in the last bit.
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " fma" in flags and " avx2" in flags
+
+
+def assert_fma_identical(gpu, cpu, what=""):
+    if cpu_has_fma():
+        assert_bit_identical(gpu, cpu, what)
+    else:
+        np.testing.assert_array_max_ulp(gpu, cpu, maxulp=1)
+
+
+@pytest.mark.parametrize("n", DROPOUT_SIZES)
+@pytest.mark.parametrize("key", DROPOUT_KEYS, ids=str)
+def test_dropout_masks_outputs_and_keep_bits_are_bit_identical_on_cpu_and_gpu(G, n, key):
+    seed, stream, call = key
+    x, dy = dropout_input(n, 1), dropout_input(n, 2)
+    xd, dyd = dev(G, x), dev(G, dy)
+    words = (n + 31) // 32
+    for rate in RATES:
+        y, bits = np.empty_like(x), np.full(words, -1, np.int32)
+        C.dropout_forward(x, y, rate, seed, stream, call, bits)
+        yd, bitsd = G.DeviceBuffer((n,)), G.to_device(np.full(words, -1, np.int32))
+        G.dropout_forward(xd, yd, rate, seed, stream, call, bitsd)
+        assert_bit_identical(yd.to_numpy(), y, f"forward rate={rate}")
+        np.testing.assert_array_equal(bitsd.to_numpy(), bits, err_msg=f"keep bits rate={rate}")
+        # forward without a mask: the same output
+        yd2 = G.DeviceBuffer((n,))
+        G.dropout_forward(xd, yd2, rate, seed, stream, call)
+        assert_bit_identical(yd2.to_numpy(), y, f"forward without mask rate={rate}")
+        # backward, regenerated and from the keep bits
+        dx = np.empty_like(dy)
+        C.dropout_backward(dy, dx, rate, seed, stream, call)
+        dxd = G.DeviceBuffer((n,))
+        G.dropout_backward(dyd, dxd, rate, seed, stream, call)
+        assert_bit_identical(dxd.to_numpy(), dx, f"backward rate={rate}")
+        dxd = G.DeviceBuffer((n,))
+        G.dropout_backward(dyd, dxd, rate, 0, 0, 0, bitsd)  # the key is ignored with a mask
+        assert_bit_identical(dxd.to_numpy(), dx, f"backward from keep bits rate={rate}")
+        # the scaled mask
+        mask = np.empty(n, np.float32)
+        C.dropout_mask(mask, rate, seed, stream, call)
+        maskd = G.DeviceBuffer((n,))
+        G.dropout_mask(maskd, rate, seed, stream, call)
+        assert_bit_identical(maskd.to_numpy(), mask, f"mask rate={rate}")
+
+
+@pytest.mark.parametrize("n", DROPOUT_SIZES)
+@pytest.mark.parametrize("key", DROPOUT_KEYS[:3], ids=str)
+def test_alpha_dropout_outputs_and_keep_bits_match_cpu(G, n, key):
+    seed, stream, call = key
+    x, dy = dropout_input(n, 3), dropout_input(n, 4)
+    xd, dyd = dev(G, x), dev(G, dy)
+    words = (n + 31) // 32
+    for rate in RATES:
+        y, bits = np.empty_like(x), np.full(words, -1, np.int32)
+        C.alpha_dropout_forward(x, y, rate, seed, stream, call, bits)
+        yd, bitsd = G.DeviceBuffer((n,)), G.to_device(np.full(words, -1, np.int32))
+        G.alpha_dropout_forward(xd, yd, rate, seed, stream, call, bitsd)
+        np.testing.assert_array_equal(bitsd.to_numpy(), bits, err_msg=f"keep bits rate={rate}")
+        assert_fma_identical(yd.to_numpy(), y, f"forward rate={rate}")
+        dx = np.empty_like(dy)
+        C.alpha_dropout_backward(dy, dx, rate, seed, stream, call)
+        dxd = G.DeviceBuffer((n,))
+        G.alpha_dropout_backward(dyd, dxd, rate, seed, stream, call)
+        assert_bit_identical(dxd.to_numpy(), dx, f"backward rate={rate}")
+        dxd = G.DeviceBuffer((n,))
+        G.alpha_dropout_backward(dyd, dxd, rate, 0, 0, 0, bitsd)
+        assert_bit_identical(dxd.to_numpy(), dx, f"backward from keep bits rate={rate}")
+
+
+def test_dropout_calls_give_different_masks_on_the_gpu_too(G):
+    n = 4096
+    masks = []
+    for call in (0, 1):
+        m = G.DeviceBuffer((n,))
+        G.dropout_mask(m, 0.5, 5, 9, call)
+        masks.append(m.to_numpy())
+    assert not np.array_equal(masks[0], masks[1])
+
+
+def test_dropout_in_place_and_nan_match_cpu(G):
+    n = 1001
+    x = dropout_input(n, 5)
+    x[[0, 10, 500]] = [np.nan, np.inf, -np.inf]
+    for kind in ("dropout", "alpha_dropout"):
+        y = x.copy()
+        getattr(C, f"{kind}_forward")(y, y, 0.3, 8, 2, 1)
+        yd = dev(G, x)
+        getattr(G, f"{kind}_forward")(yd, yd, 0.3, 8, 2, 1)
+        out = yd.to_numpy()
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(y), err_msg=kind)  # NaN payloads may differ
+        finite = ~np.isnan(y)
+        if kind == "dropout":
+            assert_bit_identical(out[finite], y[finite], kind)
+        else:
+            assert_fma_identical(out[finite], y[finite], kind)
+
+
+@pytest.mark.parametrize("n", DROPOUT_SIZES)
+@pytest.mark.parametrize("key", DROPOUT_KEYS[:3], ids=str)
+@pytest.mark.parametrize("lower,upper", [(1 / 8, 1 / 3), (0.1, 0.3), (-0.5, 0.75), (0.25, 0.25)])
+def test_rrelu_forward_and_backward_match_cpu(G, n, key, lower, upper):
+    seed, stream, call = key
+    x, dy = dropout_input(n, 6), dropout_input(n, 7)
+    xd, dyd = dev(G, x), dev(G, dy)
+    for training in (True, False):
+        y, dx = np.empty_like(x), np.empty_like(x)
+        C.rrelu_forward(x, y, lower, upper, training, seed, stream, call)
+        C.rrelu_backward(x, dy, dx, lower, upper, training, seed, stream, call)
+        yd, dxd = G.DeviceBuffer((n,)), G.DeviceBuffer((n,))
+        G.rrelu_forward(xd, yd, lower, upper, training, seed, stream, call)
+        G.rrelu_backward(xd, dyd, dxd, lower, upper, training, seed, stream, call)
+        assert_fma_identical(yd.to_numpy(), y, f"forward training={training}")
+        assert_fma_identical(dxd.to_numpy(), dx, f"backward training={training}")
+
+
+def test_rrelu_in_place_matches_cpu(G):
+    x = dropout_input(777, 8)
+    y = x.copy()
+    C.rrelu_forward(y, y, 0.1, 0.3, True, 3, 4, 5)
+    yd = dev(G, x)
+    G.rrelu_forward(yd, yd, 0.1, 0.3, True, 3, 4, 5)
+    assert_fma_identical(yd.to_numpy(), y)
+
+
+# x shape, alpha shape: features last (Dense), channels-first maps (alpha
+# shared over the spatial axes: Q == 1), channels-last maps (spatial axes
+# shared, merged into the batch), P, S and Q all > 1, one alpha for all, one
+# alpha per element of a 3-d sample, and more columns than one tile of 32.
+PRELU_SHAPES = [((256, 300), (300,)), ((8, 16, 5, 5), (16, 1, 1)), ((4, 6, 6, 16), (1, 1, 16)),
+                ((3, 5, 7, 4), (5, 1, 4)), ((1000, 3), (1,)), ((2, 3, 4, 5), (3, 4, 5)), ((5, 70), (70,)),
+                ((0, 4), (4,))]
+
+
+@pytest.mark.parametrize("xshape,ashape", PRELU_SHAPES, ids=str)
+def test_prelu_forward_and_backward_match_cpu(G, xshape, ashape):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=xshape).astype(np.float32)
+    x.reshape(-1)[::13] = 0.0  # x == 0 takes the alpha branch
+    alpha = rng.uniform(0.0, 0.5, size=ashape).astype(np.float32)
+    dy = rng.normal(size=xshape).astype(np.float32)
+    y, dx, da = np.empty_like(x), np.empty_like(x), np.empty_like(alpha)
+    C.prelu_forward(x, alpha, y)
+    C.prelu_backward(x, alpha, dy, dx, da)
+    xd, ad, dyd = dev(G, x), dev(G, alpha), dev(G, dy)
+    yd, dxd, dad = G.DeviceBuffer(xshape), G.DeviceBuffer(xshape), G.to_device(np.full(ashape, 7.0, np.float32))
+    G.prelu_forward(xd, ad, yd)
+    G.prelu_backward(xd, ad, dyd, dxd, dad)
+    assert_bit_identical(yd.to_numpy(), y, "y")
+    assert_bit_identical(dxd.to_numpy(), dx, "dx")
+    np.testing.assert_allclose(dad.to_numpy(), da, rtol=RTOL, atol=ATOL)
+    # dalpha without dx, and deterministic
+    dad2 = G.DeviceBuffer(ashape)
+    G.prelu_backward(xd, ad, dyd, None, dad2)
+    assert_bit_identical(dad2.to_numpy(), dad.to_numpy(), "dalpha without dx")
+
+
+def test_prelu_backward_in_place_on_dy_matches_out_of_place(G):
+    rng = np.random.default_rng(11)
+    x, dy = rng.normal(size=(64, 40)).astype(np.float32), rng.normal(size=(64, 40)).astype(np.float32)
+    alpha = rng.uniform(0.0, 0.5, size=(40,)).astype(np.float32)
+    xd, ad = dev(G, x), dev(G, alpha)
+    dxd, dad = G.DeviceBuffer((64, 40)), G.DeviceBuffer((40,))
+    G.prelu_backward(xd, ad, dev(G, dy), dxd, dad)
+    dyd, dad2 = dev(G, dy), G.DeviceBuffer((40,))
+    G.prelu_backward(xd, ad, dyd, dyd, dad2)
+    assert_bit_identical(dyd.to_numpy(), dxd.to_numpy(), "dx")
+    assert_bit_identical(dad2.to_numpy(), dad.to_numpy(), "dalpha")
+
+
+def test_dropout_family_bad_input_raises_like_cpu(G):
+    x = np.zeros((4, 10), np.float32)
+    alpha = np.zeros((10,), np.float32)
+
+    def both(fn_name, *host_args):
+        """The CPU and the GPU twin (arrays copied to the device) raise the same words."""
+        with pytest.raises((ValueError, TypeError)) as cpu_err:
+            getattr(C, fn_name)(*host_args)
+        dev_args = [dev(G, a) if isinstance(a, np.ndarray) else a for a in host_args]
+        with pytest.raises(cpu_err.type) as gpu_err:
+            getattr(G, fn_name)(*dev_args)
+        assert str(gpu_err.value) == str(cpu_err.value)
+
+    for kind in ("dropout", "alpha_dropout"):
+        both(f"{kind}_forward", x, x, 1.0, 0, 0, 0)                                    # rate
+        both(f"{kind}_forward", x, x, float("nan"), 0, 0, 0)
+        both(f"{kind}_forward", x, x[:, :9].copy(), 0.5, 0, 0, 0)                     # y shape
+        both(f"{kind}_forward", x, x, 0.5, 0, 0, 0, np.zeros(1, np.int32))            # mask words
+        both(f"{kind}_forward", x, x, 0.5, 0, 0, 0, np.zeros((2, 1), np.int32))
+        both(f"{kind}_backward", x, x, -0.5, 0, 0, 0)
+        both(f"{kind}_backward", x, x, 0.5, 0, 0, 0, np.zeros(3, np.int32))
+        both(f"{kind}_backward", x, x.reshape(40), 0.5, 0, 0, 0)
+    both("dropout_mask", x, 1.5, 0, 0, 0)
+    both("rrelu_forward", x, x, 0.5, 0.1, True)                                        # lower > upper
+    both("rrelu_forward", x, x, 0.1, float("inf"), True)
+    both("rrelu_backward", x, x, x[:3].copy(), 0.1, 0.3, True)
+    both("rrelu_backward", x, x[:3].copy(), x, 0.1, 0.3, True)
+    both("prelu_forward", x.reshape(40), alpha, x.reshape(40))                         # no batch axis
+    both("prelu_forward", x, alpha[:9].copy(), x)                                      # alpha shape
+    both("prelu_forward", x, alpha.reshape(1, 10), x)                                  # alpha rank
+    both("prelu_forward", np.zeros((2, 3, 4, 5, 6), np.float32), np.zeros((3, 1, 5, 1), np.float32),
+         np.zeros((2, 3, 4, 5, 6), np.float32))                                        # two shared groups
+    both("prelu_backward", x, alpha, x, None, alpha[:5].copy())                        # dalpha shape
+    both("prelu_backward", x, alpha, x[:2].copy(), None, alpha)                        # dy shape
+    both("prelu_backward", x, alpha, x, x[:2].copy(), alpha)                           # dx shape
+    xd = dev(G, x)
+    with pytest.raises(TypeError, match="x must be a deepcore._cuda.DeviceBuffer"):
+        G.dropout_forward(x, xd, 0.5, 0, 0, 0)
+    with pytest.raises(TypeError, match="mask must have dtype int32, got float32"):
+        G.dropout_forward(xd, xd, 0.5, 0, 0, 0, G.DeviceBuffer((2,)))
+    with pytest.raises(TypeError, match="mask must be a deepcore._cuda.DeviceBuffer"):
+        G.dropout_backward(xd, xd, 0.5, 0, 0, 0, np.zeros(2, np.int32))
+    with pytest.raises(TypeError, match="alpha must have dtype float32"):
+        G.prelu_forward(xd, G.DeviceBuffer((10,), "int32"), xd)
 
 
 # ----------------------------------------------------------------- losses
