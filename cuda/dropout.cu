@@ -98,7 +98,7 @@ __global__ void masked_scale_kernel(const float* in, float* out, index_t n, cons
 }
 
 // RReLU in training: slope a = lower + span U, U the 24-bit uniform of word i.
-// Forward (dy null): y = x for x >= 0, else a x. Backward: dx = dy for x >= 0, else a dy.
+// Forward (dy null): y = x for x > 0, else a x. Backward: dx = dy for x > 0, else a dy.
 __global__ void rrelu_kernel(const float* x, const float* dy, float* out, index_t n, float lower, float span,
                              uint64_t seed, uint64_t stream, uint32_t call) {
   for (index_t b = grid_index(); b < (n + 3) / 4; b += grid_stride()) {
@@ -107,16 +107,16 @@ __global__ void rrelu_kernel(const float* x, const float* dy, float* out, index_
       const index_t i = 4 * b + l;
       const float a = __fmaf_rn(span, uint_to_unit(r.v[l]), lower);
       const float v = dy ? dy[i] : x[i];
-      out[i] = x[i] >= 0.0f ? v : a * v;
+      out[i] = x[i] > 0.0f ? v : a * v;
     }
   }
 }
 
-// Fixed slope (RReLU at inference), PyTorch's x >= 0 convention; dy null for the forward.
+// Fixed slope (RReLU at inference), applied for x <= 0 as in PyTorch; dy null for the forward.
 __global__ void leaky_kernel(const float* x, const float* dy, float* out, index_t n, float a) {
   for (index_t i = grid_index(); i < n; i += grid_stride()) {
     const float v = dy ? dy[i] : x[i];
-    out[i] = x[i] >= 0.0f ? v : a * v;
+    out[i] = x[i] > 0.0f ? v : a * v;
   }
 }
 
@@ -178,19 +178,21 @@ __global__ void prelu_dalpha_cols_kernel(const float* x, const float* dy, float*
   }
 }
 
-inline float inverted_scale(float rate) { return float(1.0 / (1.0 - double(rate))); }
+// 1 / (1 - effective rate): the drop probability is threshold / 2^16 (ops/dropout.h).
+inline float inverted_scale(float rate) { return float(1.0 / (1.0 - dropout_effective_rate(rate))); }
 
-// a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a alpha' rate (in double, then rounded): as on the CPU.
+// a = ((1 - r)(1 + r alpha'^2))^(-1/2), b = -a alpha' r with r the effective
+// rate (in double, then rounded): as on the CPU.
 void alpha_dropout_coefficients(float rate, float* a, float* b) {
-  const double r = rate, ap = kAlphaDropoutAlphaP;
+  const double r = dropout_effective_rate(rate), ap = kAlphaDropoutAlphaP;
   const double ad = 1.0 / std::sqrt((1.0 - r) * (1.0 + r * ap * ap));
   *a = float(ad);
   *b = float(-ad * ap * r);
 }
 
 void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && rate < 1.0f))
-    throw InvalidInput(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
+    throw InvalidInput(std::string(fn) + ": rate must be in [0, 1 - 2^-17], got " + std::to_string(rate));
 }
 
 void check_random_call(index_t n, const char* fn) {

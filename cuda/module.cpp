@@ -329,8 +329,9 @@ void check_batch(index_t n, const char* fn) {
 // ----------------------------------------------------------- dropout family
 
 void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && rate < 1.0f))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " + std::to_string(rate));
+  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
+    throw py::value_error(std::string(fn) + ": rate must be in [0, 1 - 2^-17] (masks use 16-bit draws), got " +
+                          std::to_string(rate));
 }
 
 void check_bounds(float lower, float upper, const char* fn) {

@@ -570,7 +570,7 @@ def test_batchnorm_bad_input_raises_like_cpu(G):
 # partial keep words (32 elements) and a grid-stride loop.
 DROPOUT_KEYS = [(0, 0, 0), (42, 7, 3), (2**64 - 1, 2**63 + 5, 2**32 - 1), (0x1234_5678_9ABC, 0x6472_6F70 << 32, 17)]
 DROPOUT_SIZES = [1, 7, 8, 31, 33, 1000, 4099, (1 << 20) + 3]
-RATES = [0.0, 0.1, 0.5, 0.9]
+RATES = [0.0, 0.1, 0.5, 0.9, 0.99999]  # the last keeps about one unit in 65536
 
 
 def bits_of(a):
@@ -783,6 +783,7 @@ def test_dropout_family_bad_input_raises_like_cpu(G):
     for kind in ("dropout", "alpha_dropout"):
         both(f"{kind}_forward", x, x, 1.0, 0, 0, 0)                                    # rate
         both(f"{kind}_forward", x, x, float("nan"), 0, 0, 0)
+        both(f"{kind}_forward", x, x, 0.9999995, 0, 0, 0)                              # above 1 - 2^-17
         both(f"{kind}_forward", x, x[:, :9].copy(), 0.5, 0, 0, 0)                     # y shape
         both(f"{kind}_forward", x, x, 0.5, 0, 0, 0, np.zeros(1, np.int32))            # mask words
         both(f"{kind}_forward", x, x, 0.5, 0, 0, 0, np.zeros((2, 1), np.int32))
