@@ -43,49 +43,38 @@ __device__ __forceinline__ uint32_t keep_byte(uint64_t seed, uint64_t stream, ui
   return bits;
 }
 
-// out = in * (scale where kept, else 0), for Philox blocks b of 8 elements.
-// keep_bytes (may be null) receives the keep mask: nbytes = 4 * words bytes,
-// those past the last element written as 0 (as the CPU leaves the bits past n).
-// Used by dropout forward/backward and alpha dropout backward (scale = a).
-__global__ void dropout_scale_kernel(const float* in, float* out, index_t n, uint32_t thr, float scale,
-                                     uint64_t seed, uint64_t stream, uint32_t call, uint8_t* keep_bytes,
-                                     index_t nbytes) {
-  const index_t nblocks = keep_bytes ? nbytes : (n + 7) / 8;
-  for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
-    uint32_t keep = 0;
-    if (8 * b < n) {
-      keep = keep_byte(seed, stream, call, b, n, thr);
-      for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
-        const index_t i = 8 * b + k;
-        out[i] = in[i] * (((keep >> k) & 1u) ? scale : 0.0f);
-      }
-    }
-    if (keep_bytes) keep_bytes[b] = uint8_t(keep);
+// What a dropout-family kernel does with element i once its keep bit is drawn.
+// out = in * (scale where kept, else 0): dropout forward/backward, alpha
+// dropout backward (scale = a), and the scaled mask (in null).
+struct ScaleOp {
+  const float* in;
+  float* out;
+  float scale;
+  __device__ void operator()(index_t i, bool kept) const {
+    const float m = kept ? scale : 0.0f;
+    out[i] = in ? in[i] * m : m;
   }
-}
-
-// mask = scale where kept, 0 where dropped.
-__global__ void dropout_mask_kernel(float* mask, index_t n, uint32_t thr, float scale, uint64_t seed,
-                                    uint64_t stream, uint32_t call) {
-  for (index_t b = grid_index(); b < (n + 7) / 8; b += grid_stride()) {
-    const uint32_t keep = keep_byte(seed, stream, call, b, n, thr);
-    for (int k = 0; k < 8 && 8 * b + k < n; ++k) mask[8 * b + k] = ((keep >> k) & 1u) ? scale : 0.0f;
-  }
-}
-
+};
 // Alpha dropout: y = a x + b where kept, `dropped` (= a alpha' + b) where dropped.
-__global__ void alpha_dropout_forward_kernel(const float* x, float* y, index_t n, uint32_t thr, float a, float b0,
-                                             float dropped, uint64_t seed, uint64_t stream, uint32_t call,
-                                             uint8_t* keep_bytes, index_t nbytes) {
+struct AlphaOp {
+  const float* x;
+  float* y;
+  float a, b, dropped;
+  __device__ void operator()(index_t i, bool kept) const { y[i] = kept ? __fmaf_rn(a, x[i], b) : dropped; }
+};
+
+// Thread t handles Philox block t: draws the keep bits of elements 8t .. 8t+7
+// and applies op to each. keep_bytes (may be null) receives the keep mask:
+// nbytes = 4 * words bytes, those past the last element written as 0.
+template <class Op>
+__global__ void keep_mask_kernel(Op op, index_t n, uint32_t thr, uint64_t seed, uint64_t stream, uint32_t call,
+                                 uint8_t* keep_bytes, index_t nbytes) {
   const index_t nblocks = keep_bytes ? nbytes : (n + 7) / 8;
   for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
     uint32_t keep = 0;
     if (8 * b < n) {
       keep = keep_byte(seed, stream, call, b, n, thr);
-      for (int k = 0; k < 8 && 8 * b + k < n; ++k) {
-        const index_t i = 8 * b + k;
-        y[i] = ((keep >> k) & 1u) ? __fmaf_rn(a, x[i], b0) : dropped;
-      }
+      for (int k = 0; k < 8 && 8 * b + k < n; ++k) op(8 * b + k, (keep >> k) & 1u);
     }
     if (keep_bytes) keep_bytes[b] = uint8_t(keep);
   }
@@ -206,18 +195,14 @@ void check_bounds(float lower, float upper, const char* fn) {
                        ", upper=" + std::to_string(upper));
 }
 
-// Threads for the keep-bitmask kernels: one per byte of the mask, or one per
-// Philox block of 8 elements without a mask.
-index_t scale_threads(index_t n, const uint32_t* keep_bits) {
-  return keep_bits ? 4 * keep_bits_words(n) : (n + 7) / 8;
-}
-
-void launch_dropout_scale(const float* in, float* out, index_t n, uint32_t thr, float scale, uint64_t seed,
-                          uint64_t stream, uint32_t call, uint32_t* keep_bits) {
-  const index_t threads = scale_threads(n, keep_bits);
-  dropout_scale_kernel<<<blocks_for(threads), kThreads>>>(in, out, n, thr, scale, seed, stream, call,
-                                                         reinterpret_cast<uint8_t*>(keep_bits), threads);
-  check_launch("dropout_scale_kernel");
+// One thread per byte of the keep mask, or per Philox block of 8 elements without one.
+template <class Op>
+void launch_keep_mask(Op op, const char* kernel, index_t n, float rate, uint64_t seed, uint64_t stream,
+                      uint32_t call, uint32_t* keep_bits) {
+  const index_t threads = keep_bits ? 4 * keep_bits_words(n) : (n + 7) / 8;
+  keep_mask_kernel<<<blocks_for(threads), kThreads>>>(op, n, dropout_threshold(rate), seed, stream, call,
+                                                     reinterpret_cast<uint8_t*>(keep_bits), threads);
+  check_launch(kernel);
 }
 
 void launch_masked_scale(const float* in, float* out, index_t n, const uint32_t* keep_bits, float scale) {
@@ -232,7 +217,8 @@ void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t s
   check_rate(rate, "dropout_forward");
   check_random_call(n, "dropout_forward");
   if (n == 0) return;
-  launch_dropout_scale(x, y, n, dropout_threshold(rate), inverted_scale(rate), seed, stream, call, keep_bits);
+  launch_keep_mask(ScaleOp{x, y, inverted_scale(rate)}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call,
+                   keep_bits);
 }
 
 void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
@@ -241,7 +227,8 @@ void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_
   check_rate(rate, "dropout_backward");
   check_random_call(n, "dropout_backward");
   if (n == 0) return;
-  launch_dropout_scale(dy, dx, n, dropout_threshold(rate), inverted_scale(rate), seed, stream, call, nullptr);
+  launch_keep_mask(ScaleOp{dy, dx, inverted_scale(rate)}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call,
+                   nullptr);
 }
 
 void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
@@ -254,9 +241,8 @@ void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t st
   check_rate(rate, "dropout_mask");
   check_random_call(n, "dropout_mask");
   if (n == 0) return;
-  dropout_mask_kernel<<<blocks_for((n + 7) / 8), kThreads>>>(mask, n, dropout_threshold(rate), inverted_scale(rate),
-                                                             seed, stream, call);
-  check_launch("dropout_mask_kernel");
+  launch_keep_mask(ScaleOp{nullptr, mask, inverted_scale(rate)}, "keep_mask_kernel<dropout_mask>", n, rate, seed,
+                   stream, call, nullptr);
 }
 
 void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
@@ -267,11 +253,8 @@ void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint
   float a, b;
   alpha_dropout_coefficients(rate, &a, &b);
   const float dropped = float(double(a) * kAlphaDropoutAlphaP + double(b));
-  const index_t threads = scale_threads(n, keep_bits);
-  alpha_dropout_forward_kernel<<<blocks_for(threads), kThreads>>>(x, y, n, dropout_threshold(rate), a, b, dropped,
-                                                                 seed, stream, call,
-                                                                 reinterpret_cast<uint8_t*>(keep_bits), threads);
-  check_launch("alpha_dropout_forward_kernel");
+  launch_keep_mask(AlphaOp{x, y, a, b, dropped}, "keep_mask_kernel<alpha_dropout>", n, rate, seed, stream, call,
+                   keep_bits);
 }
 
 void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
@@ -281,7 +264,7 @@ void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, u
   if (n == 0) return;
   float a, b;
   alpha_dropout_coefficients(rate, &a, &b);
-  launch_dropout_scale(dy, dx, n, dropout_threshold(rate), a, seed, stream, call, nullptr);
+  launch_keep_mask(ScaleOp{dy, dx, a}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call, nullptr);
 }
 
 void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {

@@ -352,6 +352,42 @@ uint32_t* optional_keep_bits(py::handle obj, index_t n, const char* fn) {
   return static_cast<uint32_t*>(b.data());
 }
 
+// Dropout and alpha dropout share their bindings: forward (x, y, rate, key,
+// optional keep mask to fill) and backward (dy, dx, rate, key, optional keep
+// mask to read instead of regenerating the draws).
+using KeepMaskForward = void (*)(const float*, float*, index_t, float, uint64_t, uint64_t, uint32_t, uint32_t*);
+using KeepMaskBackward = void (*)(const float*, float*, index_t, float, uint64_t, uint64_t, uint32_t);
+using KeepBitsBackward = void (*)(const float*, float*, index_t, float, const uint32_t*);
+
+void def_keep_mask_forward(py::module_& m, const char* fn, KeepMaskForward kernel, const char* doc) {
+  m.def(fn, [fn, kernel](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                         py::object mask_) {
+    check_rate(rate, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    uint32_t* bits = optional_keep_bits(mask_, index_t(x.size()), fn);
+    py::gil_scoped_release nogil;
+    kernel(p<float>(x), p<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(), doc);
+}
+
+void def_keep_mask_backward(py::module_& m, const char* fn, KeepMaskBackward regenerate, KeepBitsBackward from_bits,
+                            const char* doc) {
+  m.def(fn, [fn, regenerate, from_bits](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                                        uint32_t call, py::object mask_) {
+    check_rate(rate, fn);
+    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
+    same_shape(dy, dx, fn, "dy", "dx");
+    const index_t n = index_t(dy.size());
+    uint32_t* bits = optional_keep_bits(mask_, n, fn);
+    py::gil_scoped_release nogil;
+    if (bits) from_bits(p<float>(dy), p<float>(dx), n, rate, bits);
+    else regenerate(p<float>(dy), p<float>(dx), n, rate, seed, stream, call);
+  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
+     py::arg("mask") = py::none(), doc);
+}
+
 // PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
 // x (B, P, S, Q) and alpha (P, Q): the rules and messages of prelu_view in
 // src/bind/dropout.cpp, on device shapes.
@@ -631,35 +667,13 @@ PYBIND11_MODULE(_cuda, m) {
   // ---------------------------------------------------------- dropout family
   // The names, arguments and messages of deepcore._core's; mask is an int32
   // DeviceBuffer of (n + 31) // 32 keep words.
-  m.def("dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                              uint32_t call, py::object mask_) {
-    const char* fn = "dropout_forward";
-    check_rate(rate, fn);
-    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
-    same_shape(x, y, fn, "x", "y");
-    uint32_t* bits = optional_keep_bits(mask_, index_t(x.size()), fn);
-    py::gil_scoped_release nogil;
-    deepcore::cuda::dropout_forward(p<float>(x), p<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
-  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none(),
-     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, (n + 31) // 32 "
-     "words, optional) receives the keep bits for backward.");
-
-  m.def("dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                               uint32_t call, py::object mask_) {
-    const char* fn = "dropout_backward";
-    check_rate(rate, fn);
-    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
-    same_shape(dy, dx, fn, "dy", "dx");
-    const index_t n = index_t(dy.size());
-    uint32_t* bits = optional_keep_bits(mask_, n, fn);
-    py::gil_scoped_release nogil;
-    if (bits) deepcore::cuda::dropout_backward_bits(p<float>(dy), p<float>(dx), n, rate, bits);
-    else deepcore::cuda::dropout_backward(p<float>(dy), p<float>(dx), n, rate, seed, stream, call);
-  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none(),
-     "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key when mask is None.");
-
+  def_keep_mask_forward(m, "dropout_forward", &deepcore::cuda::dropout_forward,
+                        "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, "
+                        "(n + 31) // 32 words, optional) receives the keep bits for backward.");
+  def_keep_mask_backward(m, "dropout_backward", &deepcore::cuda::dropout_backward,
+                         &deepcore::cuda::dropout_backward_bits,
+                         "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key "
+                         "when mask is None.");
   m.def("dropout_mask", [](py::handle mask_, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
     const char* fn = "dropout_mask";
     check_rate(rate, fn);
@@ -669,32 +683,12 @@ PYBIND11_MODULE(_cuda, m) {
   }, py::arg("mask"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
      "The scaled mask of the same key: 1 / (1 - rate) where kept, 0 where dropped.");
 
-  m.def("alpha_dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                                    uint32_t call, py::object mask_) {
-    const char* fn = "alpha_dropout_forward";
-    check_rate(rate, fn);
-    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
-    same_shape(x, y, fn, "x", "y");
-    uint32_t* bits = optional_keep_bits(mask_, index_t(x.size()), fn);
-    py::gil_scoped_release nogil;
-    deepcore::cuda::alpha_dropout_forward(p<float>(x), p<float>(y), index_t(x.size()), rate, seed, stream, call,
-                                          bits);
-  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none());
-
-  m.def("alpha_dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                                     uint32_t call, py::object mask_) {
-    const char* fn = "alpha_dropout_backward";
-    check_rate(rate, fn);
-    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
-    same_shape(dy, dx, fn, "dy", "dx");
-    const index_t n = index_t(dy.size());
-    uint32_t* bits = optional_keep_bits(mask_, n, fn);
-    py::gil_scoped_release nogil;
-    if (bits) deepcore::cuda::alpha_dropout_backward_bits(p<float>(dy), p<float>(dx), n, rate, bits);
-    else deepcore::cuda::alpha_dropout_backward(p<float>(dy), p<float>(dx), n, rate, seed, stream, call);
-  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none());
+  def_keep_mask_forward(m, "alpha_dropout_forward", &deepcore::cuda::alpha_dropout_forward,
+                        "Alpha dropout: y = a x + b where kept, a alpha' + b where dropped (mask as in "
+                        "dropout_forward).");
+  def_keep_mask_backward(m, "alpha_dropout_backward", &deepcore::cuda::alpha_dropout_backward,
+                         &deepcore::cuda::alpha_dropout_backward_bits,
+                         "dx = a dy where kept, 0 where dropped (from the keep bits, or regenerated).");
 
   m.def("rrelu_forward", [](py::handle x_, py::handle y_, float lower, float upper, bool training, uint64_t seed,
                             uint64_t stream, uint32_t call) {
