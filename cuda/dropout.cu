@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <string>
 
+#include "allocator.h"
 #include "kernels.h"
 #include "launch.cuh"
 #include "ops/dropout.h"
@@ -120,54 +121,70 @@ __global__ void prelu_kernel(const float* x, const float* alpha, const float* dy
   }
 }
 
-// dalpha[p] = sum over (b, s) of dy x where x <= 0, for Q == 1 (alpha shared
-// over S: channels-first maps). One block per p; its threads stride over the
-// B S terms (consecutive s: coalesced), products exact in double, summed per
-// thread in order and then by the fixed-order block_sum: deterministic.
-__global__ void prelu_dalpha_rows_kernel(const float* x, const float* dy, float* dalpha, index_t B, index_t P,
+// PReLU's dalpha[c] (c = p Q + q) = sum over (b, s) of dy x where x <= 0:
+// a per-channel reduction over the B S rows, split over blockIdx.y into
+// `splits` slices so that a few channels over many rows (a channels-last
+// conv map shares alpha over N H W) still fill the GPU. Each (slice, channel)
+// writes one partial (part: splits x C doubles) and prelu_dalpha_finish_kernel
+// adds the slices in order. The products are exact in double, every sum runs
+// in a fixed order: deterministic (as on the CPU; the order differs from the
+// CPU's, so dalpha agrees to rounding, not bit for bit).
+__device__ __forceinline__ double prelu_term(const float* x, const float* dy, index_t i) {
+  return x[i] > 0.0f ? 0.0 : double(dy[i]) * double(x[i]);
+}
+
+// Q == 1 (alpha shared over S: channels-first maps): a block per (p, slice);
+// its threads stride over the slice's terms j = b S + s (consecutive s:
+// coalesced), then the fixed-order block_sum.
+__global__ void prelu_dalpha_rows_kernel(const float* x, const float* dy, double* part, index_t B, index_t P,
                                          index_t S) {
-  __shared__ double partial[kWarpsPerBlock];
-  for (index_t p = blockIdx.x; p < P; p += gridDim.x) {
+  __shared__ double shared[kWarpsPerBlock];
+  const index_t step = index_t(kThreads) * gridDim.y;
+  for (index_t p = blockIdx.x; p < P; p += gridDim.x) {  // uniform across the block
     double acc = 0.0;
-    for (index_t j = threadIdx.x; j < B * S; j += blockDim.x) {
-      const index_t i = (j / S * P + p) * S + j % S;
-      if (!(x[i] > 0.0f)) acc += double(dy[i]) * double(x[i]);
-    }
-    acc = block_sum(acc, partial);
-    if (threadIdx.x == 0) dalpha[p] = float(acc);
+    for (index_t j = index_t(blockIdx.y) * kThreads + threadIdx.x; j < B * S; j += step)
+      acc += prelu_term(x, dy, (j / S * P + p) * S + j % S);
+    acc = block_sum(acc, shared);
+    if (threadIdx.x == 0) part[index_t(blockIdx.y) * P + p] = acc;
   }
 }
 
-// dalpha[p, q] for Q > 1: a block of 32 x 8 threads per (p, 32 columns q);
-// lanes run along q (coalesced), the 8 thread rows stride over the B S rows,
-// and thread row 0 adds the 8 partial sums in order: deterministic.
+// Q > 1: a block of 32 x 8 threads per (p, 32 columns q, slice); lanes run
+// along q (coalesced), the 8 thread rows stride over the slice's rows j = b S + s,
+// and thread row 0 adds the 8 row partials in order.
 constexpr int kColRows = kThreads / 32;
-__global__ void prelu_dalpha_cols_kernel(const float* x, const float* dy, float* dalpha, index_t B, index_t P,
+__global__ void prelu_dalpha_cols_kernel(const float* x, const float* dy, double* part, index_t B, index_t P,
                                          index_t S, index_t Q) {
   __shared__ double partial[kColRows][32];
   const int lane = threadIdx.x % 32, row = threadIdx.x / 32;
-  const index_t tiles = (Q + 31) / 32;
-  for (index_t t = blockIdx.x; t < P * tiles; t += gridDim.x) {
+  const index_t tiles = (Q + 31) / 32, step = index_t(kColRows) * gridDim.y;
+  for (index_t t = blockIdx.x; t < P * tiles; t += gridDim.x) {  // uniform across the block
     const index_t p = t / tiles, q = (t % tiles) * 32 + lane;
     double acc = 0.0;
     if (q < Q) {
-      for (index_t j = row; j < B * S; j += kColRows) {
-        const index_t i = ((j / S * P + p) * S + j % S) * Q + q;
-        if (!(x[i] > 0.0f)) acc += double(dy[i]) * double(x[i]);
-      }
+      for (index_t j = index_t(blockIdx.y) * kColRows + row; j < B * S; j += step)
+        acc += prelu_term(x, dy, ((j / S * P + p) * S + j % S) * Q + q);
     }
     __syncthreads();  // the previous tile's partials have been read
     partial[row][lane] = acc;
     __syncthreads();
     if (row == 0 && q < Q) {
-      double s = 0.0;
-      for (int r = 0; r < kColRows; ++r) s += partial[r][lane];
-      dalpha[p * Q + q] = float(s);
+      double sum = 0.0;
+      for (int r = 0; r < kColRows; ++r) sum += partial[r][lane];
+      part[index_t(blockIdx.y) * P * Q + p * Q + q] = sum;
     }
   }
 }
 
-// 1 / (1 - effective rate): the drop probability is threshold / 2^16 (ops/dropout.h).
+// dalpha[c] = the slices' partials added in order.
+__global__ void prelu_dalpha_finish_kernel(const double* part, index_t splits, float* dalpha, index_t C) {
+  for (index_t c = grid_index(); c < C; c += grid_stride()) {
+    double sum = 0.0;
+    for (index_t r = 0; r < splits; ++r) sum += part[r * C + c];
+    dalpha[c] = float(sum);
+  }
+}
+
 inline float inverted_scale(float rate) { return float(1.0 / (1.0 - dropout_effective_rate(rate))); }
 
 // a = ((1 - r)(1 + r alpha'^2))^(-1/2), b = -a alpha' r with r the effective
@@ -313,16 +330,25 @@ void prelu_backward(const float* x, const float* alpha, const float* dy, float* 
   // dalpha first, then dx: the dalpha kernels have read dy before dx is
   // written, so dx may be dy (or x). With no terms (B S == 0) they still write
   // dalpha = 0, as the CPU does.
-  if (P * Q > 0) {
+  const index_t C = P * Q, rows = B * S;
+  if (C > 0) {
+    // As for BatchNorm's statistics: about 2048 blocks in all, each slice at
+    // least ~2048 terms of a channel.
+    const index_t xblocks = std::min<index_t>(Q == 1 ? P : P * ((Q + 31) / 32), kMaxBlocks);
+    index_t splits = std::min<index_t>((2048 + xblocks - 1) / xblocks, (rows + 2047) / 2048);
+    splits = std::max<index_t>(1, std::min<index_t>(splits, 65535));
+    Scratch scratch(size_t(splits) * size_t(C) * sizeof(double));
+    double* part = static_cast<double*>(scratch.p);
+    const dim3 blocks{unsigned(xblocks), unsigned(splits), 1u};
     if (Q == 1) {
-      const unsigned grid = unsigned(std::min<index_t>(P, kMaxBlocks));
-      prelu_dalpha_rows_kernel<<<grid, kThreads>>>(x, dy, dalpha, B, P, S);
+      prelu_dalpha_rows_kernel<<<blocks, kThreads>>>(x, dy, part, B, P, S);
       check_launch("prelu_dalpha_rows_kernel");
     } else {
-      const unsigned grid = unsigned(std::min<index_t>(P * ((Q + 31) / 32), kMaxBlocks));
-      prelu_dalpha_cols_kernel<<<grid, kThreads>>>(x, dy, dalpha, B, P, S, Q);
+      prelu_dalpha_cols_kernel<<<blocks, kThreads>>>(x, dy, part, B, P, S, Q);
       check_launch("prelu_dalpha_cols_kernel");
     }
+    prelu_dalpha_finish_kernel<<<blocks_for(C), kThreads>>>(part, splits, dalpha, C);
+    check_launch("prelu_dalpha_finish_kernel");
   }
   const index_t n = B * P * S * Q;
   if (dx && n > 0) {

@@ -725,10 +725,11 @@ def test_rrelu_in_place_matches_cpu(G):
 # x shape, alpha shape: features last (Dense), channels-first maps (alpha
 # shared over the spatial axes: Q == 1), channels-last maps (spatial axes
 # shared, merged into the batch), P, S and Q all > 1, one alpha for all, one
-# alpha per element of a 3-d sample, and more columns than one tile of 32.
+# alpha per element of a 3-d sample, more columns than one tile of 32, an
+# empty batch, and maps large enough that the dalpha reduction is split.
 PRELU_SHAPES = [((256, 300), (300,)), ((8, 16, 5, 5), (16, 1, 1)), ((4, 6, 6, 16), (1, 1, 16)),
                 ((3, 5, 7, 4), (5, 1, 4)), ((1000, 3), (1,)), ((2, 3, 4, 5), (3, 4, 5)), ((5, 70), (70,)),
-                ((0, 4), (4,))]
+                ((0, 4), (4,)), ((64, 16, 16, 8), (1, 1, 8)), ((32, 4, 30, 30), (4, 1, 1))]
 
 
 @pytest.mark.parametrize("xshape,ashape", PRELU_SHAPES, ids=str)
