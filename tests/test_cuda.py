@@ -7,7 +7,8 @@ without a GPU (or without the CUDA module) imports deepcore and says why.
 Tolerances: fp32 results agree to 1e-5 relative. The absolute floor (atol)
 covers values near zero, where a different fused multiply-add contraction
 (nvcc fuses a*b+c; the CPU's baseline x86-64 path does not) moves the last
-bit of an O(1) intermediate. Philox uniforms are compared bit for bit.
+bit of an O(1) intermediate. Philox uniforms, dropout masks, keep bits and the
+dropout family's outputs are compared bit for bit.
 """
 
 import subprocess
