@@ -24,7 +24,7 @@ namespace cuda {
 namespace {
 
 // What finish_features_kernel does with a feature's (s1, s2).
-enum class Finish { Stats, Grads };
+enum class Finish { Mean, Stats, Grads };
 
 struct FinishArgs {
   // Stats: writes mean, inv_std, scale = gamma inv_std, offset = beta; updates the moving statistics.
@@ -39,7 +39,7 @@ struct FinishArgs {
   float* dgamma;
   float* dbeta;
   // Per-feature coefficients for the elementwise pass (scratch): Stats c0 = scale, c1 = offset;
-  // Grads c0 = g, c1 = md, c2 = q.
+  // Grads c0 = g, c1 = md, c2 = q. Mean: c2 = the mean (the second pass's shift).
   float* c0;
   float* c1;
   float* c2;
@@ -49,7 +49,9 @@ struct FinishArgs {
 template <Finish F>
 __device__ void finish_feature(const FinishArgs& f, const float* shift, index_t c, double s1, double s2) {
   const double n = double(f.n);
-  if (F == Finish::Stats) {
+  if (F == Finish::Mean) {
+    f.c2[c] = float(double(shift[c]) + s1 / n);  // as the CPU: float(shift + s1 / n)
+  } else if (F == Finish::Stats) {
     const double d = s1 / n;                          // mean - shift
     const double v = s2 / n - d * d;
     const double var = (0.0 < v) ? v : 0.0;           // std::max(0.0, v): biased, NaN -> 0 as on the CPU
@@ -220,15 +222,18 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
                              float* inv_std, float* moving_mean, float* moving_var, index_t A, index_t C, index_t B,
                              float eps, float momentum) {
   if (A * C * B == 0) return;
-  Scratch scratch(3 * size_t(C) * sizeof(float));  // shift, scale, offset
+  Scratch scratch(4 * size_t(C) * sizeof(float));  // first values, scale, offset, mean
   float* shift = static_cast<float*>(scratch.p);
   FinishArgs f{};
   f.gamma = gamma, f.beta = beta, f.mean = mean, f.inv_std = inv_std, f.moving_mean = moving_mean,
   f.moving_var = moving_var, f.eps = eps, f.momentum = momentum, f.c0 = shift + C, f.c1 = shift + 2 * C,
-  f.n = A * B;
+  f.c2 = shift + 3 * C, f.n = A * B;
   first_values_kernel<<<blocks_for(C), kThreads>>>(x, shift, C, B);
   check_launch("first_values_kernel");
-  reduce_features<Finish::Stats>(x, nullptr, shift, A, C, B, f);
+  // Two passes, as on the CPU: the mean (sums shifted by the first values),
+  // then the variance from sums around that mean.
+  reduce_features<Finish::Mean>(x, nullptr, shift, A, C, B, f);
+  reduce_features<Finish::Stats>(x, nullptr, f.c2, A, C, B, f);
   affine(x, mean, f.c0, f.c1, y, A, C, B);  // after the statistics: y == x is fine
 }
 
