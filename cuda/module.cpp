@@ -41,7 +41,8 @@ class DeviceBuffer {
     size_ = 1;
     for (auto d : shape_) {
       if (d < 0) throw py::value_error("DeviceBuffer: negative dimension in shape");
-      size_ *= size_t(d);
+      if (__builtin_mul_overflow(size_, size_t(d), &size_) || size_ > size_t(PTRDIFF_MAX) / itemsize_)
+        throw py::value_error("DeviceBuffer: shape too large (the byte count overflows)");
     }
     check(cudaGetDevice(&device_), "DeviceBuffer: cudaGetDevice");
     data_ = device_alloc(nbytes());

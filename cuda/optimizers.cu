@@ -50,7 +50,7 @@ __global__ void sgd_update_kernel(float* w, const float* g, float* v, index_t n,
     } else {
       const float vi = flush_denormal(mom * v[i] - lr * g[i]);
       v[i] = vi;
-      w[i] += nesterov ? mom * vi - lr * g[i] : vi;
+      w[i] = nesterov ? (w[i] + mom * vi) - lr * g[i] : w[i] + vi;  // the CPU's grouping
     }
   }
 }
@@ -97,9 +97,10 @@ __global__ void reduce_runs_kernel(const float* w, const float* g, Tables t, ind
     const float l1 = t.l1[run.seg], l2 = t.l2[run.seg], l2x2 = 2.0f * l2;
     float s = 0.0f, q = 0.0f;
     for (index_t i = run.begin + threadIdx.x; i < run.end; i += kThreads) {
-      const float wi = w[i], gi = g[i] + l2x2 * wi + l1 * sign(wi);
+      const bool penalized = l1 != 0.0f || l2 != 0.0f;  // as the CPU: no 0 * inf terms
+      const float wi = w[i], gi = penalized ? g[i] + l2x2 * wi + l1 * sign(wi) : g[i];
       s += gi * gi;
-      q += l1 * fabsf(wi) + l2 * wi * wi;
+      q += penalized ? l1 * fabsf(wi) + l2 * wi * wi : 0.0f;
     }
     const double sq = block_sum(double(s), shared);
     const double pen = block_sum(double(q), shared);
@@ -154,7 +155,7 @@ __device__ __forceinline__ void update_element(const OptParams& p, const GradTer
                                                float* s0, float* s1, float* s2, index_t i) {
   // g <- clip((g + 2 l2 w + l1 sign(w)) * scale, -clipvalue, clipvalue);  w <- (1 - lr wd) w
   const float w0 = w[i];
-  float gi = (g[i] + t.l2x2 * w0 + t.l1 * sign(w0)) * t.scale;
+  float gi = (t.l1 != 0.0f || t.l2x2 != 0.0f ? g[i] + t.l2x2 * w0 + t.l1 * sign(w0) : g[i]) * t.scale;
   gi = min_of(max_of(gi, -t.clip), t.clip);
   const float wi = w0 * t.decay;
   const float lr = p.lr, eps = p.epsilon, b1 = p.beta1, b2 = p.beta2, mu = p.momentum;

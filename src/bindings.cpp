@@ -10,6 +10,7 @@
 #include <cblas.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -43,7 +44,8 @@ class Buffer {
     size_t n = 1;
     for (auto d : shape_) {
       if (d < 0) throw py::value_error("Buffer: negative dimension in shape");
-      n *= size_t(d);
+      if (__builtin_mul_overflow(n, size_t(d), &n) || n > size_t(PTRDIFF_MAX) / 64)
+        throw py::value_error("Buffer: shape too large (the byte count overflows)");
     }
     bytes_ = n * itemsize_;
     const size_t alloc = std::max<size_t>(64, (bytes_ + 63) / 64 * 64);

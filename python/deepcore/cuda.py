@@ -24,7 +24,7 @@ def _probe():
     _probed = True
     try:
         from . import _cuda
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         _reason = f"deepcore was built without the CUDA backend ({e})"
         return None
     except Exception as e:  # a broken build must not break `import deepcore`
