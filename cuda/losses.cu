@@ -79,6 +79,7 @@ __global__ void sparse_ce_rows_kernel(const float* pred, const int32_t* labels, 
       for (index_t j = lane; j < cols; j += 32) se += exp(double(z[j]) - m);
       const double lse = double(m) + log(warp_sum(se));
       loss = lse - z[y];
+      __syncwarp();  // every lane has read z before any lane writes grad (grad may alias pred)
       if (grad) {
         float* g = grad + r * cols;
         for (index_t j = lane; j < cols; j += 32) {
@@ -89,6 +90,7 @@ __global__ void sparse_ce_rows_kernel(const float* pred, const int32_t* labels, 
     } else {
       const float p = clip_prob(z[y]);
       loss = -log(double(p));
+      __syncwarp();  // as above: grad may alias pred
       if (grad) {
         float* g = grad + r * cols;
         for (index_t j = lane; j < cols; j += 32) g[j] = (j == y) ? -s / p : 0.0f;
