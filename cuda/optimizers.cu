@@ -45,12 +45,15 @@ __device__ __forceinline__ T max_of(T a, T b) { return a < b ? b : a; }
 //                   w <- w + momentum v - lr g      (Nesterov)
 __global__ void sgd_update_kernel(float* w, const float* g, float* v, index_t n, float lr, float mom, bool nesterov) {
   for (index_t i = grid_index(); i < n; i += grid_stride()) {
+    // As the CPU, which runs sgd_update through optimizer_step: the gradient
+    // carries the (zero) penalty terms, so an infinite weight gives NaN there too.
+    const float gi = g[i] + 0.0f * w[i] + 0.0f * sign(w[i]);
     if (!v || mom == 0.0f) {
-      w[i] -= lr * g[i];
+      w[i] = w[i] - lr * gi;
     } else {
-      const float vi = flush_denormal(mom * v[i] - lr * g[i]);
+      const float vi = flush_denormal(mom * v[i] - lr * gi);
       v[i] = vi;
-      w[i] = nesterov ? (w[i] + mom * vi) - lr * g[i] : w[i] + vi;  // the CPU's grouping
+      w[i] = nesterov ? (w[i] + mom * vi) - lr * gi : w[i] + vi;  // the CPU's grouping
     }
   }
 }
@@ -97,10 +100,9 @@ __global__ void reduce_runs_kernel(const float* w, const float* g, Tables t, ind
     const float l1 = t.l1[run.seg], l2 = t.l2[run.seg], l2x2 = 2.0f * l2;
     float s = 0.0f, q = 0.0f;
     for (index_t i = run.begin + threadIdx.x; i < run.end; i += kThreads) {
-      const bool penalized = l1 != 0.0f || l2 != 0.0f;  // as the CPU: no 0 * inf terms
-      const float wi = w[i], gi = penalized ? g[i] + l2x2 * wi + l1 * sign(wi) : g[i];
+      const float wi = w[i], gi = g[i] + l2x2 * wi + l1 * sign(wi);
       s += gi * gi;
-      q += penalized ? l1 * fabsf(wi) + l2 * wi * wi : 0.0f;
+      q += l1 * fabsf(wi) + l2 * wi * wi;
     }
     const double sq = block_sum(double(s), shared);
     const double pen = block_sum(double(q), shared);
@@ -155,7 +157,7 @@ __device__ __forceinline__ void update_element(const OptParams& p, const GradTer
                                                float* s0, float* s1, float* s2, index_t i) {
   // g <- clip((g + 2 l2 w + l1 sign(w)) * scale, -clipvalue, clipvalue);  w <- (1 - lr wd) w
   const float w0 = w[i];
-  float gi = (t.l1 != 0.0f || t.l2x2 != 0.0f ? g[i] + t.l2x2 * w0 + t.l1 * sign(w0) : g[i]) * t.scale;
+  float gi = (g[i] + t.l2x2 * w0 + t.l1 * sign(w0)) * t.scale;
   gi = min_of(max_of(gi, -t.clip), t.clip);
   const float wi = w0 * t.decay;
   const float lr = p.lr, eps = p.epsilon, b1 = p.beta1, b2 = p.beta2, mu = p.momentum;

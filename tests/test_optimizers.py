@@ -559,13 +559,6 @@ def test_one_cycle_drives_rate_and_momentum_in_training(make, attr):
     assert rates[peak] == pytest.approx(0.05, rel=0.05)
 
 
-def test_an_infinite_weight_without_penalties_stays_infinite():
-    # No 0 * inf terms: the penalty gradient is only added where a penalty is set.
-    w = np.array([np.inf, 1.0], np.float32)
-    O.SGD(0.1, momentum=0.9, clipnorm=10.0).apply(w, np.ones(2, np.float32))
-    assert w[0] == np.inf and np.isfinite(w[1])
-
-
 def test_buffer_shape_whose_byte_count_overflows_is_rejected():
     with pytest.raises(ValueError, match="too large"):
         dc.backend.ops().Buffer([2**62 + 1], "float32")

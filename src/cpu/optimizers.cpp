@@ -33,13 +33,12 @@ struct Seg {
 
 #define DC_EFFECTIVE_GRAD(i)                                                          \
   const float w0 = w[i];                                                              \
-  float gi = (penalized ? g[i] + pl2x2 * w0 + pl1 * sign(w0) : g[i]) * scale;        \
+  float gi = (g[i] + pl2x2 * w0 + pl1 * sign(w0)) * scale;                            \
   gi = std::min(std::max(gi, -cv), cv);                                               \
   float wi = w0 * decay;
 
 #define DC_RUN_CONSTANTS                                                              \
   const float scale = seg.scale, pl1 = seg.l1, pl2x2 = 2.0f * seg.l2;                 \
-  const bool penalized = pl1 != 0.0f || pl2x2 != 0.0f;                                \
   const float cv = p.clipvalue > 0.0f ? p.clipvalue : std::numeric_limits<float>::infinity(); \
   const float decay = 1.0f - p.lr * p.weight_decay;
 
@@ -194,16 +193,15 @@ DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const f
 DC_MULTIVERSION void reduce_run(const float* __restrict w, const float* __restrict g, index_t n, float l1, float l2,
                                 double* sumsq, double* penalty) {
   const float l2x2 = 2.0f * l2;
-  const bool penalized = l1 != 0.0f || l2 != 0.0f;  // else 0 * inf would make an infinite weight's terms NaN
   double sq = 0.0, pen = 0.0;
   for (index_t b = 0; b < n; b += 4096) {
     const index_t e = std::min(n, b + 4096);
     float s = 0.0f, q = 0.0f;
 #pragma omp simd reduction(+ : s, q)
     for (index_t i = b; i < e; ++i) {
-      const float wi = w[i], gi = penalized ? g[i] + l2x2 * wi + l1 * sign(wi) : g[i];
+      const float wi = w[i], gi = g[i] + l2x2 * wi + l1 * sign(wi);
       s += gi * gi;
-      q += penalized ? l1 * std::fabs(wi) + l2 * wi * wi : 0.0f;
+      q += l1 * std::fabs(wi) + l2 * wi * wi;
     }
     sq += s, pen += q;
   }
