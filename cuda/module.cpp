@@ -19,6 +19,7 @@
 
 #include "allocator.h"
 #include "bind/common.h"
+#include "bind/shared_checks.h"
 #include "check.h"
 #include "kernels.h"
 #include "ops/losses.h"
@@ -207,12 +208,6 @@ OptParams opt_params(py::handle h, const char* fn) {
   return p;
 }
 
-const char* kOptNames[kNumOpts] = {"SGD", "Adagrad", "RMSprop", "Adam", "Adamax", "Nadam", "Ftrl"};
-
-void require_slot(bool needed, float* slot, const char* opt, const char* slot_name) {
-  if (needed && !slot)
-    throw py::value_error(std::string("optimizer_step: ") + opt + " needs the " + slot_name + " slot, got None");
-}
 
 // The checks of src/bind/training.cpp, with device params, grads and slots and
 // host offsets / l1 / l2.
@@ -223,7 +218,7 @@ py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_,
   const OptParams p = opt_params(hyper, fn);
   if (p.kind < 0 || p.kind >= kNumOpts)
     throw py::value_error("optimizer_step: unknown optimizer kind " + std::to_string(p.kind));
-  const char* opt = kOptNames[p.kind];
+  const char* opt = bind::optimizer_name(p.kind);
   if (!std::isfinite(p.lr) || p.lr < 0.0f)
     throw py::value_error(std::string("optimizer_step: ") + opt + " learning rate must be finite and >= 0, got " +
                           std::to_string(p.lr));
@@ -232,31 +227,7 @@ py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_,
   float* p0 = optional_like(s0_, w, fn, "slot0", "params");
   float* p1 = optional_like(s1_, w, fn, "slot1", "params");
   float* p2 = optional_like(s2_, w, fn, "slot2", "params");
-  switch (Opt(p.kind)) {
-    case Opt::SGD: require_slot(p.momentum > 0.0f, p0, opt, "velocity (slot0)"); break;
-    case Opt::Adagrad: require_slot(true, p0, opt, "accumulator (slot0)"); break;
-    case Opt::RMSprop:
-      require_slot(true, p0, opt, "velocity (slot0)");
-      require_slot(p.momentum > 0.0f, p1, opt, "momentum (slot1)");
-      require_slot(p.centered, p2, opt, "average gradient (slot2)");
-      if (!p.centered) p2 = nullptr;
-      break;
-    case Opt::Adam:
-      require_slot(true, p0, opt, "m (slot0)");
-      require_slot(true, p1, opt, "v (slot1)");
-      require_slot(p.amsgrad, p2, opt, "vhat (slot2)");
-      if (!p.amsgrad) p2 = nullptr;
-      break;
-    case Opt::Adamax:
-    case Opt::Nadam:
-      require_slot(true, p0, opt, "m (slot0)");
-      require_slot(true, p1, opt, Opt(p.kind) == Opt::Adamax ? "u (slot1)" : "v (slot1)");
-      break;
-    case Opt::Ftrl:
-      require_slot(true, p0, opt, "accumulator (slot0)");
-      require_slot(true, p1, opt, "linear (slot1)");
-      break;
-  }
+  p2 = bind::require_optimizer_slots(p, p0, p1, p2);
   const index_t n = index_t(w.size());
   py::array offsets, l1, l2;
   const int64_t* op = nullptr;
@@ -389,44 +360,13 @@ void def_keep_mask_backward(py::module_& m, const char* fn, KeepMaskBackward reg
      py::arg("mask") = py::none(), doc);
 }
 
-// PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
-// x (B, P, S, Q) and alpha (P, Q): the rules and messages of prelu_view in
-// src/bind/dropout.cpp, on device shapes.
-struct PreluView {
-  index_t B, P, S, Q;
-};
+// PReLU's view, by the CPU binding's rules and words (bind/shared_checks.h).
+using bind::PreluView;
 
 PreluView prelu_view(const DeviceBuffer& x, const DeviceBuffer& alpha, const char* fn) {
-  const auto &xs = x.shape(), &as = alpha.shape();
-  if (xs.size() < 2)
-    throw py::value_error(std::string(fn) + ": x must have a batch axis and at least one more, got shape " +
-                          x.shape_str());
-  if (as.size() != xs.size() - 1)
-    throw py::value_error(std::string(fn) + ": alpha must have x's shape without the batch axis (1 at shared "
-                          "axes); x has shape " + x.shape_str() + ", alpha " + alpha.shape_str());
-  std::vector<std::pair<bool, index_t>> runs;  // (shared, product of extents)
-  index_t B = xs[0];
-  for (size_t i = 1; i < xs.size(); ++i) {
-    const index_t d = xs[i], a = as[i - 1];
-    if (a != 1 && a != d)
-      throw py::value_error(std::string(fn) + ": alpha " + alpha.shape_str() + " does not broadcast against x " +
-                            x.shape_str() + " (each axis must be 1 or match)");
-    if (d == 1) continue;
-    const bool shared = a == 1;
-    if (!runs.empty() && runs.back().first == shared) runs.back().second *= d;
-    else runs.push_back({shared, d});
-  }
-  size_t k = 0;
-  if (k < runs.size() && runs[k].first) B *= runs[k++].second;
-  PreluView v{B, 1, 1, 1};
-  const size_t left = runs.size() - k;
-  if (left == 1) v.Q = runs[k].second;
-  else if (left == 2) v.P = runs[k].second, v.S = runs[k + 1].second;
-  else if (left == 3) v.P = runs[k].second, v.S = runs[k + 1].second, v.Q = runs[k + 2].second;
-  else if (left > 3)
-    throw py::value_error(std::string(fn) + ": alpha " + alpha.shape_str() + " shares more than one group of "
-                          "non-leading axes of x " + x.shape_str() + "; shared axes must be contiguous");
-  return v;
+  return bind::prelu_view_of(std::vector<index_t>(x.shape().begin(), x.shape().end()),
+                             std::vector<index_t>(alpha.shape().begin(), alpha.shape().end()), x.shape_str(),
+                             alpha.shape_str(), fn);
 }
 
 py::dict device_properties(int i) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bind/common.h"
+#include "bind/shared_checks.h"
 #include "ops/dropout.h"
 
 namespace deepcore {
@@ -37,44 +38,10 @@ std::pair<py::array, uint32_t*> optional_keep_bits(py::object obj, index_t n, co
   return {a, p};
 }
 
-// PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
-// x (B, P, S, Q) and alpha (P, Q). Shared axes may form a leading group
-// (merged into B) and one more group between unshared ones.
-struct PreluView {
-  index_t B, P, S, Q;
-};
-
 PreluView prelu_view(const py::array& x, const py::array& alpha, const char* fn) {
-  if (x.ndim() < 2)
-    throw py::value_error(std::string(fn) + ": x must have a batch axis and at least one more, got shape " +
-                          shape_str(x));
-  if (alpha.ndim() != x.ndim() - 1)
-    throw py::value_error(std::string(fn) + ": alpha must have x's shape without the batch axis (1 at shared "
-                          "axes); x has shape " + shape_str(x) + ", alpha " + shape_str(alpha));
-  // Runs of shared / unshared axes (axes of extent 1 belong to either).
-  std::vector<std::pair<bool, index_t>> runs;  // (shared, product of extents)
-  index_t B = x.shape(0);
-  for (py::ssize_t i = 1; i < x.ndim(); ++i) {
-    const index_t d = x.shape(i), a = alpha.shape(i - 1);
-    if (a != 1 && a != d)
-      throw py::value_error(std::string(fn) + ": alpha " + shape_str(alpha) + " does not broadcast against x " +
-                            shape_str(x) + " (each axis must be 1 or match)");
-    if (d == 1) continue;
-    const bool shared = a == 1;
-    if (!runs.empty() && runs.back().first == shared) runs.back().second *= d;
-    else runs.push_back({shared, d});
-  }
-  size_t k = 0;
-  if (k < runs.size() && runs[k].first) B *= runs[k++].second;
-  PreluView v{B, 1, 1, 1};
-  const size_t left = runs.size() - k;
-  if (left == 1) v.Q = runs[k].second;
-  else if (left == 2) v.P = runs[k].second, v.S = runs[k + 1].second;
-  else if (left == 3) v.P = runs[k].second, v.S = runs[k + 1].second, v.Q = runs[k + 2].second;
-  else if (left > 3)
-    throw py::value_error(std::string(fn) + ": alpha " + shape_str(alpha) + " shares more than one group of "
-                          "non-leading axes of x " + shape_str(x) + "; shared axes must be contiguous");
-  return v;
+  return prelu_view_of(std::vector<index_t>(x.shape(), x.shape() + x.ndim()),
+                       std::vector<index_t>(alpha.shape(), alpha.shape() + alpha.ndim()), shape_str(x),
+                       shape_str(alpha), fn);
 }
 
 }  // namespace

@@ -6,23 +6,11 @@
 #include <cmath>
 
 #include "bind/common.h"
+#include "bind/shared_checks.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
 namespace bind {
-
-namespace {
-
-const char* kOptNames[kNumOpts] = {"SGD", "Adagrad", "RMSprop", "Adam", "Adamax", "Nadam", "Ftrl"};
-
-// Which slots a rule reads: 1 = required, 0 = unused, 2 = optional (by flag).
-void require_slot(bool needed, float* slot, const char* opt, const char* slot_name) {
-  if (needed && !slot)
-    throw py::value_error(std::string("optimizer_step: ") + opt + " needs the " + slot_name +
-                          " slot, got None");
-}
-
-}  // namespace
 
 void bind_training(py::module_& m) {
   py::class_<OptParams>(m, "OptParams", "Hyperparameters of one optimizer step (see src/ops/optimizers.h).")
@@ -56,7 +44,7 @@ void bind_training(py::module_& m) {
         const char* fn = "optimizer_step";
         if (p.kind < 0 || p.kind >= kNumOpts)
           throw py::value_error("optimizer_step: unknown optimizer kind " + std::to_string(p.kind));
-        const char* opt = kOptNames[p.kind];
+        const char* opt = optimizer_name(p.kind);
         if (!std::isfinite(p.lr) || p.lr < 0.0f)
           throw py::value_error(std::string("optimizer_step: ") + opt + " learning rate must be finite and >= 0, got " +
                                 std::to_string(p.lr));
@@ -65,31 +53,7 @@ void bind_training(py::module_& m) {
         auto [s0, p0] = optional_output_like(s0_, w, fn, "slot0", "params");
         auto [s1, p1] = optional_output_like(s1_, w, fn, "slot1", "params");
         auto [s2, p2] = optional_output_like(s2_, w, fn, "slot2", "params");
-        switch (Opt(p.kind)) {
-          case Opt::SGD: require_slot(p.momentum > 0.0f, p0, opt, "velocity (slot0)"); break;
-          case Opt::Adagrad: require_slot(true, p0, opt, "accumulator (slot0)"); break;
-          case Opt::RMSprop:
-            require_slot(true, p0, opt, "velocity (slot0)");
-            require_slot(p.momentum > 0.0f, p1, opt, "momentum (slot1)");
-            require_slot(p.centered, p2, opt, "average gradient (slot2)");
-            if (!p.centered) p2 = nullptr;
-            break;
-          case Opt::Adam:
-            require_slot(true, p0, opt, "m (slot0)");
-            require_slot(true, p1, opt, "v (slot1)");
-            require_slot(p.amsgrad, p2, opt, "vhat (slot2)");
-            if (!p.amsgrad) p2 = nullptr;
-            break;
-          case Opt::Adamax:
-          case Opt::Nadam:
-            require_slot(true, p0, opt, "m (slot0)");
-            require_slot(true, p1, opt, Opt(p.kind) == Opt::Adamax ? "u (slot1)" : "v (slot1)");
-            break;
-          case Opt::Ftrl:
-            require_slot(true, p0, opt, "accumulator (slot0)");
-            require_slot(true, p1, opt, "linear (slot1)");
-            break;
-        }
+        p2 = require_optimizer_slots(p, p0, p1, p2);
         const index_t n = index_t(w.size());
         py::array offsets, l1, l2;
         const int64_t* op = nullptr;
