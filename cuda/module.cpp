@@ -29,6 +29,12 @@ namespace py = pybind11;
 using namespace deepcore;
 using namespace deepcore::cuda;
 
+// Argument rules shared with the CPU bindings (bind/shared_checks.h).
+using bind::check_batch;
+using bind::check_bounds;
+using bind::check_epsilon;
+using bind::check_rate;
+
 namespace {
 
 // Owned, zero-filled device memory of a float32/int32/int64 tensor.
@@ -287,30 +293,11 @@ float* per_feature(py::handle obj, index_t C, const char* fn, const char* name, 
   return static_cast<float*>(b.data());
 }
 
-void check_epsilon(float eps, const char* fn) {
-  if (!(eps > 0.0f) || !std::isfinite(eps))
-    throw py::value_error(std::string(fn) + ": epsilon must be a positive finite number, got " + std::to_string(eps));
-}
 
-void check_batch(index_t n, const char* fn) {
-  if (n < 2)
-    throw py::value_error(std::string(fn) + ": batch statistics need more than one value per feature, got " +
-                          std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
-}
 
 // ----------------------------------------------------------- dropout family
 
-void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1 - 2^-17] (masks use 16-bit draws), got " +
-                          std::to_string(rate));
-}
 
-void check_bounds(float lower, float upper, const char* fn) {
-  if (!std::isfinite(lower) || !std::isfinite(upper) || lower > upper)
-    throw py::value_error(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
-                          ", upper=" + std::to_string(upper));
-}
 
 // An optional keep bitmask for n elements: an int32 device tensor of
 // (n + 31) / 32 words (bit k of word w: element 32 w + k kept), or None.

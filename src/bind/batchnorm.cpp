@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "bind/common.h"
+#include "bind/shared_checks.h"
 #include "ops/batchnorm.h"
 
 namespace deepcore {
@@ -29,17 +30,7 @@ std::pair<py::array, float*> per_feature(py::handle obj, index_t C, const char* 
   return {a, static_cast<float*>(const_cast<void*>(a.data()))};
 }
 
-void check_epsilon(float eps, const char* fn) {
-  if (!(eps > 0.0f) || !std::isfinite(eps))
-    throw py::value_error(std::string(fn) + ": epsilon must be a positive finite number, got " +
-                          std::to_string(eps));
-}
 
-void check_batch(index_t n, const char* fn) {
-  if (n < 2)
-    throw py::value_error(std::string(fn) + ": batch statistics need more than one value per feature, got " +
-                          std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
-}
 
 }  // namespace
 

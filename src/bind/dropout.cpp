@@ -14,17 +14,7 @@ namespace bind {
 
 namespace {
 
-void check_rate(float rate, const char* fn) {
-  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1 - 2^-17] (masks use 16-bit draws), got " +
-                          std::to_string(rate));
-}
 
-void check_bounds(float lower, float upper, const char* fn) {
-  if (!std::isfinite(lower) || !std::isfinite(upper) || lower > upper)
-    throw py::value_error(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
-                          ", upper=" + std::to_string(upper));
-}
 
 // An optional keep bitmask for n elements: an int32 array of (n + 31) / 32
 // words (bit k of word w: element 32 w + k kept), or None.

@@ -4,11 +4,13 @@
 #pragma once
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/dropout.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
@@ -52,6 +54,31 @@ inline float* require_optimizer_slots(const OptParams& p, float* s0, float* s1, 
       return s2;
   }
   return s2;
+}
+
+// Scalar arguments of the dropout family and BatchNorm.
+inline void check_rate(float rate, const char* fn) {
+  if (!(rate >= 0.0f && double(rate) <= kMaxDropoutRate))
+    throw py::value_error(std::string(fn) + ": rate must be in [0, 1 - 2^-17] (masks use 16-bit draws), got " +
+                          std::to_string(rate));
+}
+
+inline void check_bounds(float lower, float upper, const char* fn) {
+  if (!std::isfinite(lower) || !std::isfinite(upper) || lower > upper)
+    throw py::value_error(std::string(fn) + ": need finite lower <= upper, got lower=" + std::to_string(lower) +
+                          ", upper=" + std::to_string(upper));
+}
+
+inline void check_epsilon(float eps, const char* fn) {
+  if (!(eps > 0.0f) || !std::isfinite(eps))
+    throw py::value_error(std::string(fn) + ": epsilon must be a positive finite number, got " +
+                          std::to_string(eps));
+}
+
+inline void check_batch(index_t n, const char* fn) {
+  if (n < 2)
+    throw py::value_error(std::string(fn) + ": batch statistics need more than one value per feature, got " +
+                          std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
 }
 
 // PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
