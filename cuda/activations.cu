@@ -64,11 +64,11 @@ void activation_forward(ActParams a, const float* x, float* y, index_t rows, ind
   const index_t n = rows * cols;
   if (n == 0) return;
   if (a.kind == Act::Softmax) {
-    softmax_forward_kernel<<<blocks_for_rows(rows), kThreads>>>(x, y, rows, cols);
+    softmax_forward_kernel<<<blocks_for_rows(rows), kThreads, 0, current_stream()>>>(x, y, rows, cols);
     check_launch("softmax_forward_kernel");
     return;
   }
-  activation_forward_kernel<<<blocks_for(n), kThreads>>>(a.kind, x, y, n, a.alpha, a.beta);
+  activation_forward_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(a.kind, x, y, n, a.alpha, a.beta);
   check_launch("activation_forward_kernel");
 }
 
@@ -77,11 +77,12 @@ void activation_backward(ActParams a, const float* x, const float* y, const floa
   const index_t n = rows * cols;
   if (n == 0) return;
   if (a.kind == Act::Softmax) {
-    softmax_backward_kernel<<<blocks_for_rows(rows), kThreads>>>(y, dy, dx, rows, cols);
+    softmax_backward_kernel<<<blocks_for_rows(rows), kThreads, 0, current_stream()>>>(y, dy, dx, rows, cols);
     check_launch("softmax_backward_kernel");
     return;
   }
-  activation_backward_kernel<<<blocks_for(n), kThreads>>>(a.kind, x, y, dy, dx, n, a.alpha, a.beta);
+  activation_backward_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(a.kind, x, y, dy, dx, n, a.alpha,
+                                                                               a.beta);
   check_launch("activation_backward_kernel");
 }
 

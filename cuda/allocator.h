@@ -2,9 +2,13 @@
 // handed out again, so a training step that allocates the same shapes every
 // batch calls cudaMalloc only during the first step.
 //
-// All deepcore kernels run on the legacy default stream, so a block released
-// after its last kernel was queued can be reused by the next kernel on that
-// stream without a synchronization.
+// Every kernel, memset and copy deepcore issues on a device runs on that
+// device's one deepcore stream (stream.h), in issue order. So a block released
+// after its last use was queued can be handed to the next request at once:
+// whatever the new owner queues runs on the same stream, after that last use,
+// without a synchronization. Memory another library may still be using on its
+// own streams (exported through DLPack or __cuda_array_interface__) is the
+// exception; DeviceBuffer synchronizes before returning such a block.
 #pragma once
 #include <cstddef>
 
@@ -22,7 +26,7 @@ void device_free(void* p);
 void empty_cache();
 
 // Scratch memory for one call, returned to the cache on every path (the
-// kernels that use it are queued on the same stream before any later reuse).
+// kernels that use it are queued on deepcore's stream before any later reuse).
 struct Scratch {
   void* p;
   explicit Scratch(size_t bytes) : p(device_alloc(bytes)) {}

@@ -163,13 +163,14 @@ void reduce_features(const float* x, const float* dy, const float* k, index_t A,
   double* part2 = part1 + splits * C;
   const dim3 blocks{unsigned(xblocks), unsigned(splits), 1u};
   if (B == 1) {
-    partial_sums_last_kernel<with_dy><<<blocks, dim3{32u, unsigned(kWarpsPerBlock), 1u}>>>(x, dy, k, A, C, part1, part2);
+    const dim3 block{32u, unsigned(kWarpsPerBlock), 1u};
+    partial_sums_last_kernel<with_dy><<<blocks, block, 0, current_stream()>>>(x, dy, k, A, C, part1, part2);
     check_launch("batchnorm partial_sums_last_kernel");
   } else {
-    partial_sums_inner_kernel<with_dy><<<blocks, kThreads>>>(x, dy, k, A, C, B, part1, part2);
+    partial_sums_inner_kernel<with_dy><<<blocks, kThreads, 0, current_stream()>>>(x, dy, k, A, C, B, part1, part2);
     check_launch("batchnorm partial_sums_inner_kernel");
   }
-  finish_features_kernel<F><<<blocks_for(C), kThreads>>>(part1, part2, splits, k, C, f);
+  finish_features_kernel<F><<<blocks_for(C), kThreads, 0, current_stream()>>>(part1, part2, splits, k, C, f);
   check_launch("batchnorm finish_features_kernel");
 }
 
@@ -212,7 +213,7 @@ __global__ void inference_coeffs_kernel(const float* gamma, const float* beta, c
 void affine(const float* x, const float* m, const float* s, const float* o, float* y, index_t A, index_t C,
             index_t B) {
   const index_t n = A * C * B;
-  affine_kernel<<<blocks_for(n), kThreads>>>(x, m, s, o, y, n, C, B);
+  affine_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, m, s, o, y, n, C, B);
   check_launch("affine_kernel");
 }
 
@@ -228,7 +229,7 @@ void batchnorm_forward_train(const float* x, const float* gamma, const float* be
   f.gamma = gamma, f.beta = beta, f.mean = mean, f.inv_std = inv_std, f.moving_mean = moving_mean,
   f.moving_var = moving_var, f.eps = eps, f.momentum = momentum, f.c0 = shift + C, f.c1 = shift + 2 * C,
   f.c2 = shift + 3 * C, f.n = A * B;
-  first_values_kernel<<<blocks_for(C), kThreads>>>(x, shift, C, B);
+  first_values_kernel<<<blocks_for(C), kThreads, 0, current_stream()>>>(x, shift, C, B);
   check_launch("first_values_kernel");
   // Two passes, as on the CPU: the mean (sums shifted by the first values),
   // then the variance from sums around that mean.
@@ -242,7 +243,8 @@ void batchnorm_forward_inference(const float* x, const float* gamma, const float
   if (A * C * B == 0) return;
   Scratch scratch(2 * size_t(C) * sizeof(float));
   float* scale = static_cast<float*>(scratch.p);
-  inference_coeffs_kernel<<<blocks_for(C), kThreads>>>(gamma, beta, moving_var, eps, scale, scale + C, C);
+  inference_coeffs_kernel<<<blocks_for(C), kThreads, 0, current_stream()>>>(gamma, beta, moving_var, eps, scale,
+                                                                            scale + C, C);
   check_launch("inference_coeffs_kernel");
   affine(x, moving_mean, scale, scale + C, y, A, C, B);
 }
@@ -261,7 +263,7 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma, con
   reduce_features<Finish::Grads>(x, dy, mean, A, C, B, f);
   if (!dx) return;
   const index_t n = A * C * B;
-  batchnorm_dx_kernel<<<blocks_for(n), kThreads>>>(x, dy, mean, f.c0, f.c1, f.c2, dx, n, C, B);
+  batchnorm_dx_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, dy, mean, f.c0, f.c1, f.c2, dx, n, C, B);
   check_launch("batchnorm_dx_kernel");
 }
 

@@ -29,8 +29,8 @@ inline void check(cudaError_t e, const char* what) {
 // After a kernel launch. Launch errors (bad configuration, no kernel image for
 // this GPU) are reported at once, naming the kernel. A fault inside the kernel
 // is asynchronous: it surfaces at the next synchronizing call, unless
-// DEEPCORE_CUDA_SYNC=1, which synchronizes after every launch so that the
-// error names the kernel that faulted (slow; for debugging).
+// DEEPCORE_CUDA_SYNC=1, which synchronizes deepcore's stream after every
+// launch so that the error names the kernel that faulted (slow; for debugging).
 void check_launch(const char* kernel);
 
 // Message for errors found at a synchronizing call (copies, loss results):

@@ -8,6 +8,7 @@
 #include "allocator.h"
 #include "bind/common.h"
 #include "check.h"
+#include "stream.h"
 
 namespace deepcore {
 namespace cuda {
@@ -26,7 +27,7 @@ DeviceBuffer::DeviceBuffer(std::vector<py::ssize_t> shape, const std::string& dt
   }
   check(cudaGetDevice(&device_), "DeviceBuffer: cudaGetDevice");
   data_ = device_alloc(nbytes());
-  const cudaError_t e = data_ ? cudaMemsetAsync(data_, 0, nbytes()) : cudaSuccess;
+  const cudaError_t e = data_ ? cudaMemsetAsync(data_, 0, nbytes(), current_stream()) : cudaSuccess;
   if (e != cudaSuccess) {
     device_free(data_);  // the destructor does not run for a throwing constructor
     check(e, "DeviceBuffer: cudaMemsetAsync");
@@ -35,8 +36,8 @@ DeviceBuffer::DeviceBuffer(std::vector<py::ssize_t> shape, const std::string& dt
 
 DeviceBuffer::~DeviceBuffer() { device_free(data_); }
 
-// Stream 1 = the legacy default stream, where deepcore's kernels run
-// (consumers synchronize with it).
+// "stream" names deepcore's stream, where the buffer's writes are queued
+// (consumers make their stream wait for it).
 py::dict DeviceBuffer::cuda_array_interface() const {
   py::dict d;
   d["shape"] = py::tuple(py::cast(shape_));
@@ -44,7 +45,7 @@ py::dict DeviceBuffer::cuda_array_interface() const {
   d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(data_), false);
   d["strides"] = py::none();
   d["version"] = 3;
-  d["stream"] = 1;
+  d["stream"] = reinterpret_cast<uintptr_t>(current_stream());
   return d;
 }
 
@@ -53,7 +54,7 @@ py::array DeviceBuffer::to_numpy() const {
   if (nbytes()) {
     void* dst = out.mutable_data();
     py::gil_scoped_release nogil;
-    check_sync(cudaMemcpy(dst, data_, nbytes(), cudaMemcpyDeviceToHost), "DeviceBuffer.to_numpy: cudaMemcpy");
+    copy_to_host(dst, data_, nbytes(), "DeviceBuffer.to_numpy");
   }
   return out;
 }
@@ -69,8 +70,10 @@ void DeviceBuffer::copy_from(py::array a) {
   if (!same) throw py::value_error(std::string(fn) + ": expected shape " + shape_str() + ", got " + bind::shape_str(a));
   if (nbytes()) {
     const void* src = a.data();
+    const cudaStream_t s = current_stream();
     py::gil_scoped_release nogil;
-    check_sync(cudaMemcpy(data_, src, nbytes(), cudaMemcpyHostToDevice), "DeviceBuffer.copy_from: cudaMemcpy");
+    check_sync(cudaMemcpyAsync(data_, src, nbytes(), cudaMemcpyHostToDevice, s), "DeviceBuffer.copy_from");
+    check_sync(cudaStreamSynchronize(s), "DeviceBuffer.copy_from");
   }
 }
 

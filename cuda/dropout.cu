@@ -217,13 +217,13 @@ template <class Op>
 void launch_keep_mask(Op op, const char* kernel, index_t n, float rate, uint64_t seed, uint64_t stream,
                       uint32_t call, uint32_t* keep_bits) {
   const index_t threads = keep_bits ? 4 * keep_bits_words(n) : (n + 7) / 8;
-  keep_mask_kernel<<<blocks_for(threads), kThreads>>>(op, n, dropout_threshold(rate), seed, stream, call,
-                                                     reinterpret_cast<uint8_t*>(keep_bits), threads);
+  keep_mask_kernel<<<blocks_for(threads), kThreads, 0, current_stream()>>>(
+      op, n, dropout_threshold(rate), seed, stream, call, reinterpret_cast<uint8_t*>(keep_bits), threads);
   check_launch(kernel);
 }
 
 void launch_masked_scale(const float* in, float* out, index_t n, const uint32_t* keep_bits, float scale) {
-  masked_scale_kernel<<<blocks_for(n), kThreads>>>(in, out, n, keep_bits, scale);
+  masked_scale_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(in, out, n, keep_bits, scale);
   check_launch("masked_scale_kernel");
 }
 
@@ -299,11 +299,12 @@ void launch_rrelu(const char* fn, const float* x, const float* dy, float* out, i
   check_random_call(n, fn);
   if (n == 0) return;
   if (!training) {
-    leaky_kernel<<<blocks_for(n), kThreads>>>(x, dy, out, n, 0.5f * (lower + upper));
+    leaky_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, dy, out, n, 0.5f * (lower + upper));
     check_launch("leaky_kernel");
     return;
   }
-  rrelu_kernel<<<blocks_for((n + 3) / 4), kThreads>>>(x, dy, out, n, lower, upper - lower, seed, stream, call);
+  rrelu_kernel<<<blocks_for((n + 3) / 4), kThreads, 0, current_stream()>>>(x, dy, out, n, lower, upper - lower, seed,
+                                                                          stream, call);
   check_launch("rrelu_kernel");
 }
 }  // namespace
@@ -321,7 +322,7 @@ void rrelu_backward(const float* x, const float* dy, float* dx, index_t n, float
 void prelu_forward(const float* x, const float* alpha, float* y, index_t B, index_t P, index_t S, index_t Q) {
   const index_t n = B * P * S * Q;
   if (n == 0) return;
-  prelu_kernel<<<blocks_for(n), kThreads>>>(x, alpha, nullptr, y, n, P, S, Q);
+  prelu_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, alpha, nullptr, y, n, P, S, Q);
   check_launch("prelu_kernel");
 }
 
@@ -341,18 +342,18 @@ void prelu_backward(const float* x, const float* alpha, const float* dy, float* 
     double* part = static_cast<double*>(scratch.p);
     const dim3 blocks{unsigned(xblocks), unsigned(splits), 1u};
     if (Q == 1) {
-      prelu_dalpha_rows_kernel<<<blocks, kThreads>>>(x, dy, part, B, P, S);
+      prelu_dalpha_rows_kernel<<<blocks, kThreads, 0, current_stream()>>>(x, dy, part, B, P, S);
       check_launch("prelu_dalpha_rows_kernel");
     } else {
-      prelu_dalpha_cols_kernel<<<blocks, kThreads>>>(x, dy, part, B, P, S, Q);
+      prelu_dalpha_cols_kernel<<<blocks, kThreads, 0, current_stream()>>>(x, dy, part, B, P, S, Q);
       check_launch("prelu_dalpha_cols_kernel");
     }
-    prelu_dalpha_finish_kernel<<<blocks_for(C), kThreads>>>(part, splits, dalpha, C);
+    prelu_dalpha_finish_kernel<<<blocks_for(C), kThreads, 0, current_stream()>>>(part, splits, dalpha, C);
     check_launch("prelu_dalpha_finish_kernel");
   }
   const index_t n = B * P * S * Q;
   if (dx && n > 0) {
-    prelu_kernel<<<blocks_for(n), kThreads>>>(x, alpha, dy, dx, n, P, S, Q);
+    prelu_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, alpha, dy, dx, n, P, S, Q);
     check_launch("prelu_kernel");
   }
 }

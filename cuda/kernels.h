@@ -2,9 +2,10 @@
 // declaration in src/ops/*.h (same name, same arguments, same meaning), with
 // every pointer a device pointer (except optimizer_step's per-segment tables,
 // see there); they live in deepcore::cuda so that a reader (and the linker)
-// never confuses the two backends. Launches go to the legacy default stream and
-// return without waiting, except where a result comes back to the host (the
-// loss value; optimizer_step's penalty and gradient norm), which synchronizes.
+// never confuses the two backends. Launches go to deepcore's stream
+// (current_stream(), stream.h) and return without waiting, except where a
+// result comes back to the host (the loss value; optimizer_step's penalty and
+// gradient norm), which waits for that stream.
 //
 // Not yet twinned: bias_activation_forward, swish_beta_grad, dense (needs
 // cuBLASLt), loss_forward_backward, philox_permutation, gather, perceptron.

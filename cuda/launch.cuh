@@ -1,5 +1,6 @@
 // Launch geometry shared by the kernels: grid-stride loops over elements, and
-// one warp per row for the row-wise ops (softmax, cross-entropy).
+// one warp per row for the row-wise ops (softmax, cross-entropy). Every launch
+// goes to current_stream() (stream.h): kernel<<<grid, block, 0, current_stream()>>>.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -7,6 +8,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "stream.h"
 #include "ops/common.h"
 
 namespace deepcore {

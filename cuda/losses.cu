@@ -137,21 +137,21 @@ double sparse_categorical_crossentropy(const float* pred, const int32_t* labels,
   auto* row_loss = reinterpret_cast<double*>(static_cast<char*>(scratch.p) + res_bytes);
   auto* row_hit = reinterpret_cast<int*>(row_loss + rows);
 
-  check(cudaMemsetAsync(res, 0xff, sizeof(SceResult)), "sparse_categorical_crossentropy: cudaMemsetAsync");
-  validate_labels_kernel<<<blocks_for(rows), kThreads>>>(labels, rows, cols, res);
+  check(cudaMemsetAsync(res, 0xff, sizeof(SceResult), current_stream()),
+        "sparse_categorical_crossentropy: cudaMemsetAsync");
+  validate_labels_kernel<<<blocks_for(rows), kThreads, 0, current_stream()>>>(labels, rows, cols, res);
   check_launch("validate_labels_kernel");
-  sparse_ce_rows_kernel<<<blocks_for_rows(rows), kThreads>>>(pred, labels, grad, rows, cols, from_logits, res,
-                                                               row_loss, row_hit);
+  sparse_ce_rows_kernel<<<blocks_for_rows(rows), kThreads, 0, current_stream()>>>(pred, labels, grad, rows, cols,
+                                                                                  from_logits, res, row_loss, row_hit);
   check_launch("sparse_ce_rows_kernel");
-  sum_rows_kernel<<<1, kThreads>>>(row_loss, row_hit, rows, res);
+  sum_rows_kernel<<<1, kThreads, 0, current_stream()>>>(row_loss, row_hit, rows, res);
   check_launch("sum_rows_kernel");
 
   SceResult h;
-  check_sync(cudaMemcpy(&h, res, sizeof h, cudaMemcpyDeviceToHost), "sparse_categorical_crossentropy");
+  copy_to_host(&h, res, sizeof h, "sparse_categorical_crossentropy");
   if (h.first_bad != kNoBadRow) {
     int32_t label = 0;
-    check_sync(cudaMemcpy(&label, labels + h.first_bad, sizeof label, cudaMemcpyDeviceToHost),
-               "sparse_categorical_crossentropy");
+    copy_to_host(&label, labels + h.first_bad, sizeof label, "sparse_categorical_crossentropy");
     throw InvalidInput("label " + std::to_string(label) + " at row " + std::to_string(h.first_bad) +
                        " is out of range: expected an integer in [0, " + std::to_string(cols) + ")");
   }

@@ -25,6 +25,7 @@
 #include "kernels.h"
 #include "ops/losses.h"
 #include "runtime.h"
+#include "stream.h"
 
 namespace py = pybind11;
 using namespace deepcore;
@@ -246,9 +247,13 @@ PYBIND11_MODULE(_cuda, m) {
   }, "CUDA version the driver supports (e.g. 12040), 0 without a driver.");
   m.def("device_properties", &device_properties, py::arg("device") = 0);
   m.def("synchronize", []() {
+    const cudaStream_t s = current_stream();
     py::gil_scoped_release nogil;
-    check_sync(cudaDeviceSynchronize(), "synchronize");
-  });
+    check_sync(cudaStreamSynchronize(s), "synchronize");
+  }, "Wait until the work deepcore queued on the current device (its stream) is done.");
+  m.def("current_stream", []() { return reinterpret_cast<uintptr_t>(current_stream()); },
+        "The handle (cudaStream_t as an int) of deepcore's stream on the current device, where all its work is "
+        "queued; created on first use, non-blocking with respect to the legacy default stream.");
   m.def("memory_stats", []() {
     const AllocatorStats s = allocator_stats();
     py::dict d;

@@ -297,7 +297,7 @@ unsigned blocks_for_runs(index_t nruns) { return unsigned(std::min<index_t>(nrun
 
 void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, float momentum, bool nesterov) {
   if (n == 0) return;
-  sgd_update_kernel<<<blocks_for(n), kThreads>>>(w, g, velocity, n, lr, momentum, nesterov);
+  sgd_update_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(w, g, velocity, n, lr, momentum, nesterov);
   check_launch("sgd_update_kernel");
 }
 
@@ -339,24 +339,27 @@ double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, f
     if (seg_l1) std::memcpy(l12.data(), seg_l1, size_t(nseg) * sizeof(float));
     if (seg_l2) std::memcpy(l12.data() + nseg, seg_l2, size_t(nseg) * sizeof(float));
     // Pageable sources: the copies return once the data is staged, so the vectors may go.
-    check(cudaMemcpyAsync(d64, head.data(), head.size() * sizeof(int64_t), cudaMemcpyHostToDevice),
+    check(cudaMemcpyAsync(d64, head.data(), head.size() * sizeof(int64_t), cudaMemcpyHostToDevice,
+                          current_stream()),
           "optimizer_step: cudaMemcpyAsync");
-    check(cudaMemcpyAsync(dl1, l12.data(), l12.size() * sizeof(float), cudaMemcpyHostToDevice),
+    check(cudaMemcpyAsync(dl1, l12.data(), l12.size() * sizeof(float), cudaMemcpyHostToDevice, current_stream()),
           "optimizer_step: cudaMemcpyAsync");
   }
   const Tables t{d64, d64 + nseg + 1, dl1, dl2, nseg};
   if (reduce) {
-    reduce_runs_kernel<<<blocks_for_runs(nruns), kThreads>>>(w, g, t, nruns, run_sq, run_pen);
+    reduce_runs_kernel<<<blocks_for_runs(nruns), kThreads, 0, current_stream()>>>(w, g, t, nruns, run_sq, run_pen);
     check_launch("reduce_runs_kernel");
-    finalize_kernel<<<1, kThreads>>>(t, run_sq, run_pen, p.clipnorm, p.global_clipnorm, scale, result);
+    finalize_kernel<<<1, kThreads, 0, current_stream()>>>(t, run_sq, run_pen, p.clipnorm, p.global_clipnorm, scale,
+                                                          result);
     check_launch("finalize_kernel");
   }
-  update_runs_kernel<<<blocks_for_runs(nruns), kThreads>>>(p, w, g, s0, s1, s2, t, nruns, reduce ? scale : nullptr);
+  update_runs_kernel<<<blocks_for_runs(nruns), kThreads, 0, current_stream()>>>(p, w, g, s0, s1, s2, t, nruns,
+                                                                               reduce ? scale : nullptr);
   check_launch("update_runs_kernel");
   // Only a penalty or a norm brings a result back to the host (and synchronizes).
   if (!penalties && !grad_norm) return 0.0;
   double h[2];
-  check_sync(cudaMemcpy(h, result, sizeof h, cudaMemcpyDeviceToHost), "optimizer_step");
+  copy_to_host(h, result, sizeof h, "optimizer_step");
   if (grad_norm) *grad_norm = std::sqrt(h[1]);
   return h[0];
 }
@@ -364,10 +367,11 @@ double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, f
 void max_norm(float* w, index_t outer, index_t r, index_t inner, float max_value) {
   if (outer == 0 || r == 0 || inner == 0) return;
   if (inner == 1) {
-    max_norm_rows_kernel<<<blocks_for_rows(outer), kThreads>>>(w, outer, r, max_value);
+    max_norm_rows_kernel<<<blocks_for_rows(outer), kThreads, 0, current_stream()>>>(w, outer, r, max_value);
     check_launch("max_norm_rows_kernel");
   } else {
-    max_norm_columns_kernel<<<blocks_for(outer * inner), kThreads>>>(w, outer, r, inner, max_value);
+    max_norm_columns_kernel<<<blocks_for(outer * inner), kThreads, 0, current_stream()>>>(w, outer, r, inner,
+                                                                                         max_value);
     check_launch("max_norm_columns_kernel");
   }
 }

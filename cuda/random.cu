@@ -73,13 +73,14 @@ __global__ void philox_normal_kernel(float* out, index_t n, uint64_t seed, uint6
 
 void philox_uniform(float* out, index_t n, uint64_t seed, uint64_t stream, float low, float high) {
   if (n == 0) return;
-  philox_uniform_kernel<<<blocks_for((n + 3) / 4), kThreads>>>(out, n, seed, stream, low, high);
+  philox_uniform_kernel<<<blocks_for((n + 3) / 4), kThreads, 0, current_stream()>>>(out, n, seed, stream, low, high);
   check_launch("philox_uniform_kernel");
 }
 
 void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float mean, float stddev, bool truncated) {
   if (n == 0) return;
-  philox_normal_kernel<<<blocks_for((n + 3) / 4), kThreads>>>(out, n, seed, stream, mean, stddev, truncated);
+  philox_normal_kernel<<<blocks_for((n + 3) / 4), kThreads, 0, current_stream()>>>(out, n, seed, stream, mean, stddev,
+                                                                                  truncated);
   check_launch("philox_normal_kernel");
 }
 
