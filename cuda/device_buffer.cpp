@@ -18,50 +18,6 @@ namespace deepcore {
 namespace cuda {
 namespace {
 
-constexpr DType kDTypes[] = {{"float32", "<f4", 4, 2}, {"int32", "<i4", 4, 0}, {"int64", "<i8", 8, 0}};
-
-std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")).cast<std::string>(); }
-
-std::string shape_str(const std::vector<py::ssize_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]) + (shape.size() == 1 ? "," : "");
-  return s + ")";
-}
-
-// Number of elements of `shape`; ValueError for a negative dimension, or when
-// the byte count (or the product of the non-zero dimensions, so that any view's
-// row size fits too) overflows.
-size_t checked_size(const std::vector<py::ssize_t>& shape, size_t itemsize, const char* fn) {
-  size_t size = 1, nonzero = 1;
-  for (auto d : shape) {
-    if (d < 0) throw py::value_error(std::string(fn) + ": negative dimension in shape " + shape_str(shape));
-    if (__builtin_mul_overflow(nonzero, size_t(d ? d : 1), &nonzero) || nonzero > size_t(PTRDIFF_MAX) / itemsize)
-      throw py::value_error(std::string(fn) + ": shape " + shape_str(shape) + " too large (the byte count overflows)");
-    size *= size_t(d);
-  }
-  return size;
-}
-
-// Makes `device` current for a scope, so that what a buffer queues goes to its
-// own device (the kernel bindings require the current device anyway).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&prev_), "cudaGetDevice");
-    if (prev_ == device) prev_ = -1;
-    else check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (prev_ >= 0) (void)cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = -1;
-};
-
 // Waits for all work on `device`; errors are dropped (a destructor's wait).
 void synchronize_device_quietly(int device) {
   int prev = -1;
@@ -158,6 +114,39 @@ std::string dtype_name(py::handle obj) {
 
 }  // namespace
 
+// DLPack type codes: kDLInt = 0, kDLFloat = 2.
+const DType kDTypes[3] = {{"float32", "<f4", 4, 2}, {"int32", "<i4", 4, 0}, {"int64", "<i8", 8, 0}};
+
+std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")).cast<std::string>(); }
+
+std::string shape_str(const std::vector<py::ssize_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]) + (shape.size() == 1 ? "," : "");
+  return s + ")";
+}
+
+size_t checked_size(const std::vector<py::ssize_t>& shape, size_t itemsize, const char* fn) {
+  size_t size = 1, nonzero = 1;
+  for (auto d : shape) {
+    if (d < 0) throw py::value_error(std::string(fn) + ": negative dimension in shape " + shape_str(shape));
+    if (__builtin_mul_overflow(nonzero, size_t(d ? d : 1), &nonzero) || nonzero > size_t(PTRDIFF_MAX) / itemsize)
+      throw py::value_error(std::string(fn) + ": shape " + shape_str(shape) + " too large (the byte count overflows)");
+    size *= size_t(d);
+  }
+  return size;
+}
+
+DeviceGuard::DeviceGuard(int device) {
+  check(cudaGetDevice(&prev_), "cudaGetDevice");
+  if (prev_ == device) prev_ = -1;
+  else check(cudaSetDevice(device), "cudaSetDevice");
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (prev_ >= 0) (void)cudaSetDevice(prev_);
+}
+
 const DType* find_dtype(const std::string& name) {
   for (const DType& d : kDTypes)
     if (name == d.name) return &d;
@@ -183,7 +172,7 @@ std::shared_ptr<Storage> Storage::borrow(void* ptr, size_t bytes, std::function<
   s->stream_ = current_stream();
   s->ptr_ = static_cast<char*>(ptr);
   s->bytes_ = bytes;
-  s->release_ = std::move(release);
+  s->release_ = std::move(release);  // last: if anything above throws, the caller still owns the memory
   return s;
 }
 
@@ -284,8 +273,8 @@ DeviceBuffer DeviceBuffer::index(py::handle key, const char* fn) const {
     if (i0 == -1 && PyErr_Occurred()) throw py::error_already_set();
     const py::ssize_t i = i0 < 0 ? i0 + n : i0;
     if (i < 0 || i >= n)
-      throw py::index_error(std::string(fn) + ": index " + std::to_string(i0) + " is out of bounds for axis 0 with size " +
-                            std::to_string(n));
+      throw py::index_error(std::string(fn) + ": index " + std::to_string(i0) +
+                            " is out of bounds for axis 0 with size " + std::to_string(n));
     return DeviceBuffer(storage_, offset_ + size_t(i) * row, std::vector<py::ssize_t>(shape_.begin() + 1, shape_.end()),
                         *dtype_);
   }
@@ -496,7 +485,8 @@ void def_device_buffer(py::module_& m) {
       })
       .def("reshape", &DeviceBuffer::reshape,
            "reshape(*shape) or reshape(shape), one dimension may be -1: a view sharing this memory.")
-      .def("__getitem__", [](const DeviceBuffer& b, py::handle key) { return b.index(key, "DeviceBuffer.__getitem__"); },
+      .def("__getitem__",
+           [](const DeviceBuffer& b, py::handle key) { return b.index(key, "DeviceBuffer.__getitem__"); },
            "buf[i], buf[start:stop] or buf[...]: a view along the first axis.")
       .def("__setitem__", &DeviceBuffer::setitem,
            "buf[key] = a NumPy array (cast to this dtype), a scalar (fill) or a DeviceBuffer (device copy).")
@@ -506,6 +496,11 @@ void def_device_buffer(py::module_& m) {
       .def("copy_from", &DeviceBuffer::copy_from, py::arg("array"), py::arg("non_blocking") = false,
            "Copy a host ndarray of the same shape and dtype. non_blocking=True returns before the device copy "
            "ends (through pinned staging memory: the array may be overwritten at once).")
+      .def("__dlpack__", &DeviceBuffer::dlpack, py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+           py::arg("dl_device") = py::none(), py::arg("copy") = py::none(),
+           "Export as a DLPack capsule (Python array API): zero-copy unless copy=True; the consumer's stream "
+           "(None: the legacy default stream, -1: no synchronization) waits for deepcore's.")
+      .def("__dlpack_device__", &DeviceBuffer::dlpack_device, "(2, device ordinal): kDLCUDA.")
       .def("__repr__", [](const DeviceBuffer& b) {
         return "DeviceBuffer(shape=" + b.shape_str() + ", dtype=" + b.dtype() + ", device=cuda:" +
                std::to_string(b.device()) + ")";
@@ -513,6 +508,10 @@ void def_device_buffer(py::module_& m) {
   m.def("to_device", &to_device, py::arg("array"), py::arg("non_blocking") = false,
         "A DeviceBuffer holding a copy of a C-contiguous float32/int32/int64 ndarray (non_blocking as in "
         "DeviceBuffer.copy_from).");
+  m.def("from_dlpack", &from_dlpack, py::arg("obj"),
+        "A zero-copy DeviceBuffer over a CUDA tensor of another library (an object with __dlpack__ or "
+        "__cuda_array_interface__: float32/int32/int64, C-contiguous, on the current device); the producer's "
+        "memory stays alive while any view of it does.");
 }
 
 }  // namespace cuda

@@ -38,6 +38,29 @@ struct DType {
 };
 // The DType called `name`, or nullptr.
 const DType* find_dtype(const std::string& name);
+// The three DTypes.
+extern const DType kDTypes[3];
+
+std::string shape_str(const std::vector<py::ssize_t>& shape);
+// The name of obj's type, for messages.
+std::string type_name(py::handle obj);
+// Number of elements of `shape`; ValueError naming `fn` for a negative
+// dimension, or when the byte count (or the product of the non-zero
+// dimensions, so that any view's row size fits too) overflows.
+size_t checked_size(const std::vector<py::ssize_t>& shape, size_t itemsize, const char* fn);
+
+// Makes `device` current for a scope, so that what a buffer queues goes to its
+// own device (the kernel bindings require the current device anyway).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = -1;
+};
 
 // Device memory shared by a DeviceBuffer and its views; released when the last
 // of them dies.
@@ -121,6 +144,12 @@ class DeviceBuffer {
   void copy_from(py::handle array, bool non_blocking);
   // Version 3 of the CUDA Array Interface; "stream" is deepcore's stream.
   py::dict cuda_array_interface() const;
+  // __dlpack__ of the Python array API (interop.cpp): a "dltensor" capsule, or
+  // "dltensor_versioned" when max_version >= (1, 0). The consumer's `stream`
+  // (None: the legacy default stream; -1: none) is made to wait for ours.
+  py::object dlpack(py::object stream, py::object max_version, py::object dl_device, py::object copy) const;
+  // (kDLCUDA = 2, device ordinal).
+  py::tuple dlpack_device() const;
 
  private:
   static DeviceBuffer create(std::vector<py::ssize_t> shape, const std::string& dtype, bool zero);
@@ -149,7 +178,13 @@ float* optional_like(py::handle obj, const DeviceBuffer& like, const char* fn, c
 template <class T>
 T* p(DeviceBuffer& b) { return static_cast<T*>(b.data()); }
 
-// Adds DeviceBuffer and to_device to the module.
+// A zero-copy DeviceBuffer over another library's CUDA tensor (interop.cpp):
+// `obj` has __dlpack__ (asked with our stream and max_version (1, 0)) or
+// __cuda_array_interface__; a DeviceBuffer gives a view of its own storage.
+// The producer's memory stays alive until the last view dies.
+DeviceBuffer from_dlpack(py::handle obj);
+
+// Adds DeviceBuffer, to_device and from_dlpack to the module.
 void def_device_buffer(py::module_& m);
 
 }  // namespace cuda
