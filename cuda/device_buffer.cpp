@@ -219,7 +219,7 @@ std::string DeviceBuffer::shape_str() const { return cuda::shape_str(shape_); }
 DeviceBuffer DeviceBuffer::reshape(py::args args) const {
   const char* fn = "DeviceBuffer.reshape";
   py::object dims = args;
-  if (args.size() == 1 && !PyIndex_Check(args[0].ptr())) dims = args[0];  // reshape((2, 3))
+  if (args.size() == 1 && PySequence_Check(args[0].ptr())) dims = args[0];  // reshape((2, 3))
   if (!py::isinstance<py::sequence>(dims) || py::isinstance<py::str>(dims))
     throw py::type_error(std::string(fn) + ": expected ints or one tuple of ints, got " + type_name(dims));
   std::vector<py::ssize_t> shape;
@@ -227,7 +227,8 @@ DeviceBuffer DeviceBuffer::reshape(py::args args) const {
   for (py::handle h : dims) {
     if (PyBool_Check(h.ptr()) || !PyIndex_Check(h.ptr()))
       throw py::type_error(std::string(fn) + ": dimensions must be ints, got " + type_name(h));
-    const py::ssize_t d = h.cast<py::ssize_t>();
+    const py::ssize_t d = PyNumber_AsSsize_t(h.ptr(), PyExc_OverflowError);
+    if (d == -1 && PyErr_Occurred()) throw py::error_already_set();
     if (d == -1) {
       if (unknown >= 0) throw py::value_error(std::string(fn) + ": only one dimension can be -1");
       unknown = int(shape.size());
