@@ -44,7 +44,7 @@ build() {
     -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >cmake.log || { cat cmake.log; return 1; }
   ninja || return 1
   cp _core*.so cuda/_cuda*.so ../python/deepcore/ && cd .. &&
-  "$PY" -c "import deepcore, deepcore.cuda as c; print(deepcore.__version__, 'cuda available:', c.is_available(), c.reason()); from deepcore import _cuda; print(_cuda.device_properties(0)); print('cuBLASLt:', getattr(_cuda, 'blas_available', lambda: None)(), getattr(_cuda, 'blas_reason', lambda: '')())"
+  "$PY" -c "import deepcore, deepcore.cuda as c; print(deepcore.__version__, 'cuda available:', c.is_available(), c.reason()); from deepcore import _cuda; c.is_available() and print(_cuda.device_properties(0)); print('cuBLASLt:', getattr(_cuda, 'blas_available', lambda: None)(), getattr(_cuda, 'blas_reason', lambda: '')())"
 }
 cuda_tests() { ls tests/test_cuda*.py; }
 
