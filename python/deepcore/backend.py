@@ -167,7 +167,11 @@ def to_device(x, device):
     there, else a copy (a NumPy array for "cpu", a DeviceBuffer for CUDA)."""
     dev = device if device == "cpu" else parse_device(device)
     if dev == "cpu":
-        return to_host(x)
+        if not is_device_tensor(x):
+            return np.asarray(x)
+        host = empty(x.shape, np.dtype(x.dtype).name)  # aligned, as the kernel library allocates
+        host[...] = x.to_numpy()
+        return host
     if is_device_tensor(x):
         if f"cuda:{x.device}" == dev:
             return x
