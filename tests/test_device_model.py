@@ -560,6 +560,12 @@ def test_batchnorm_backward_after_an_inference_forward_on_device(fake_cuda):
     assert grads[0][2].any() and grads[0][3].any()
 
 
+def test_layer_configs_read_device_weights(fake_cuda):
+    model = mlp(extra=lambda: [L.Swish(beta=1.5, name="swish")]).to("cuda")
+    assert is_dev(model.get_layer("swish").beta.value)
+    assert model.get_layer("swish").get_config()["beta"] == 1.5
+
+
 def test_device_tensor_input_is_a_clear_type_error(fake_cuda):
     model = mlp().to("cuda")
     x, y = data(8)

@@ -119,7 +119,7 @@ class Swish(Activation):
     def get_config(self):
         cfg = super().get_config()
         del cfg["activation"]
-        cfg["beta"] = float(self.beta.value) if self.built else self.initial_beta
+        cfg["beta"] = float(to_host(self.beta.value)) if self.built else self.initial_beta
         return cfg
 
 
