@@ -455,6 +455,7 @@ class Model:
         self._skip_nonfinite_updates = False  # TerminateOnNaN turns it on for this fit
         seed, stream = _random.resolve(seed)
         metrics = self.compiled_metrics
+        on_host = self._device == "cpu"  # else each batch is copied to the device
 
         cb.call("on_train_begin", {})
         logs = None  # stays None when no epoch runs (initial_epoch >= epochs), as in Keras
@@ -480,13 +481,16 @@ class Model:
                     core.gather_rows(y, idx, yh)
                 if cb.wants_batch_hooks:
                     cb.train_batch_begin(step, {})
-                loss, out = self._train_step(self._on_device(xh, ("x", hi - lo)), self._on_device(yh, ("y", hi - lo)))
+                if on_host:
+                    loss, out = self._train_step(xh, yh)
+                else:
+                    loss, out = self._train_step(self._on_device(xh, ("x", hi - lo)), self._on_device(yh, ("y", hi - lo)))
+                    if metrics:
+                        out = to_host(out)  # metrics compute on the host
                 loss_sum += loss * (hi - lo)
                 seen += hi - lo
-                if metrics:
-                    out_h = to_host(out)  # metrics compute on the host
-                    for m in metrics:
-                        m.update_state(yh, out_h)
+                for m in metrics:
+                    m.update_state(yh, out)
                 if cb.wants_batch_hooks or progbar is not None:
                     logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
                     if cb.wants_batch_hooks:
