@@ -7,14 +7,17 @@
 // result comes back to the host (the loss value; optimizer_step's penalty and
 // gradient norm), which waits for that stream.
 //
-// Not yet twinned: bias_activation_forward, swish_beta_grad, dense (needs
-// cuBLASLt), loss_forward_backward, philox_permutation, gather, perceptron.
+// Not twinned: philox_permutation (host-only: the shuffled order is made on
+// the host and gather_rows takes host indices), perceptron (a teaching kernel,
+// sequential by nature) and bias_activation_forward (the CPU dense layer's
+// epilogue, not bound; the GPU dense layer adds the bias in cuBLASLt's).
 #pragma once
 #include <cstdint>
 
 #include "ops/activations.h"
 #include "ops/common.h"
 #include "ops/dropout.h"
+#include "ops/losses.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
@@ -82,6 +85,35 @@ void prelu_forward(const float* x, const float* alpha, float* y, index_t B, inde
 // dalpha is overwritten, summed in double in a fixed order (deterministic); dx may be null, or dy.
 void prelu_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha, index_t B,
                     index_t P, index_t S, index_t Q);
+
+// ops/dense.h, through cuBLASLt loaded at run time (cublaslt.h, matmul.h):
+// throw std::runtime_error with lt::reason() when it is unavailable. fp32
+// (CUBLAS_COMPUTE_32F) unless set_tf32(true) (matmul.h). Bias, and ReLU when
+// y == z, are fused in cuBLASLt's epilogue (its ReLU maps NaN to 0 where the
+// CPU keeps NaN); db is a fixed-order sum in double.
+void sgemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alpha, const float* a, index_t lda,
+           const float* b, index_t ldb, float beta, float* c, index_t ldc);
+void dense_forward(const float* x, const float* w, const float* b, float* z, float* y, index_t batch, index_t in,
+                   index_t out, ActParams act);
+void dense_backward(const float* x, const float* w, const float* z, const float* y, const float* dy, float* dz_buf,
+                    float* dx, float* dw, float* db, index_t batch, index_t in, index_t out, ActParams act,
+                    bool dy_is_dz, bool accumulate);
+
+// ops/activations.h. Synchronizes (the sum comes back to the host); fixed-order double sum.
+double swish_beta_grad(const float* x, const float* dy, index_t n, float beta);
+
+// ops/losses.h: every dense-target loss, the CPU's terms and gradients.
+// Synchronizes (the loss comes back to the host); fixed-order double sum.
+double loss_forward_backward(Loss kind, const float* pred, const float* target, float* grad, index_t rows,
+                             index_t cols, float param);
+
+// ops/gather.h. idx is a HOST array (as Model.fit keeps the shuffled order),
+// checked on the host with the CPU's words, then uploaded with the call;
+// src and dst are device pointers.
+void gather_rows(const void* src, index_t src_rows, size_t row_bytes, const int64_t* idx, index_t n, void* dst);
+
+// The number of NaN and +-inf elements (the CPU's is inline in its binding). Synchronizes.
+int64_t count_nonfinite(const float* x, index_t n);
 
 }  // namespace cuda
 }  // namespace deepcore

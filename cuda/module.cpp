@@ -21,8 +21,10 @@
 #include "bind/common.h"
 #include "bind/shared_checks.h"
 #include "check.h"
+#include "cublaslt.h"
 #include "device_buffer.h"
 #include "kernels.h"
+#include "matmul.h"
 #include "ops/losses.h"
 #include "runtime.h"
 #include "stream.h"
@@ -225,6 +227,228 @@ py::dict device_properties(int i) {
   d["l2_cache_size"] = prop.l2CacheSize;
   d["shared_memory_per_block_optin"] = size_t(prop.sharedMemPerBlockOptin);
   return d;
+}
+
+}  // namespace
+
+// ------------------------------------------- GPU dense (cuBLASLt), losses, reductions, gather
+namespace {
+
+// bind::expect_shape's rule and words for a DeviceBuffer (-1 matches any extent).
+void expect_shape(const DeviceBuffer& a, const std::vector<py::ssize_t>& expected, const char* fn,
+                  const char* name) {
+  bool ok = a.shape().size() == expected.size();
+  for (size_t i = 0; ok && i < expected.size(); ++i) ok = expected[i] < 0 || a.shape()[i] == expected[i];
+  if (ok) return;
+  std::string s = std::string(fn) + ": " + name + " must have shape (";
+  for (size_t i = 0; i < expected.size(); ++i)
+    s += (i ? ", " : "") + (expected[i] < 0 ? std::string("any") : std::to_string(expected[i]));
+  throw py::value_error(s + "), got " + a.shape_str());
+}
+
+// The libcublasLt files of the nvidia-cublas wheels, wherever the `nvidia`
+// namespace package lives on sys.path (importlib lists every folder of it).
+std::vector<std::string> cublaslt_wheel_candidates() {
+  std::vector<std::string> out;
+  try {
+    py::object spec = py::module_::import("importlib.util").attr("find_spec")("nvidia");
+    if (spec.is_none()) return out;
+    py::object dirs = spec.attr("submodule_search_locations");
+    if (dirs.is_none()) return out;
+    for (py::handle d : dirs) {
+      const std::string dir = py::str(d).cast<std::string>();
+      out.push_back(dir + "/cu13/lib/libcublasLt.so.13");    // nvidia-cublas 13.x (CUDA 13)
+      out.push_back(dir + "/cublas/lib/libcublasLt.so.13");
+      out.push_back(dir + "/cublas/lib/libcublasLt.so.12");  // nvidia-cublas-cu12
+    }
+  } catch (const py::error_already_set&) {
+    // no importable `nvidia` package: the other places are still tried
+  }
+  return out;
+}
+
+// cuBLASLt, loaded on first use (the caller holds the GIL, which guards `tried`).
+const lt::Api* cublaslt() {
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    lt::load(cublaslt_wheel_candidates());
+  }
+  return lt::api();
+}
+
+// RuntimeError naming the function and saying why, when cuBLASLt is unavailable.
+void require_cublaslt(const char* fn) {
+  if (!cublaslt())
+    throw std::runtime_error(std::string(fn) + ": the GPU GEMM needs cuBLASLt, which is unavailable: " +
+                             lt::reason());
+}
+
+void bind_dense_twins(py::module_& m) {
+  // ------------------------------------------------------------- cuBLASLt
+  m.def("blas_available", []() { return cublaslt() != nullptr; },
+        "True when cuBLASLt was found and loaded (needed by sgemm, dense_forward, dense_backward); see blas_reason().");
+  m.def("blas_reason", []() {
+    cublaslt();
+    return lt::reason();
+  }, "'' when cuBLASLt is loaded; otherwise where deepcore looked for it and why each candidate was refused.");
+  m.def("blas_library", []() -> py::object {
+    const lt::Api* a = cublaslt();
+    if (!a) return py::none();
+    py::dict d;
+    d["path"] = a->path;
+    d["version"] = a->version;
+    d["cuda_version"] = a->cudart;
+    return d;
+  }, "The loaded cuBLASLt: {'path', 'version' (major*10000 + minor*100 + patch), 'cuda_version'}, or None.");
+  m.def("set_tf32", [](bool enabled) { deepcore::cuda::set_tf32(enabled); }, py::arg("enabled"),
+        "GEMMs in TF32 (CUBLAS_COMPUTE_32F_FAST_TF32: inputs rounded to a 10-bit mantissa, ~1e-3 relative error "
+        "on sums of products) instead of fp32 (the default; agrees with the CPU to ~1e-5).");
+  m.def("get_tf32", []() { return deepcore::cuda::tf32(); }, "Whether GEMMs run in TF32 (see set_tf32).");
+
+  // ---------------------------------------------------------------- dense
+  m.def("sgemm", [](py::handle a_, py::handle b_, py::handle c_, bool ta, bool tb, float alpha, float beta) {
+    const char* fn = "sgemm";
+    DeviceBuffer &a = dbuf(a_, fn, "a", "float32"), &b = dbuf(b_, fn, "b", "float32"),
+                 &c = dbuf(c_, fn, "c", "float32");
+    expect_shape(a, {-1, -1}, fn, "a");
+    expect_shape(b, {-1, -1}, fn, "b");
+    const index_t m_ = ta ? a.shape()[1] : a.shape()[0], k = ta ? a.shape()[0] : a.shape()[1];
+    const index_t kb = tb ? b.shape()[1] : b.shape()[0], n = tb ? b.shape()[0] : b.shape()[1];
+    if (k != kb)
+      throw py::value_error("sgemm: inner dimensions differ: op(a) is (" + std::to_string(m_) + ", " +
+                            std::to_string(k) + "), op(b) is (" + std::to_string(kb) + ", " + std::to_string(n) + ")");
+    expect_shape(c, {m_, n}, fn, "c");
+    require_cublaslt(fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::sgemm(ta, tb, m_, n, k, alpha, p<float>(a), a.shape()[1], p<float>(b), b.shape()[1], beta,
+                          p<float>(c), n);
+  }, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+     py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, "c = alpha op(a) op(b) + beta c (cuBLASLt, fp32 or TF32)");
+
+  m.def("dense_forward", [](py::handle x_, py::handle w_, py::object b_, py::handle z_, py::handle y_, int kind,
+                            float alpha, float beta) {
+    const char* fn = "dense_forward";
+    const ActParams a = bind::act_params(kind, alpha, beta, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &w = dbuf(w_, fn, "w", "float32");
+    expect_shape(x, {-1, -1}, fn, "x");
+    expect_shape(w, {x.shape()[1], -1}, fn, "w");
+    const index_t batch = x.shape()[0], in = x.shape()[1], out = w.shape()[1];
+    DeviceBuffer &z = dbuf(z_, fn, "z", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    expect_shape(z, {batch, out}, fn, "z");
+    expect_shape(y, {batch, out}, fn, "y");
+    const float* bp = nullptr;
+    if (!b_.is_none()) {
+      DeviceBuffer& b = dbuf(b_, fn, "b", "float32");
+      expect_shape(b, {out}, fn, "b");
+      bp = p<float>(b);
+    }
+    require_cublaslt(fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::dense_forward(p<float>(x), p<float>(w), bp, p<float>(z), p<float>(y), batch, in, out, a);
+  }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("z"), py::arg("y"), py::arg("kind"), py::arg("alpha") = 0.0f,
+     py::arg("beta") = 1.0f,
+     "z = x w + b; y = act(z) (y may be z for linear/sigmoid/tanh/relu). cuBLASLt with the bias (and, when y is "
+     "z, ReLU) in its epilogue.");
+
+  m.def("dense_backward", [](py::handle x_, py::handle w_, py::handle z_, py::handle y_, py::handle dy_,
+                             py::handle dzbuf_, py::object dx_, py::handle dw_, py::object db_, int kind, float alpha,
+                             float beta, bool dy_is_dz, bool accumulate) {
+    const char* fn = "dense_backward";
+    const ActParams a = bind::act_params(kind, alpha, beta, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &w = dbuf(w_, fn, "w", "float32");
+    expect_shape(x, {-1, -1}, fn, "x");
+    expect_shape(w, {x.shape()[1], -1}, fn, "w");
+    const index_t batch = x.shape()[0], in = x.shape()[1], out = w.shape()[1];
+    DeviceBuffer &z = dbuf(z_, fn, "z", "float32"), &y = dbuf(y_, fn, "y", "float32"),
+                 &dy = dbuf(dy_, fn, "dy", "float32"), &dzb = dbuf(dzbuf_, fn, "dz_buf", "float32"),
+                 &dw = dbuf(dw_, fn, "dw", "float32");
+    expect_shape(z, {batch, out}, fn, "z");
+    expect_shape(y, {batch, out}, fn, "y");
+    expect_shape(dy, {batch, out}, fn, "dy");
+    expect_shape(dzb, {batch, out}, fn, "dz_buf");
+    expect_shape(dw, {in, out}, fn, "dw");
+    float* dxp = nullptr;
+    float* dbp = nullptr;
+    if (!dx_.is_none()) {
+      DeviceBuffer& dx = dbuf(dx_, fn, "dx", "float32");
+      expect_shape(dx, {batch, in}, fn, "dx");
+      dxp = p<float>(dx);
+    }
+    if (!db_.is_none()) {
+      DeviceBuffer& db = dbuf(db_, fn, "db", "float32");
+      expect_shape(db, {out}, fn, "db");
+      dbp = p<float>(db);
+    }
+    require_cublaslt(fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::dense_backward(p<float>(x), p<float>(w), p<float>(z), p<float>(y), p<float>(dy), p<float>(dzb),
+                                   dxp, p<float>(dw), dbp, batch, in, out, a, dy_is_dz, accumulate);
+  }, py::arg("x"), py::arg("w"), py::arg("z"), py::arg("y"), py::arg("dy"), py::arg("dz_buf"), py::arg("dx"),
+     py::arg("dw"), py::arg("db"), py::arg("kind"), py::arg("alpha") = 0.0f, py::arg("beta") = 1.0f,
+     py::arg("dy_is_dz") = false, py::arg("accumulate") = false,
+     "dz = dy act'(z) (dy itself when dy_is_dz), dW (+)= x^T dz and dx = dz W^T by cuBLASLt, db (+)= column "
+     "sums of dz (fixed order, double); dx and db may be None.");
+
+  // --------------------------------------------------------------- losses
+  m.def("loss_forward_backward", [](int kind, py::handle p_, py::handle t_, py::object g_, float param) {
+    const char* fn = "loss_forward_backward";
+    if (kind < 0 || kind > int(Loss::CategoricalCrossentropyLogits))
+      throw py::value_error(std::string(fn) + ": unknown loss code " + std::to_string(kind));
+    DeviceBuffer &pred = dbuf(p_, fn, "y_pred", "float32"), &t = dbuf(t_, fn, "y_true", "float32");
+    same_shape(pred, t, fn, "y_pred", "y_true");
+    auto [rows, cols] = rows_cols(pred, fn, "y_pred");
+    if (rows * cols == 0) throw py::value_error(std::string(fn) + ": y_pred is empty");
+    float* gp = optional_like(g_, pred, fn, "grad", "y_pred");
+    py::gil_scoped_release nogil;
+    return deepcore::cuda::loss_forward_backward(Loss(kind), p<float>(pred), p<float>(t), gp, rows, cols, param);
+  }, py::arg("kind"), py::arg("y_pred"), py::arg("y_true"), py::arg("grad"), py::arg("param") = 1.0f,
+     "Mean loss (a host float, summed in double in a fixed order; synchronizes); grad (optional) receives "
+     "dL/dy_pred.");
+
+  // ----------------------------------------------------------- reductions
+  m.def("swish_beta_grad", [](py::handle x_, py::handle dy_, float beta) {
+    const char* fn = "swish_beta_grad";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32");
+    same_shape(x, dy, fn, "x", "dy");
+    py::gil_scoped_release nogil;
+    return deepcore::cuda::swish_beta_grad(p<float>(x), p<float>(dy), index_t(x.size()), beta);
+  }, py::arg("x"), py::arg("dy"), py::arg("beta"),
+     "sum dy x^2 s (1 - s), s = sigmoid(beta x), in double in a fixed order (synchronizes).");
+
+  m.def("count_nonfinite", [](py::handle x_) {
+    DeviceBuffer& x = dbuf(x_, "count_nonfinite", "x", "float32");
+    py::gil_scoped_release nogil;
+    return deepcore::cuda::count_nonfinite(p<float>(x), index_t(x.size()));
+  }, py::arg("x"), "Number of NaN and +-inf elements (synchronizes).");
+
+  // --------------------------------------------------------------- gather
+  m.def("gather_rows", [](py::handle s_, py::handle i_, py::handle d_) {
+    const char* fn = "gather_rows";
+    if (!py::isinstance<DeviceBuffer>(s_) || !py::isinstance<DeviceBuffer>(d_))
+      throw py::type_error("gather_rows: src and dst must be deepcore._cuda.DeviceBuffers, got " +
+                           py::str(py::type::of(s_)).cast<std::string>() + " and " +
+                           py::str(py::type::of(d_)).cast<std::string>());
+    if (py::isinstance<DeviceBuffer>(i_))
+      throw py::type_error("gather_rows: indices must be a host numpy int64 array (the CUDA twin checks them on "
+                           "the host and uploads them), got a DeviceBuffer");
+    DeviceBuffer& s = dbuf(s_, fn, "src", s_.cast<DeviceBuffer&>().dtype().c_str());
+    DeviceBuffer& d = dbuf(d_, fn, "dst", d_.cast<DeviceBuffer&>().dtype().c_str());
+    py::array idx = bind::checked<int64_t>(i_, fn, "indices");
+    if (s.dtype() != d.dtype())
+      throw py::type_error("gather_rows: dst dtype " + d.dtype() + " differs from src dtype " + s.dtype());
+    if (s.shape().empty()) throw py::value_error("gather_rows: src must have at least one dimension, got a scalar");
+    bind::expect_shape(idx, {-1}, fn, "indices");
+    std::vector<py::ssize_t> want = s.shape();
+    want[0] = idx.shape(0);
+    expect_shape(d, want, fn, "dst");
+    const size_t row_bytes = s.shape()[0] ? s.nbytes() / size_t(s.shape()[0]) : 0;
+    const int64_t* ip = bind::cptr<int64_t>(idx);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::gather_rows(s.data(), s.shape()[0], row_bytes, ip, idx.shape(0), d.data());
+  }, py::arg("src"), py::arg("indices"), py::arg("dst"),
+     "dst[i] = src[indices[i]]: src and dst DeviceBuffers of one dtype, indices a host int64 array (checked "
+     "there, then uploaded).");
 }
 
 }  // namespace
@@ -511,4 +735,7 @@ PYBIND11_MODULE(_cuda, m) {
     deepcore::cuda::prelu_backward(p<float>(x), p<float>(a), p<float>(dy), dxp, p<float>(da), v.B, v.P, v.S, v.Q);
   }, py::arg("x"), py::arg("alpha"), py::arg("dy"), py::arg("dx"), py::arg("dalpha"),
      "dx = dy where x > 0, else alpha dy (dx may be None); dalpha = sum of dy x where x <= 0 (overwritten).");
+
+  // GPU dense through cuBLASLt, dense-target losses, reductions, gather.
+  bind_dense_twins(m);
 }

@@ -245,7 +245,7 @@ def test_one_cpp_call_per_step(monkeypatch):
             return attr
 
     import deepcore.optimizers as opt_mod
-    monkeypatch.setattr(opt_mod, "ops", lambda: Spy())
+    monkeypatch.setattr(opt_mod, "ops", lambda *tensors: Spy())
     model = dc.Sequential([dc.Input((8,)), dc.Dense(16, activation="relu", kernel_regularizer="l2"),
                            dc.Dense(16, activation="relu"), dc.Dense(3, activation="softmax")])
     model.compile(optimizer=O.Adam(clipnorm=1.0), loss="sparse_categorical_crossentropy")

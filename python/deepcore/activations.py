@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import ops
+from .backend import empty, is_device_tensor, ops
 
 _CODES = {
     "linear": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "elu": 5, "selu": 6,
@@ -39,9 +39,11 @@ class ActivationSpec:
         return self.name in ("linear", "sigmoid", "tanh", "softmax")
 
     def __call__(self, x):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        y = np.empty_like(x)
-        ops().activation_forward(self.code, x, y, self.alpha, self.beta)
+        """The activation of x as a new tensor on x's device (a NumPy array for host input)."""
+        if not is_device_tensor(x):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        y = empty(x.shape, like=x)
+        ops(x).activation_forward(self.code, x, y, self.alpha, self.beta)
         return y
 
     def get_config(self):

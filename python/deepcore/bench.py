@@ -729,7 +729,7 @@ def run(quick=False, torch=True, sections=None):
     print(f"deepcore {deepcore.__version__} | numpy {np.__version__} | "
           f"PyTorch {th.__version__ if th else 'not installed'} | {platform.machine()} | "
           f"{os.cpu_count()} CPUs | threads {core.get_num_threads()} | {core.blas_config()}")
-    sections = sections or ["kernels", "batchnorm", "dropout", "training", "optimizers"]
+    sections = sections or ["kernels", "batchnorm", "dropout", "training", "optimizers", "gpu"]
     if "kernels" in sections:
         bench_kernels(quick, torch)
     if "batchnorm" in sections:
@@ -741,3 +741,7 @@ def run(quick=False, torch=True, sections=None):
     if "optimizers" in sections:
         bench_optimizers(quick, torch)
         bench_step_share(quick)
+    if "gpu" in sections:
+        from .bench_gpu import bench_gpu
+
+        bench_gpu(quick, torch)

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="microbenchmarks and training throughput vs NumPy (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, training rows on a subset")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
-    p.add_argument("--only", choices=["kernels", "batchnorm", "dropout", "training", "optimizers"], action="append", help="run only these sections")
+    p.add_argument("--only", choices=["kernels", "batchnorm", "dropout", "training", "optimizers", "gpu"], action="append", help="run only these sections")
     p.set_defaults(fn=_bench)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .backend import ops
+from .backend import is_device_tensor, ops, to_host
 
 __all__ = ["Constraint", "MaxNorm", "max_norm", "get", "serialize"]
 
@@ -18,7 +18,8 @@ class Constraint:
         raise NotImplementedError
 
     def __call__(self, w):
-        w = np.array(w, dtype=np.float32, copy=True)
+        """The projection of w as a new NumPy array (w itself is not changed)."""
+        w = np.array(to_host(w) if is_device_tensor(w) else w, dtype=np.float32, copy=True)
         self.apply(w)
         return w
 
@@ -60,7 +61,7 @@ class MaxNorm(Constraint):
 
     def apply(self, w):
         first, last = self._span(w.ndim)
-        ops().max_norm(w, first, last, self.max_value)
+        ops(w).max_norm(w, first, last, self.max_value)
 
     def check(self, shape, where):
         """Raise now (at build time) if the axis does not fit a weight of this shape."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import to_host
 from .callbacks import Callback
 
 __all__ = ["GradientDiagnostics", "layer_statistics"]
@@ -42,12 +43,13 @@ def layer_statistics(model):
         if y is None:
             continue
         stats = {}
+        y = to_host(y)  # copied from the device on a CUDA model
         y64 = np.asarray(y, dtype=np.float64)
         stats["activation_mean"] = float(y64.mean())
         stats["activation_std"] = float(y64.std())
         trainable = layer.trainable_weights
         if trainable:
-            stats["gradient_norm"] = float(np.linalg.norm(np.asarray(trainable[0].grad, dtype=np.float64)))
+            stats["gradient_norm"] = float(np.linalg.norm(np.asarray(to_host(trainable[0].grad), dtype=np.float64)))
         if _activation_name(layer) in _RELU_LIKE:
             flat = y.reshape(y.shape[0], -1)
             stats["dead_fraction"] = float(np.mean(~(flat > 0).any(axis=0)))

@@ -72,7 +72,7 @@ class RandomNormal(_Seeded):
     def __call__(self, shape, dtype="float32"):
         out = empty(shape)
         seed, stream = self._stream()
-        ops().philox_normal(out, seed, stream, self.mean, self.stddev, False)
+        ops(out).philox_normal(out, seed, stream, self.mean, self.stddev, False)
         return out
 
     def get_config(self):
@@ -85,7 +85,7 @@ class TruncatedNormal(RandomNormal):
     def __call__(self, shape, dtype="float32"):
         out = empty(shape)
         seed, stream = self._stream()
-        ops().philox_normal(out, seed, stream, self.mean, self.stddev, True)
+        ops(out).philox_normal(out, seed, stream, self.mean, self.stddev, True)
         return out
 
 
@@ -99,7 +99,7 @@ class RandomUniform(_Seeded):
     def __call__(self, shape, dtype="float32"):
         out = empty(shape)
         seed, stream = self._stream()
-        ops().philox_uniform(out, seed, stream, self.minval, self.maxval)
+        ops(out).philox_uniform(out, seed, stream, self.minval, self.maxval)
         return out
 
     def get_config(self):
@@ -136,11 +136,11 @@ class VarianceScaling(_Seeded):
         seed, stream = self._stream()
         if self.distribution == "uniform":
             limit = math.sqrt(3.0 * var)
-            ops().philox_uniform(out, seed, stream, -limit, limit)
+            ops(out).philox_uniform(out, seed, stream, -limit, limit)
         elif self.distribution == "truncated_normal":
-            ops().philox_normal(out, seed, stream, 0.0, math.sqrt(var) / _TRUNC_STD, True)
+            ops(out).philox_normal(out, seed, stream, 0.0, math.sqrt(var) / _TRUNC_STD, True)
         else:
-            ops().philox_normal(out, seed, stream, 0.0, math.sqrt(var), False)
+            ops(out).philox_normal(out, seed, stream, 0.0, math.sqrt(var), False)
         return out
 
     def get_config(self):

@@ -59,7 +59,7 @@ class _Elementwise(Loss):
     _kind = None
 
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
-        return ops().loss_forward_backward(self._kind, y_pred, y_true, grad, self._param())
+        return ops(y_pred).loss_forward_backward(self._kind, y_pred, y_true, grad, self._param())
 
     def _param(self):
         return 1.0
@@ -112,7 +112,7 @@ class BinaryCrossentropy(Loss):
 
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
         kind = _BCE_LOGITS if (from_logits or self.from_logits) else _BCE
-        return ops().loss_forward_backward(kind, y_pred, y_true, grad, 0.0)
+        return ops(y_pred).loss_forward_backward(kind, y_pred, y_true, grad, 0.0)
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
@@ -129,7 +129,7 @@ class CategoricalCrossentropy(Loss):
 
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
         kind = _CCE_LOGITS if (from_logits or self.from_logits) else _CCE
-        return ops().loss_forward_backward(kind, y_pred, y_true, grad, 0.0)
+        return ops(y_pred).loss_forward_backward(kind, y_pred, y_true, grad, 0.0)
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
@@ -167,7 +167,7 @@ class SparseCategoricalCrossentropy(Loss):
         return np.ascontiguousarray(y, dtype=np.int32)
 
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
-        loss, _ = ops().sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
+        loss, _ = ops(y_pred).sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
         return loss
 
     def get_config(self):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import random as _random
-from .backend import ops
+from .backend import core
 
 __all__ = ["lr_find", "LRFinderResult"]
 
@@ -132,12 +132,13 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
     try:
         for k, lr in enumerate(rates):
             if pos + batch_size > n:  # reshuffle (drop the ragged tail so batches are uniform)
-                order = ops().philox_permutation(n, seed, stream * 1_000_003 + epoch)
+                order = core.philox_permutation(n, seed, stream * 1_000_003 + epoch)
                 pos, epoch = 0, epoch + 1
             idx = order[pos:pos + min(batch_size, n)]
             pos += batch_size
             opt.learning_rate = float(lr)
-            loss, _ = model._train_step(x[idx], y[idx])
+            xb, yb = x[idx], y[idx]  # host batches, copied to the model's device
+            loss, _ = model._train_step(model._on_device(xb, ("x", len(xb))), model._on_device(yb, ("y", len(yb))))
             loss = float(loss)
             losses.append(loss)
             avg = smoothing * avg + (1 - smoothing) * loss

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .backend import empty, ops
+from .backend import device_of, empty, ops, to_device, to_host
 from ._native import core as _core
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "Adamax", "Nadam", "AdamW", "Ftrl", "get"]
@@ -85,8 +85,9 @@ class Optimizer:
         self.iterations = 0
         self._size = None
         self._layout = None  # [(variable path, size)] the slots are laid out for
-        self._slots: dict[str, np.ndarray] = {}
-        self._hyper = _core.OptParams()
+        self._slots: dict[str, np.ndarray] = {}  # NumPy arrays, or device tensors on CUDA
+        self._device = "cpu"  # where the slots live: the model's device (Model.to moves them)
+        self._hyper = _core.OptParams()  # both backends take this
         self._pending_state = None
 
     # ------------------------------------------------------------ rate
@@ -121,10 +122,10 @@ class Optimizer:
         self._size = int(size)
         self._slots = {}
         for slot in self._slot_names():
-            buf = empty((self._size,))
+            buf = empty((self._size,), device=self._device)
             init = self._slot_initial(slot)
             if init:
-                buf.fill(init)
+                buf[...] = init
             self._slots[slot] = buf
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
@@ -161,12 +162,18 @@ class Optimizer:
                     buf[off:off + n] = old_slots[k][prev[0]:prev[0] + n]
             off += n
 
+    def _place(self, device) -> None:
+        """Move the slots to device (a canonical name, as Model.to gives it)."""
+        self._slots = {k: to_device(v, device) for k, v in self._slots.items()}
+        self._device = device
+
     # ------------------------------------------------------------ step
     def apply(self, params: np.ndarray, grads: np.ndarray, segments=None) -> float:
         """Update params in place from grads; returns the l1/l2 penalty value
         at the weights before the update (0.0 without penalties). ``segments``
         is (offsets int64[k+1], l1 float32[k], l2 float32[k]) or None."""
         if self._size != params.size:
+            self._device = device_of(params)
             self.build(params.size)
         lr = self.learning_rate
         if not math.isfinite(lr) or lr < 0:
@@ -182,7 +189,7 @@ class Optimizer:
         self._prepare(h, self.iterations + 1, lr)
         slots = list(self._slot_args())
         offsets, l1, l2 = segments if segments is not None else (None, None, None)
-        penalty, _ = ops().optimizer_step(h, params, grads, *slots, offsets, l1, l2)
+        penalty, _ = ops(params).optimizer_step(h, params, grads, *slots, offsets, l1, l2)
         self._commit()
         self.iterations += 1
         return penalty
@@ -205,10 +212,10 @@ class Optimizer:
         pass
 
     def get_state(self) -> dict:
-        """Copies of the step count and every slot (flat, in the model's
-        parameter order)."""
+        """NumPy copies of the step count and every slot (flat, in the
+        model's parameter order), wherever the slots live."""
         state = {"iterations": np.array([self.iterations], dtype=np.int64)}
-        state.update({k: v.copy() for k, v in self._slots.items()})
+        state.update({k: to_host(v, copy=True) for k, v in self._slots.items()})
         state.update(self._extra_state())
         return state
 
@@ -231,7 +238,7 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.set_state: slot {k!r} has shape {v.shape}, "
                                  f"expected {buf.shape} (was the state saved from another model?)")
         for k, buf in self._slots.items():
-            buf[...] = state[k]
+            buf[...] = np.ascontiguousarray(state[k], dtype=np.float32)
         self.iterations = int(np.asarray(state["iterations"]).reshape(-1)[0])
         self._set_extra_state(state)
 

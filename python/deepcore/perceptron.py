@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import random as _random
-from .backend import ops
+from .backend import core, ops
 
 
 class Perceptron:
@@ -55,8 +55,8 @@ class Perceptron:
         seed, stream = _random.resolve(self.random_state)
         self.n_iter_ = 0
         for epoch in range(self.max_iter):
-            order = ops().philox_permutation(len(X), seed, stream * 1_000_003 + epoch) if self.shuffle else None
-            mistakes = ops().perceptron_epoch(X, targets, self._w, self._b, order, self.eta0)
+            order = core.philox_permutation(len(X), seed, stream * 1_000_003 + epoch) if self.shuffle else None
+            mistakes = ops(X).perceptron_epoch(X, targets, self._w, self._b, order, self.eta0)
             self.n_iter_ = epoch + 1
             if mistakes == 0:
                 break

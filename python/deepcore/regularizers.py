@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .backend import to_host
+
 __all__ = ["Regularizer", "L1L2", "L1", "L2", "l1", "l2", "l1_l2", "get", "serialize"]
 
 
@@ -23,7 +25,7 @@ class Regularizer:
     l2 = 0.0
 
     def __call__(self, w) -> float:
-        w = np.asarray(w, dtype=np.float64)
+        w = np.asarray(to_host(w), dtype=np.float64)  # a device tensor is copied to the host
         return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
 
     def get_config(self) -> dict:

@@ -1,12 +1,15 @@
 """Sparse models, the chapter's three routes: l1 penalties
 (``kernel_regularizer=regularizers.l1(...)``), the Ftrl optimizer with
 ``l1_regularization_strength`` (exact zeros during training), and pruning
-after training with ``prune``."""
+after training with ``prune``. On a CUDA model the weights are read and
+written back through host copies."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from .backend import assign, to_host
 
 __all__ = ["prune", "sparsity"]
 
@@ -17,7 +20,7 @@ def _targets(model, include_bias):
     asked. Per-unit vectors that scale or shift a whole channel (BatchNorm's
     gamma/beta, PReLU slopes) and moving statistics are never pruned."""
     return [var for layer in model.layers for var in layer._variables
-            if var.trainable and (var.value.ndim >= 2 or (include_bias and var.name == "bias"))]
+            if var.trainable and (len(var.value.shape) >= 2 or (include_bias and var.name == "bias"))]
 
 
 def prune(model, threshold, include_bias=False) -> dict:
@@ -36,10 +39,11 @@ def prune(model, threshold, include_bias=False) -> dict:
         raise ValueError("prune: the model is not built yet")
     pruned, total, zeros, per = 0, 0, 0, {}
     for var in _targets(model, include_bias):
-        w = var.value
+        w = to_host(var.value, copy=True)
         small = (np.abs(w) < threshold) & (w != 0)
         pruned += int(small.sum())
         w[small] = 0.0
+        assign(var.value, w)
         z = int((w == 0).sum())
         zeros += z
         total += w.size
@@ -51,4 +55,4 @@ def sparsity(model, include_bias=False) -> float:
     """Fraction of exactly-zero weights (same selection as prune)."""
     vs = _targets(model, include_bias)
     total = sum(v.value.size for v in vs)
-    return sum(int((v.value == 0).sum()) for v in vs) / total if total else 0.0
+    return sum(int((to_host(v.value) == 0).sum()) for v in vs) / total if total else 0.0

@@ -1,15 +1,11 @@
 #include "ops/gather.h"
 #include <cstring>
-#include <string>
 #include "cpu/parallel.h"
 
 namespace deepcore {
 
 void gather_rows(const void* src, index_t src_rows, size_t row_bytes, const int64_t* idx, index_t n, void* dst) {
-  for (index_t i = 0; i < n; ++i)
-    if (idx[i] < 0 || idx[i] >= src_rows)
-      throw InvalidInput("index " + std::to_string(idx[i]) + " at position " + std::to_string(i) +
-                         " is out of range: expected [0, " + std::to_string(src_rows) + ")");
+  check_gather_indices(idx, n, src_rows);
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
   const bool big = index_t(n * row_bytes) >= index_t(4 * kParallelThreshold);

@@ -7,8 +7,6 @@
 namespace deepcore {
 namespace {
 
-inline float clip_prob(float p) { return std::min(std::max(p, kProbEpsilon), 1.0f - kProbEpsilon); }
-
 // log softmax of one row: returns log-sum-exp and the row max.
 inline double row_logsumexp(const float* z, index_t cols, float* m_out) {
   float m = -INFINITY;
@@ -67,7 +65,7 @@ double loss_forward_backward(Loss kind, const float* pred, const float* target, 
       const float s = 1.0f / float(n);
 #pragma omp parallel for reduction(+ : total) if (n >= kParallelThreshold)
       for (index_t i = 0; i < n; ++i) {
-        const float p = clip_prob(pred[i]), t = target[i];
+        const float p = clip_probability(pred[i]), t = target[i];
         total += -(double(t) * std::log(double(p)) + (1.0 - t) * std::log(1.0 - double(p)));
         if (grad) grad[i] = s * (p - t) / (p * (1.0f - p));
       }
@@ -90,7 +88,7 @@ double loss_forward_backward(Loss kind, const float* pred, const float* target, 
         const float* p = pred + r * cols;
         const float* t = target + r * cols;
         for (index_t j = 0; j < cols; ++j) {
-          const float pc = clip_prob(p[j]);
+          const float pc = clip_probability(p[j]);
           total += -double(t[j]) * std::log(double(pc));
           if (grad) grad[r * cols + j] = -s * t[j] / pc;
         }
@@ -145,7 +143,7 @@ double sparse_categorical_crossentropy(const float* pred, const int32_t* labels,
         g[y] -= s;
       }
     } else {  // loss = -log p_y ; dp_y = -1 / (p_y rows)
-      const float p = clip_prob(z[y]);
+      const float p = clip_probability(z[y]);
       total += -std::log(double(p));
       if (grad) {
         float* g = grad + r * cols;

@@ -20,6 +20,13 @@ enum class Loss : int {
 // Probabilities are clipped to [kProbEpsilon, 1 - kProbEpsilon] as Keras does.
 constexpr float kProbEpsilon = 1e-7f;
 
+// min(max(p, eps), 1 - eps) with std::max / std::min's comparisons, so NaN
+// stays NaN; one definition for the CPU and the CUDA kernels.
+DC_HD float clip_probability(float p) {
+  p = (p < kProbEpsilon) ? kProbEpsilon : p;
+  return (1.0f - kProbEpsilon < p) ? 1.0f - kProbEpsilon : p;
+}
+
 // Loss with dense targets (same shape as pred: rows x cols). grad (nullable)
 // receives dL/dpred (or dL/dlogits for the *Logits kinds).
 double loss_forward_backward(Loss kind, const float* pred, const float* target, float* grad, index_t rows,

@@ -15,7 +15,7 @@ from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..activations import ActivationSpec
-from ..backend import empty, ops
+from ..backend import empty, ops, to_host
 from .base import Layer
 from .core import Activation, _BatchBuffers
 from .regularization import _RandomLayer
@@ -99,26 +99,27 @@ class Swish(Activation):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._bufs.get(x.shape[0], self._make_buffers)
-        self._beta_used = float(self.beta.value)
-        ops().activation_forward(self.activation.code, x, b["y"], 0.0, self._beta_used)
+        b = self._bufs.get(x.shape[0], self._make_buffers, x)
+        # The kernels take beta as a number (a device-to-host read on CUDA).
+        self._beta_used = float(to_host(self.beta.value))
+        ops(x).activation_forward(self.activation.code, x, b["y"], 0.0, self._beta_used)
         self._x, self._cur = x, b
         return b["y"]
 
     def backward(self, dy, need_dx=True, dy_is_dz=False):
         beta = self._beta_used
         if self.trainable:
-            self.beta.grad[...] = ops().swish_beta_grad(self._x, dy, beta)
+            self.beta.grad[...] = ops(dy).swish_beta_grad(self._x, dy, beta)
         if not need_dx:
             return None
         b = self._cur
-        ops().activation_backward(self.activation.code, self._x, b["y"], dy, b["dx"], 0.0, beta)
+        ops(dy).activation_backward(self.activation.code, self._x, b["y"], dy, b["dx"], 0.0, beta)
         return b["dx"]
 
     def get_config(self):
         cfg = super().get_config()
         del cfg["activation"]
-        cfg["beta"] = float(self.beta.value) if self.built else self.initial_beta
+        cfg["beta"] = float(to_host(self.beta.value)) if self.built else self.initial_beta
         return cfg
 
 
@@ -131,6 +132,8 @@ class PReLU(Layer):
     axes other than leading ones must be contiguous. Defaults as in Keras:
     alpha_initializer="zeros", no regularizer or constraint, shared_axes=None.
     """
+
+    supports_device = True
 
     def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
                  **kwargs):
@@ -154,26 +157,26 @@ class PReLU(Layer):
             shape[ax - 1] = 1
         self.alpha = self.add_weight("alpha", shape, self.alpha_initializer, regularizer=self.alpha_regularizer,
                                      constraint=self.alpha_constraint)
-        try:  # the kernel's own check of the sharing pattern, on one zero sample
+        try:  # the kernel's own check of the sharing pattern, on one zero sample (on the host)
             probe = np.zeros((1,) + tuple(input_shape), np.float32)
-            ops().prelu_forward(probe, self.alpha.value, probe)
+            ops(probe).prelu_forward(probe, np.zeros(self.alpha.shape, np.float32), probe)
         except ValueError as e:
             raise ValueError(f"PReLU '{self.name}': shared_axes={self.shared_axes} not supported: {e}") from None
 
-    def _make_buffers(self, batch):
+    def _make_buffers(self, batch, like):
         shape = (batch,) + self.input_shape
-        return {"y": empty(shape), "dx": empty(shape)}
+        return {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._bufs.get(x.shape[0], self._make_buffers)
-        ops().prelu_forward(x, self.alpha.value, b["y"])
+        b = self._bufs.get(x.shape[0], self._make_buffers, x)
+        ops(x).prelu_forward(x, self.alpha.value, b["y"])
         self._x, self._cur = x, b
         return b["y"]
 
     def backward(self, dy, need_dx=True):
         b = self._cur
-        ops().prelu_backward(self._x, self.alpha.value, dy, b["dx"] if need_dx else None, self.alpha.grad)
+        ops(dy).prelu_backward(self._x, self.alpha.value, dy, b["dx"] if need_dx else None, self.alpha.grad)
         return b["dx"] if need_dx else None
 
     def get_config(self):
@@ -199,10 +202,10 @@ class RReLU(_RandomLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._buffers(x.shape[0], keep_bits=False)
+        b = self._buffers(x, keep_bits=False)
         self._training = bool(training)
         self._call = self._next_call() if self._training else 0
-        ops().rrelu_forward(x, b["y"], self.lower, self.upper, self._training, self._key_seed, self._stream,
+        ops(x).rrelu_forward(x, b["y"], self.lower, self.upper, self._training, self._key_seed, self._stream,
                             self._call)
         self._x, self._cur = x, b
         return b["y"]
@@ -211,7 +214,7 @@ class RReLU(_RandomLayer):
         if not need_dx:
             return None
         b = self._cur
-        ops().rrelu_backward(self._x, dy, b["dx"], self.lower, self.upper, self._training, self._key_seed,
+        ops(dy).rrelu_backward(self._x, dy, b["dx"], self.lower, self.upper, self._training, self._key_seed,
                              self._stream, self._call)
         return b["dx"]
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..backend import empty
+from ..backend import assign, empty, is_device_tensor, to_device, to_host
 
 
 def _snake(name: str) -> str:
@@ -25,7 +25,7 @@ class Variable:
 
     def __init__(self, name, path, value, trainable=True, regularizer=None, constraint=None):
         self.name, self.path, self.value, self.trainable = name, path, value, trainable
-        self.grad = empty(value.shape)
+        self.grad = empty(value.shape, like=value)
         self.regularizer, self.constraint = regularizer, constraint
 
     @property
@@ -33,13 +33,16 @@ class Variable:
         return self.value.shape
 
     def numpy(self):
-        return self.value.copy()
+        """A NumPy copy of the value (from the device when the value lives there)."""
+        return to_host(self.value, copy=True)
 
     def assign(self, value):
-        value = np.asarray(value)
-        if value.shape != self.value.shape:
-            raise ValueError(f"{self.path}: expected a value of shape {self.value.shape}, got {value.shape}")
-        self.value[...] = value
+        """Copy value (a NumPy array, or a tensor on any device) into this variable."""
+        if not is_device_tensor(value):
+            value = np.asarray(value)
+        if tuple(value.shape) != tuple(self.value.shape):
+            raise ValueError(f"{self.path}: expected a value of shape {self.value.shape}, got {tuple(value.shape)}")
+        assign(self.value, value)
 
     def __repr__(self):
         return f"<Variable {self.path} shape={self.value.shape} trainable={self.trainable}>"
@@ -51,6 +54,14 @@ class Layer:
     what backward needs. Shapes exclude the batch axis unless said otherwise."""
 
     _name_counts: defaultdict = defaultdict(int)
+
+    #: Whether forward/backward work on CUDA device tensors, i.e. compute only
+    #: through ``backend.ops(x)`` kernels and ``backend.empty(..., like=x)``
+    #: buffers. A custom layer doing NumPy math stays on the CPU unless it
+    #: sets this; ``Model.to("cuda")`` refuses it with NotImplementedError.
+    supports_device = False
+    #: Where this layer's weights live ("cpu" or "cuda:N"); set by Model.to.
+    _device = "cpu"
 
     def __init__(self, name=None, trainable=True, input_shape=None, input_dim=None, dtype=None, **kwargs):
         if kwargs:
@@ -80,7 +91,7 @@ class Layer:
         shape = tuple(int(s) for s in shape)
         if constraint is not None and hasattr(constraint, "check"):
             constraint.check(shape, f"Layer '{self.name}' weight '{name}'")
-        value = initializer(shape)
+        value = to_device(initializer(shape), self._device)
         var = Variable(name, f"{self.name}/{name}", value, trainable, regularizer, constraint)
         self._variables.append(var)
         return var
@@ -98,7 +109,8 @@ class Layer:
         return [v for v in self._variables if not (v.trainable and self.trainable)]
 
     def get_weights(self) -> list[np.ndarray]:
-        return [v.value.copy() for v in self.weights]
+        """NumPy copies of the weights, wherever they live."""
+        return [to_host(v.value, copy=True) for v in self.weights]
 
     def set_weights(self, weights) -> None:
         variables = self.weights
@@ -135,6 +147,13 @@ class Layer:
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) expected input shape "
                              f"{(None,) + self.input_shape}, got {tuple(x.shape)}")
 
+    def _device_blocker(self):
+        """Why this layer, as configured, cannot run on a CUDA device (None: it can)."""
+        if not self.supports_device:
+            return (f"{type(self).__name__} '{self.name}' (a layer that does not declare supports_device = True; "
+                    f"its forward/backward may compute with NumPy)")
+        return None
+
     # ------------------------------------------------------------ compute
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -143,10 +162,11 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, x, training=False):
-        """Eager call on an array: builds if needed and returns a fresh array."""
+        """Eager call on a NumPy array: builds if needed and returns a fresh
+        NumPy array (x goes to the layer's device and the result comes back)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self._build_for(x.shape[1:])
-        return np.array(self.forward(x, training=training), copy=True)
+        return to_host(self.forward(to_device(x, self._device), training=training), copy=True)
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}

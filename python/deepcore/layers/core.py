@@ -18,6 +18,8 @@ __all__ = ["Input", "InputLayer", "Dense", "Flatten", "Activation"]
 class InputLayer(Layer):
     """Declares the shape of one sample (batch axis excluded)."""
 
+    supports_device = True
+
     def __init__(self, shape=None, batch_size=None, name=None, input_shape=None, **kwargs):
         shape = shape if shape is not None else input_shape
         if shape is None:
@@ -53,11 +55,17 @@ class _BatchBuffers:
     def __init__(self):
         self._by_batch = {}
 
-    def get(self, batch, make):
+    def get(self, batch, make, like):
+        """The buffers for this batch size, made by make(batch, like) (on
+        like's device) the first time."""
         bufs = self._by_batch.get(batch)
         if bufs is None:
-            bufs = self._by_batch[batch] = make(batch)
+            bufs = self._by_batch[batch] = make(batch, like)
         return bufs
+
+    def clear(self) -> None:
+        """Drop every buffer (the layer moved to another device)."""
+        self._by_batch.clear()
 
     def release(self, batches) -> None:
         """Drop the buffers of these batch sizes (one-off sizes such as MC
@@ -75,6 +83,7 @@ class Dense(Layer):
     activation derivative and the bias gradient.
     """
 
+    supports_device = True
     # Activations whose backward needs only the output (or its sign), so the
     # output may overwrite the pre-activation buffer.
     _IN_PLACE = frozenset({"linear", "relu", "elu", "selu", "tanh"})
@@ -110,16 +119,17 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return (self.units,)
 
-    def _make_buffers(self, batch):
-        z = empty((batch, self.units))
-        y = z if self.activation.name in self._IN_PLACE else empty((batch, self.units))
-        return {"z": z, "y": y, "dz": empty((batch, self.units)), "dx": empty((batch, self.input_shape[0]))}
+    def _make_buffers(self, batch, like):
+        z = empty((batch, self.units), like=like)
+        y = z if self.activation.name in self._IN_PLACE else empty((batch, self.units), like=like)
+        return {"z": z, "y": y, "dz": empty((batch, self.units), like=like),
+                "dx": empty((batch, self.input_shape[0]), like=like)}
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._bufs.get(x.shape[0], self._make_buffers)
+        b = self._bufs.get(x.shape[0], self._make_buffers, x)
         a = self.activation
-        ops().dense_forward(x, self.kernel.value, self.bias.value if self.bias is not None else None,
+        ops(x).dense_forward(x, self.kernel.value, self.bias.value if self.bias is not None else None,
                             b["z"], b["y"], a.code, a.alpha, a.beta)
         self._x, self._z, self._y, self._cur = x, b["z"], b["y"], b
         return b["y"]
@@ -131,7 +141,7 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx=True, dy_is_dz=False):
         b, a = self._cur, self.activation
-        ops().dense_backward(self._x, self.kernel.value, self._z, self._y, dy, b["dz"],
+        ops(dy).dense_backward(self._x, self.kernel.value, self._z, self._y, dy, b["dz"],
                              b["dx"] if need_dx else None, self.kernel.grad,
                              self.bias.grad if self.bias is not None else None,
                              a.code, a.alpha, a.beta, dy_is_dz, False)
@@ -152,19 +162,23 @@ class Dense(Layer):
 class Flatten(Layer):
     """Reshapes (batch, d1, d2, ...) to (batch, d1*d2*...) without copying."""
 
+    supports_device = True
+
     def compute_output_shape(self, input_shape):
         return (int(math.prod(input_shape)),)
 
     def forward(self, x, training=False):
         self._check_input(x)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], self.output_shape[0])
 
     def backward(self, dy, need_dx=True):
-        return dy.reshape((dy.shape[0],) + self.input_shape) if need_dx else None
+        return dy.reshape(dy.shape[0], *self.input_shape) if need_dx else None
 
 
 class Activation(Layer):
     """Applies an activation by name: ``Activation("relu")``."""
+
+    supports_device = True
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -172,15 +186,15 @@ class Activation(Layer):
         self._bufs = _BatchBuffers()
         self._x = None  # so `logits` exists (and the loss fusion is decided) before the first forward
 
-    def _make_buffers(self, batch):
+    def _make_buffers(self, batch, like):
         shape = (batch,) + self.input_shape
-        return {"y": empty(shape), "dx": empty(shape)}
+        return {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
 
     def forward(self, x, training=False):
         self._check_input(x)
-        b = self._bufs.get(x.shape[0], self._make_buffers)
+        b = self._bufs.get(x.shape[0], self._make_buffers, x)
         a = self.activation
-        ops().activation_forward(a.code, x, b["y"], a.alpha, a.beta)
+        ops(x).activation_forward(a.code, x, b["y"], a.alpha, a.beta)
         self._x, self._cur = x, b
         return b["y"]
 
@@ -194,7 +208,7 @@ class Activation(Layer):
         if dy_is_dz:  # the loss already differentiated through this activation
             return dy
         b, a = self._cur, self.activation
-        ops().activation_backward(a.code, self._x, b["y"], dy, b["dx"], a.alpha, a.beta)
+        ops(dy).activation_backward(a.code, self._x, b["y"], dy, b["dx"], a.alpha, a.beta)
         return b["dx"]
 
     def get_config(self):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
-from ..backend import empty, ops
+from ..backend import assign, contiguous, empty, ops, to_host
 from .base import Layer
 from .core import _BatchBuffers
 
@@ -88,18 +88,21 @@ class _FeatureView:
         return (n,) + tuple(self.input_shape[a - 1] for a in self.perm[1:])
 
     def to3(self, x, buf=None):
-        """x as (A, C, B): a view, or (transposed layout) a copy into buf."""
+        """x as (A, C, B): a view, or (transposed layout, NumPy only) a copy into buf."""
         n = x.shape[0]
         if self.perm is None:
-            return np.ascontiguousarray(x).reshape(self.shape3(n))
+            return contiguous(x).reshape(*self.shape3(n))
         np.copyto(buf.reshape(self._tshape(n)), x.transpose(self.perm))
         return buf.reshape(self.shape3(n))
 
-    def buffers(self, batch):
-        """Per-batch-size buffers: output y and gradient dx, plus the
-        transposed copies (xt, yt, dyt, dxt) when the layout needs them."""
+    def buffers(self, batch, like):
+        """Per-batch-size buffers beside like: output y and gradient dx, the
+        per-feature (C,) scratch vectors "mean", "inv_std" (batch statistics)
+        and "scale", plus the transposed copies (xt, yt, dyt, dxt) when the
+        layout needs them."""
         shape = (batch,) + self.input_shape
-        b = {"y": empty(shape), "dx": empty(shape)}
+        b = {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+        b.update({k: empty((self.C,), like=like) for k in ("mean", "inv_std", "scale")})
         if self.transposed:
             flat = (batch * self.a_per_sample * self.C,)
             b.update(xt=empty(flat), yt=empty(flat), dyt=empty(flat), dxt=empty(flat))
@@ -115,7 +118,20 @@ class _FeatureView:
 
 def _flat(var):
     """A Variable's value as a flat (C,) view (values are contiguous)."""
-    return var.value.reshape(-1)
+    return var.value.reshape(var.value.size)
+
+
+def _flat_grad(var):
+    """A Variable's gradient as a flat (C,) view."""
+    return var.grad.reshape(var.grad.size)
+
+
+def _transposed_blocker(layer):
+    view = getattr(layer, "_view", None)
+    if view is not None and view.transposed:
+        return (f"{type(layer).__name__} '{layer.name}' with axis={layer.axis} on input "
+                f"{(None,) + tuple(layer.input_shape)} (kept axes that are not adjacent are transposed with NumPy)")
+    return Layer._device_blocker(layer)
 
 
 class BatchNormalization(Layer):
@@ -134,6 +150,8 @@ class BatchNormalization(Layer):
     ``axis=[1, 2]`` keeps (H, W) statistics and reduces over N and C.
     gamma and beta are trainable; moving_mean and moving_variance are not.
     """
+
+    supports_device = True
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
@@ -174,22 +192,22 @@ class BatchNormalization(Layer):
         self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
         self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer,
                                                trainable=False)
-        # Batch statistics of the last training forward, for backward.
-        self._mean, self._inv_std = empty((self._view.C,)), empty((self._view.C,))
+    def _device_blocker(self):
+        return _transposed_blocker(self)
 
     def _inference_scale(self):
-        """gamma / sqrt(moving_variance + epsilon), float32 (C,)."""
-        s = 1.0 / np.sqrt(_flat(self.moving_variance).astype(np.float64) + self.epsilon)
+        """gamma / sqrt(moving_variance + epsilon), float32 (C,), on the host."""
+        s = 1.0 / np.sqrt(to_host(_flat(self.moving_variance)).astype(np.float64) + self.epsilon)
         if self.gamma is not None:
-            s *= _flat(self.gamma)
+            s *= to_host(_flat(self.gamma))
         return s.astype(np.float32)
 
     def forward(self, x, training=False):
         self._check_input(x)
         n, view = x.shape[0], self._view
-        b = self._bufs.get(n, view.buffers)
+        b = self._bufs.get(n, view.buffers, x)
         x3 = view.to3(x, b.get("xt"))
-        y3 = b["yt"].reshape(x3.shape) if view.transposed else b["y"].reshape(x3.shape)
+        y3 = (b["yt"] if view.transposed else b["y"]).reshape(*x3.shape)
         gamma = _flat(self.gamma) if self.gamma is not None else None
         beta = _flat(self.beta) if self.beta is not None else None
         self._batch_stats = bool(training) and self.trainable
@@ -200,11 +218,12 @@ class BatchNormalization(Layer):
                                  f"{(None,) + self.input_shape}; use batch_size >= 2 or training=False (in fit, "
                                  f"the last batch has one sample when len(x) % batch_size == 1: pick a batch_size "
                                  f"that leaves a larger last batch)")
-            ops().batchnorm_forward_train(x3, gamma, beta, y3, self._mean, self._inv_std,
+            # b["mean"], b["inv_std"]: this batch's statistics, for backward.
+            ops(x3).batchnorm_forward_train(x3, gamma, beta, y3, b["mean"], b["inv_std"],
                                           _flat(self.moving_mean), _flat(self.moving_variance),
                                           self.epsilon, self.momentum)
         else:
-            ops().batchnorm_forward_inference(x3, gamma, beta, _flat(self.moving_mean),
+            ops(x3).batchnorm_forward_inference(x3, gamma, beta, _flat(self.moving_mean),
                                               _flat(self.moving_variance), y3, self.epsilon)
         self._x3, self._cur = x3, b
         return view.from3(y3, b["y"])
@@ -212,27 +231,29 @@ class BatchNormalization(Layer):
     def backward(self, dy, need_dx=True):
         b, view = self._cur, self._view
         dy3 = view.to3(dy, b.get("dyt"))
-        dx3 = (b["dxt"] if view.transposed else b["dx"]).reshape(dy3.shape) if need_dx else None
+        dx3 = (b["dxt"] if view.transposed else b["dx"]).reshape(*dy3.shape) if need_dx else None
         gamma = _flat(self.gamma) if self.gamma is not None else None
         train_g = self.gamma is not None and self.gamma.trainable and self.trainable
         train_b = self.beta is not None and self.beta.trainable and self.trainable
         if self._batch_stats:
-            ops().batchnorm_backward(self._x3, dy3, gamma, self._mean, self._inv_std, dx3,
-                                     self.gamma.grad.reshape(-1) if train_g else None,
-                                     self.beta.grad.reshape(-1) if train_b else None)
+            ops(dy3).batchnorm_backward(self._x3, dy3, gamma, b["mean"], b["inv_std"], dx3,
+                                        _flat_grad(self.gamma) if train_g else None,
+                                        _flat_grad(self.beta) if train_b else None)
         else:
             # Moving statistics are constants: y = x * s + const, so dx = dy * s.
-            s = self._inference_scale()
+            # (A frozen layer's backward; s and the gamma/beta gradients are
+            # computed on the host, through copies when the tensors live on CUDA.)
             if need_dx:
-                ops().channel_affine(dy3, None, s, None, dx3)
+                assign(b["scale"], self._inference_scale())
+                ops(dy3).channel_affine(dy3, None, b["scale"], None, dx3)
             if train_g or train_b:
-                dy64 = dy3.astype(np.float64)
+                dy64 = to_host(dy3).astype(np.float64)
                 if train_b:
-                    self.beta.grad.reshape(-1)[...] = dy64.sum(axis=(0, 2))
+                    assign(_flat_grad(self.beta), dy64.sum(axis=(0, 2)).astype(np.float32))
                 if train_g:
-                    xhat = ((self._x3 - _flat(self.moving_mean)[:, None])
-                            / np.sqrt(_flat(self.moving_variance)[:, None].astype(np.float64) + self.epsilon))
-                    self.gamma.grad.reshape(-1)[...] = (dy64 * xhat).sum(axis=(0, 2))
+                    mv = to_host(_flat(self.moving_variance))[:, None].astype(np.float64)
+                    xhat = (to_host(self._x3) - to_host(_flat(self.moving_mean))[:, None]) / np.sqrt(mv + self.epsilon)
+                    assign(_flat_grad(self.gamma), (dy64 * xhat).sum(axis=(0, 2)).astype(np.float32))
         return view.from3(dx3, b["dx"]) if need_dx else None
 
     def get_config(self):
@@ -264,6 +285,8 @@ class Normalization(Layer):
     weights, saved with the model). Backward passes gradients through,
     ``dx = dy / std``, so the layer may sit first in a trained model.
     """
+
+    supports_device = True
 
     def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
         super().__init__(**kwargs)
@@ -300,7 +323,9 @@ class Normalization(Layer):
                 except ValueError:
                     raise ValueError(f"{who}: {name} of shape {val.shape} does not broadcast to the "
                                      f"per-feature shape {shape} of input {(None,) + tuple(input_shape)}") from None
-        self._std = empty((self._view.C,))
+
+    def _device_blocker(self):
+        return _transposed_blocker(self)
 
     def adapt(self, data, batch_size=4096):
         """Set mean and variance to the per-feature mean and (biased) variance
@@ -346,22 +371,23 @@ class Normalization(Layer):
         self.variance.assign((m2 / count).reshape(view.param_shape).astype(np.float32))
         self._adapted = True
 
-    def _scale(self):
-        """max(sqrt(variance), 1e-7) (invert) or its reciprocal, float32 (C,)."""
-        std = np.maximum(np.sqrt(_flat(self.variance).astype(np.float64)), _BACKEND_EPSILON)
-        np.copyto(self._std, std if self.invert else 1.0 / std, casting="same_kind")
-        return self._std
+    def _scale(self, b):
+        """b["scale"] set to max(sqrt(variance), 1e-7) (invert) or its
+        reciprocal, float32 (C,), computed on the host."""
+        std = np.maximum(np.sqrt(to_host(_flat(self.variance)).astype(np.float64)), _BACKEND_EPSILON)
+        assign(b["scale"], (std if self.invert else 1.0 / std).astype(np.float32))
+        return b["scale"]
 
     def forward(self, x, training=False):
         self._check_input(x)
         view = self._view
-        b = self._bufs.get(x.shape[0], view.buffers)
+        b = self._bufs.get(x.shape[0], view.buffers, x)
         x3 = view.to3(x, b.get("xt"))
-        y3 = (b["yt"] if view.transposed else b["y"]).reshape(x3.shape)
+        y3 = (b["yt"] if view.transposed else b["y"]).reshape(*x3.shape)
         if self.invert:   # y = x * std + mean
-            ops().channel_affine(x3, None, self._scale(), _flat(self.mean), y3)
+            ops(x3).channel_affine(x3, None, self._scale(b), _flat(self.mean), y3)
         else:             # y = (x - mean) / std
-            ops().channel_affine(x3, _flat(self.mean), self._scale(), None, y3)
+            ops(x3).channel_affine(x3, _flat(self.mean), self._scale(b), None, y3)
         self._cur = b
         return view.from3(y3, b["y"])
 
@@ -370,8 +396,8 @@ class Normalization(Layer):
             return None
         b, view = self._cur, self._view
         dy3 = view.to3(dy, b.get("dyt"))
-        dx3 = (b["dxt"] if view.transposed else b["dx"]).reshape(dy3.shape)
-        ops().channel_affine(dy3, None, self._scale(), None, dx3)  # dx = dy / std (dy * std if inverted)
+        dx3 = (b["dxt"] if view.transposed else b["dx"]).reshape(*dy3.shape)
+        ops(dy3).channel_affine(dy3, None, self._scale(b), None, dx3)  # dx = dy / std (dy * std if inverted)
         return view.from3(dx3, b["dx"])
 
     def get_config(self):

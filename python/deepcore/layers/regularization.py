@@ -40,6 +40,8 @@ def _check_rate(layer, rate):
 class _RandomLayer(Layer):
     """A layer drawing from its own Philox stream, one call counter per draw."""
 
+    supports_device = True
+
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
@@ -56,18 +58,18 @@ class _RandomLayer(Layer):
         self._calls += 1
         return call
 
-    def _buffers(self, batch, keep_bits=True):
-        """y and dx, plus a keep bitmask (one bit per element) for the dropout layers."""
-        shape = (batch,) + self.input_shape
+    def _buffers(self, x, keep_bits=True):
+        """y and dx beside x, plus a keep bitmask (one bit per element) for the dropout layers."""
+        shape = (x.shape[0],) + self.input_shape
         words = (int(np.prod(shape)) + 31) // 32
 
-        def make(_):
-            bufs = {"y": empty(shape), "dx": empty(shape)}
+        def make(_, like):
+            bufs = {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
             if keep_bits:
-                bufs["mask"] = empty((words,), "int32")
+                bufs["mask"] = empty((words,), "int32", like=like)
             return bufs
 
-        return self._bufs.get(batch, make)
+        return self._bufs.get(x.shape[0], make, x)
 
 
 class Dropout(_RandomLayer):
@@ -95,6 +97,12 @@ class Dropout(_RandomLayer):
     def _active(self, training) -> bool:
         return bool(training) and self.rate > 0.0
 
+    def _device_blocker(self):
+        if self.noise_shape is not None:
+            return (f"{type(self).__name__} '{self.name}' with noise_shape={self.noise_shape} (its broadcast mask "
+                    f"is applied with NumPy)")
+        return super()._device_blocker()
+
     def _resolved_noise_shape(self, x):
         """The mask shape for x, or None when it is x's own shape."""
         if self.noise_shape is None:
@@ -113,15 +121,15 @@ class Dropout(_RandomLayer):
         if not self._active(training):
             self._call = None
             return x
-        b = self._buffers(x.shape[0])
+        b = self._buffers(x)
         self._call = self._next_call()
         noise = self._resolved_noise_shape(x)
         if noise is None:
             self._mask = None
-            ops().dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+            ops(x).dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         else:
             self._mask = np.empty(noise, np.float32)
-            ops().dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
+            ops(self._mask).dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
             np.multiply(x, self._mask, out=b["y"])
         self._cur = b
         return b["y"]
@@ -135,7 +143,7 @@ class Dropout(_RandomLayer):
         if self._mask is not None:
             np.multiply(dy, self._mask, out=b["dx"])
         else:
-            ops().dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+            ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         return b["dx"]
 
     def get_config(self):
@@ -177,9 +185,9 @@ class AlphaDropout(_RandomLayer):
         if not (training and self.rate > 0.0):
             self._call = None
             return x
-        b = self._buffers(x.shape[0])
+        b = self._buffers(x)
         self._call = self._next_call()
-        ops().alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        ops(x).alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         self._cur = b
         return b["y"]
 
@@ -189,7 +197,7 @@ class AlphaDropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
-        ops().alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         return b["dx"]
 
     def get_config(self):

@@ -12,6 +12,9 @@ with a linear activation can absorb the BN that follows it (BN after ReLU is
 not affine in z); an Activation layer right after the folded BN becomes the
 Dense's fused activation, so ``Dense(use_bias=False) -> BN -> Activation``
 turns into one Dense.
+
+The arithmetic runs on the host (from copies of a CUDA model's weights); the
+folded model is put on the original's device.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import copy
 
 import numpy as np
 
+from ..backend import is_device_tensor, to_host
 from ..layers.core import Activation, Dense, Input, _BatchBuffers
 from ..layers.normalization import BatchNormalization
 
@@ -32,13 +36,16 @@ def _foldable(dense, bn) -> bool:
 
 def _folded_dense(dense, bn, activation) -> Dense:
     """A Dense computing activation(bn(dense(x))) with bn at inference, in one layer."""
-    mm = bn.moving_mean.value.reshape(-1).astype(np.float64)
-    mv = bn.moving_variance.value.reshape(-1).astype(np.float64)
-    gamma = bn.gamma.value.reshape(-1).astype(np.float64) if bn.gamma is not None else 1.0
-    beta = bn.beta.value.reshape(-1).astype(np.float64) if bn.beta is not None else 0.0
+    def host64(var):  # the arithmetic runs on the host, in float64
+        return to_host(var.value).astype(np.float64)
+
+    mm = host64(bn.moving_mean).reshape(-1)
+    mv = host64(bn.moving_variance).reshape(-1)
+    gamma = host64(bn.gamma).reshape(-1) if bn.gamma is not None else 1.0
+    beta = host64(bn.beta).reshape(-1) if bn.beta is not None else 0.0
     k = gamma / np.sqrt(mv + bn.epsilon)
-    w = dense.kernel.value.astype(np.float64) * k
-    b = dense.bias.value.astype(np.float64) if dense.bias is not None else 0.0
+    w = host64(dense.kernel) * k
+    b = host64(dense.bias) if dense.bias is not None else 0.0
     b = (b - mm) * k + beta
     # Zeros initializers: building draws nothing from the global random streams.
     folded = Dense(dense.units, activation=activation, use_bias=True, kernel_initializer="zeros",
@@ -49,12 +56,31 @@ def _folded_dense(dense, bn, activation) -> Dense:
     return folded
 
 
+def _holds_device_tensor(value):
+    if isinstance(value, dict):
+        return any(_holds_device_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_device_tensor(v) for v in value)
+    return is_device_tensor(value)
+
+
 def _clone(layer):
-    """An independent copy of a layer with its weights (not its batch buffers)."""
+    """An independent copy of a layer with its weights (not its batch
+    buffers), on the CPU: device weights are copied to the host and what the
+    last forward cached on the device is dropped."""
     memo = {}
     if isinstance(getattr(layer, "_bufs", None), _BatchBuffers):
         memo[id(layer._bufs)] = _BatchBuffers()
-    return copy.deepcopy(layer, memo)
+    for var in layer._variables:
+        for t in (var.value, var.grad):
+            if is_device_tensor(t):
+                memo[id(t)] = to_host(t)
+    for value in vars(layer).values():
+        if id(value) not in memo and _holds_device_tensor(value):
+            memo[id(value)] = None
+    clone = copy.deepcopy(layer, memo)
+    clone._device = "cpu"
+    return clone
 
 
 def fold_batchnorm(model):
@@ -89,4 +115,4 @@ def fold_batchnorm(model):
         opt = model.optimizer
         folded.compile(optimizer=type(opt).from_config(opt.get_config()), loss=copy.deepcopy(model.loss),
                        metrics=[copy.deepcopy(m) for m in model.compiled_metrics])
-    return folded
+    return folded.to(model.device)

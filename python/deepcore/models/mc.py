@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from ..backend import to_host
+
 _MAX_ROWS = 4096
 _MAX_BYTES = 64 << 20  # per tiled forward, counting the widest layer's output
 
@@ -27,6 +29,7 @@ def _release_buffers(model, batches):
                 value.release(batches)
     for n in batches:
         model._batch_buffers.pop(("mc", n), None)
+        model._batch_buffers.pop(("mc_device", n), None)
 
 
 def _shares_mask_across_batch(model):
@@ -72,9 +75,11 @@ def _predict_groups(model, x, samples, batch_size, out_shape, widest, shared, me
             g = min(group, samples - s0)
             if g > 1:
                 used.add(g * m)
-            tiled = model._batch_buffer(("mc", g * m), (g * m,) + xb.shape[1:], "float32")
+            # Tiled on the host, then copied to the model's device (if not the CPU).
+            tiled = model._batch_buffer(("mc", g * m), (g * m,) + xb.shape[1:], "float32", host=True)
             tiled.reshape((g,) + xb.shape)[...] = xb
-            out = np.asarray(model._forward(tiled, False), np.float64).reshape((g, m) + out_shape)
+            out = model._forward(model._on_device(tiled, ("mc_device", g * m)), False)
+            out = np.asarray(to_host(out), np.float64).reshape((g, m) + out_shape)
             if shift is None:
                 shift = out[0].copy()
                 s1, s2 = np.zeros_like(shift), np.zeros_like(shift)

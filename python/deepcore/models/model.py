@@ -15,7 +15,8 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optimizers as _optimizers
 from .. import random as _random
-from ..backend import empty, ops
+from .. import backend as _backend
+from ..backend import core, empty, is_device_tensor, ops, reshape, to_device, to_host
 from ..saving import load_safetensors, save_safetensors
 
 
@@ -34,6 +35,7 @@ class Model:
         self._flat_grads = None
         self._fused = False
         self._batch_buffers = {}
+        self._device = "cpu"
         # Set by callbacks.TerminateOnNaN: a step whose loss, gradients or
         # resulting weights are non-finite leaves the weights untouched.
         self._skip_nonfinite_updates = False
@@ -85,7 +87,8 @@ class Model:
         return sum(layer.count_params() for layer in self.layers)
 
     def get_weights(self):
-        return [v.value.copy() for v in self.weights]
+        """NumPy copies of all weights (copied from the device on a CUDA model)."""
+        return [to_host(v.value, copy=True) for v in self.weights]
 
     def set_weights(self, weights):
         variables = self.weights
@@ -96,19 +99,18 @@ class Model:
 
     def _pack_parameters(self):
         """Move every trainable weight and its gradient into two flat buffers
-        (each weight becomes a view), so the optimizer updates all of them in
-        one call. Values are preserved."""
+        on the model's device (each weight becomes a view), so the optimizer
+        updates all of them in one call. Values are preserved."""
         variables = self.trainable_weights
         total = sum(v.value.size for v in variables)
-        params, grads = empty((total,)), empty((total,))
+        params, grads = empty((total,), device=self._device), empty((total,), device=self._device)
         offset = 0
         for v in variables:
             n = v.value.size
-            params[offset:offset + n] = v.value.reshape(-1)
-            v.value = params[offset:offset + n].reshape(v.value.shape)
-            v.grad = grads[offset:offset + n].reshape(v.value.shape)
+            params[offset:offset + n] = reshape(v.value, (n,))
             offset += n
         self._flat_params, self._flat_grads = params, grads
+        self._bind_views(variables)
         self._packed_ids = [id(v) for v in variables]
         # One segment per variable: the optimizer clips per tensor and adds each
         # variable's l1/l2 penalty gradient inside its fused pass.
@@ -122,16 +124,106 @@ class Model:
         self._constrained = [v for v in variables if v.constraint is not None]
         self._layout = [(v.path, int(v.value.size)) for v in variables]
 
+    def _bind_views(self, variables):
+        """Make each variable's value and grad views into the flat buffers, in order."""
+        offset = 0
+        for v in variables:
+            n, shape = v.value.size, tuple(v.value.shape)
+            v.value = reshape(self._flat_params[offset:offset + n], shape)
+            v.grad = reshape(self._flat_grads[offset:offset + n], shape)
+            offset += n
+
     def _regularization_penalty(self) -> float:
-        """l1/l2 penalty of the trainable weights now (added to evaluate's loss)."""
-        return float(sum(v.regularizer(v.value) for v in self.trainable_weights if v.regularizer is not None))
+        """l1/l2 penalty of the trainable weights now (added to evaluate's loss;
+        computed on the host, from copies on a CUDA model)."""
+        return float(sum(v.regularizer(to_host(v.value)) for v in self.trainable_weights
+                         if v.regularizer is not None))
 
     def _ensure_packed(self):
         if self._flat_params is None or self._packed_ids != [id(v) for v in self.trainable_weights]:
             self._pack_parameters()
         opt = self.optimizer
-        if opt is not None and opt._layout != self._layout:
-            opt.set_layout(self._layout)  # slots follow their variables when the trainable set changes
+        if opt is not None:
+            if opt._device != self._device:
+                opt._place(self._device)
+            if opt._layout != self._layout:
+                opt.set_layout(self._layout)  # slots follow their variables when the trainable set changes
+
+    # ---------------------------------------------------------------- device
+    @property
+    def device(self) -> str:
+        """Where the weights live and the kernels run: "cpu" or "cuda:N"."""
+        return self._device
+
+    def to(self, device):
+        """Move the model to ``device`` ("cpu", "cuda" or "cuda:N") and return
+        it, as in PyTorch: every weight (trainable or not, e.g. BatchNorm's
+        moving statistics) and gradient, the flat parameter and gradient
+        buffers (weights stay views into them) and the optimizer's slots move;
+        per-batch buffers are dropped and re-created on the device. Random
+        streams are untouched, so training continues with the same dropout
+        masks and shuffles. Before the model is built, the device is recorded
+        and the model builds there. Data stays NumPy: fit, evaluate and
+        predict copy each batch to the device, and get_weights, predict and
+        the losses return host values."""
+        dev = _backend.parse_device(device)
+        if dev != "cpu":
+            blockers = [b for layer in self.layers if (b := layer._device_blocker()) is not None]
+            if blockers:
+                raise NotImplementedError(f"model.to({device!r}): not supported on a CUDA device yet: "
+                                          f"{'; '.join(blockers)}. The model stays on the {self._device}.")
+        if dev == self._device:
+            return self
+        packed = self._flat_params is not None and self._packed_ids == [id(v) for v in self.trainable_weights]
+        moved = set()
+        if packed:  # two transfers for all trainable weights; the weights stay views
+            self._flat_params = to_device(self._flat_params, dev)
+            self._flat_grads = to_device(self._flat_grads, dev)
+            self._bind_views(self.trainable_weights)
+            moved = set(self._packed_ids)
+        else:
+            self._flat_params = self._flat_grads = None  # packed again on the next training use
+        self._device = dev
+        self._place_layers(moved)
+        self._batch_buffers = {}
+        if self.optimizer is not None:
+            self.optimizer._place(dev)
+        return self
+
+    def _place_layers(self, skip=()):
+        """Put every layer (and each variable not in skip, by id) on the
+        model's device, dropping per-batch buffers of layers that move."""
+        from ..layers.core import _BatchBuffers
+
+        dev = self._device
+        for layer in self.layers:
+            self._check_device_support(layer)
+            if layer._device != dev:
+                layer._device = dev
+                for value in vars(layer).values():
+                    if isinstance(value, _BatchBuffers):
+                        value.clear()
+            for v in layer._variables:
+                if id(v) not in skip:
+                    v.value = to_device(v.value, dev)
+                    v.grad = to_device(v.grad, dev)
+
+    def _check_device_support(self, layer):
+        if self._device != "cpu":
+            blocker = layer._device_blocker()
+            if blocker is not None:
+                raise NotImplementedError(f"Model '{self.name}' is on {self._device}, but {blocker} cannot run "
+                                          f"there yet; move the model to the CPU first (model.to('cpu'))")
+
+    def _on_device(self, host, key):
+        """A host batch (NumPy) as model input: the array itself on the CPU;
+        on CUDA a non-blocking copy into a reused device buffer for this key
+        and shape (the host array may be reused at once)."""
+        if self._device == "cpu":
+            return host
+        buf = self._batch_buffer(key, host.shape, host.dtype.name)
+        buf.copy_from(host, non_blocking=True)
+        return buf
 
     def save_weights(self, filepath, overwrite=True):
         """Write all weights to a safetensors file (atomically: on failure the
@@ -139,7 +231,7 @@ class Model:
         self._require_built("save_weights")
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(f"save_weights: {filepath} exists and overwrite=False")
-        tensors = {v.path: v.value for v in self.weights}
+        tensors = {v.path: to_host(v.value) for v in self.weights}
         metadata = {"format": "deepcore-weights", "model": self.name}
         opt = self.optimizer
         if opt is not None and opt.built and self._flat_params is not None:
@@ -172,7 +264,7 @@ class Model:
         if opt_state and self.optimizer is not None and opt_info is not None:
             self._restore_optimizer_state(filepath, opt_info, opt_state)
         for path, var in variables.items():
-            var.value[...] = tensors[path]
+            var.assign(tensors[path])
 
     def _restore_optimizer_state(self, filepath, info, state):
         """Restore the saved slots and step count when they fit this model's
@@ -203,6 +295,7 @@ class Model:
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = _optimizers.get(optimizer)
+        self.optimizer._place(self._device)
         self.loss = _losses.get(loss)
         self.compiled_metrics = [_metrics.get(m, self.loss) for m in (metrics or [])]
 
@@ -226,6 +319,9 @@ class Model:
     def _prepare_x(self, x, where):
         if x is None:
             raise ValueError(f"{where}: x is required")
+        if is_device_tensor(x):
+            raise TypeError(f"{where}: x is a CUDA device tensor; pass a NumPy array (the model keeps data on the "
+                            f"host and copies each batch to its device, {self._device})")
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{where}: x must be numeric, got dtype {x.dtype}")
@@ -241,7 +337,7 @@ class Model:
                              f"got {x.shape}")
         # One conversion for the whole array (kernels themselves never copy).
         x = np.ascontiguousarray(x, dtype=np.float32)
-        bad = ops().count_nonfinite(x)
+        bad = core.count_nonfinite(x)
         if bad:
             raise ValueError(f"{where}: x contains {bad} NaN or infinite values")
         return x
@@ -256,19 +352,22 @@ class Model:
         return x, y
 
     # ------------------------------------------------------------------ train
-    def _batch_buffer(self, key, shape, dtype):
+    def _batch_buffer(self, key, shape, dtype, host=False):
+        """A buffer kept for reuse under key, on the model's device (on the
+        host with host=True)."""
         buf = self._batch_buffers.get(key)
         if buf is None or buf.shape != shape:
-            buf = self._batch_buffers[key] = empty(shape, dtype)
+            buf = self._batch_buffers[key] = empty(shape, dtype, device="cpu" if host else self._device)
         return buf
 
     def train_on_batch(self, x, y):
-        """One optimizer step on (x, y); returns the batch loss."""
+        """One optimizer step on (x, y) (NumPy); returns the batch loss."""
         self._require_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_packed()
         self._fused = self._fusion()
-        return self._train_step(x, y)[0]
+        n = len(x)
+        return self._train_step(self._on_device(x, ("x", n)), self._on_device(y, ("y", n)))[0]
 
     def _train_step(self, xb, yb):
         # guard (TerminateOnNaN): the last finite weights survive a bad step.
@@ -286,12 +385,12 @@ class Model:
             return self._reject_step(state, loss, out)
         self._backward(grad, self._fused)
         if guard:
-            if ops().count_nonfinite(self._flat_grads):
+            if ops(self._flat_grads).count_nonfinite(self._flat_grads):
                 return self._reject_step(state, loss, out)
             backup = self._batch_buffer(("params_backup",), self._flat_params.shape, "float32")
             backup[...] = self._flat_params
         penalty = self.optimizer.apply(self._flat_params, self._flat_grads, self._segments)
-        if guard and ops().count_nonfinite(self._flat_params):
+        if guard and ops(self._flat_params).count_nonfinite(self._flat_params):
             self._flat_params[...] = backup
             return self._reject_step(state, loss + penalty, out)
         for var in self._constrained:
@@ -356,6 +455,7 @@ class Model:
         self._skip_nonfinite_updates = False  # TerminateOnNaN turns it on for this fit
         seed, stream = _random.resolve(seed)
         metrics = self.compiled_metrics
+        on_host = self._device == "cpu"  # else each batch is copied to the device
 
         cb.call("on_train_begin", {})
         logs = None  # stays None when no epoch runs (initial_epoch >= epochs), as in Keras
@@ -363,27 +463,34 @@ class Model:
             for m in metrics:
                 m.reset_state()
             cb.call("on_epoch_begin", epoch, {})
-            order = ops().philox_permutation(n, seed, stream * 1_000_003 + epoch) if shuffle else None
+            # Batches are gathered on the host in the same (Philox) order on
+            # every device, then copied to the model's device (_on_device).
+            order = core.philox_permutation(n, seed, stream * 1_000_003 + epoch) if shuffle else None
             loss_sum, seen = 0.0, 0
             logs = {}
             for step in range(steps):
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                 if order is None:
-                    xb, yb = x[lo:hi], y[lo:hi]
+                    xh, yh = x[lo:hi], y[lo:hi]
                 else:
                     idx = order[lo:hi]
-                    xb = self._batch_buffer(("x", hi - lo), (hi - lo,) + x.shape[1:], "float32")
-                    yb = self._batch_buffer(("y", hi - lo), (hi - lo,) + y.shape[1:],
-                                            "int32" if y.dtype == np.int32 else "float32")
-                    ops().gather_rows(x, idx, xb)
-                    ops().gather_rows(y, idx, yb)
+                    xh = self._batch_buffer(("xh", hi - lo), (hi - lo,) + x.shape[1:], "float32", host=True)
+                    yh = self._batch_buffer(("yh", hi - lo), (hi - lo,) + y.shape[1:],
+                                            "int32" if y.dtype == np.int32 else "float32", host=True)
+                    core.gather_rows(x, idx, xh)
+                    core.gather_rows(y, idx, yh)
                 if cb.wants_batch_hooks:
                     cb.train_batch_begin(step, {})
-                loss, out = self._train_step(xb, yb)
+                if on_host:
+                    loss, out = self._train_step(xh, yh)
+                else:
+                    loss, out = self._train_step(self._on_device(xh, ("x", hi - lo)), self._on_device(yh, ("y", hi - lo)))
+                    if metrics:
+                        out = to_host(out)  # metrics compute on the host
                 loss_sum += loss * (hi - lo)
                 seen += hi - lo
                 for m in metrics:
-                    m.update_state(yb, out)
+                    m.update_state(yh, out)
                 if cb.wants_batch_hooks or progbar is not None:
                     logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
                     if cb.wants_batch_hooks:
@@ -419,17 +526,21 @@ class Model:
         if cb is not None:
             cb.call("on_test_begin", {})
         for step, lo in enumerate(range(0, len(x), batch_size)):
-            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            xh, yh = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            n = len(xh)
             if batch_hooks:
                 cb.call("on_test_batch_begin", step, {})
-            out = self._forward(xb, False)
+            out = self._forward(self._on_device(xh, ("x", n)), False)
+            yb = self._on_device(yh, ("y", n))
             if fused:
                 loss = self.loss.compute(self._output_layer().logits, yb, None, from_logits=True)
             else:
                 loss = self.loss.compute(out, yb, None)
-            total += loss * len(xb)
-            for m in metrics:
-                m.update_state(yb, out)
+            total += loss * n
+            if metrics:
+                out_h = to_host(out)
+                for m in metrics:
+                    m.update_state(yh, out_h)
             if batch_hooks:
                 seen = min(lo + batch_size, len(x))
                 cb.call("on_test_batch_end", step, {"loss": total / seen + penalty,
@@ -460,7 +571,8 @@ class Model:
         return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=None, verbose=0, callbacks=None):
-        """Model outputs for x, batch by batch (batch_size default 32).
+        """Model outputs for x (NumPy in, NumPy out, on any device), batch by
+        batch (batch_size default 32).
         ``callbacks`` get the on_predict_* hooks; a batch's logs hold its
         outputs as {"outputs": array}, as in Keras."""
         x = self._prepare_x(x, "predict")
@@ -478,7 +590,8 @@ class Model:
         for step, lo in enumerate(range(0, len(x), batch_size)):
             if batch_hooks:
                 cb.call("on_predict_batch_begin", step, {})
-            out[lo:lo + batch_size] = self._forward(x[lo:lo + batch_size], False)
+            xh = x[lo:lo + batch_size]
+            out[lo:lo + batch_size] = to_host(self._forward(self._on_device(xh, ("x", len(xh))), False))
             if batch_hooks:
                 cb.call("on_predict_batch_end", step, {"outputs": out[lo:lo + batch_size]})
         if cb is not None:
@@ -493,8 +606,9 @@ class Model:
         return predict_mc(self, x, samples, batch_size)
 
     def __call__(self, x, training=False):
+        """The outputs for x (NumPy) as a new NumPy array."""
         x = self._prepare_x(x, "call")
-        return np.array(self._forward(x, training), copy=True)
+        return to_host(self._forward(self._on_device(x, ("x", len(x))), training), copy=True)
 
     def fold_batchnorm(self):
         """A new model for inference with each BatchNormalization that follows

@@ -46,11 +46,14 @@ class Sequential(Model):
             raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
         if any(layer.name == other.name for other in self._layers):
             raise ValueError(f"Sequential: a layer named '{layer.name}' is already in the model")
+        self._check_device_support(layer)
         if not self._layers and self._input_shape is None and layer._declared_input_shape is not None:
             self._input_shape = layer._declared_input_shape
         self._layers.append(layer)
         if self._input_shape is not None:
             self._build_layers()
+        else:
+            self._place_layers()
 
     def pop(self):
         if not self._layers:
@@ -83,6 +86,7 @@ class Sequential(Model):
         shape = self._input_shape
         for layer in self._layers:
             shape = layer._build_for(shape)
+        self._place_layers()
         self._flat_params = None  # repack on next training use
 
     def _output_layer(self):

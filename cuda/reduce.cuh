@@ -1,0 +1,42 @@
+// Deterministic sums that come back to the host: a first kernel leaves one
+// partial per block (block_sum, a fixed order), sum_partials_kernel adds the
+// partials in a fixed order, and fetch_to_host copies the total out and waits
+// for current_stream(). The grid size is a function of the problem size only,
+// so the same input gives the same bits on every run.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "check.h"
+#include "launch.cuh"
+#include "stream.h"
+
+namespace deepcore {
+namespace cuda {
+namespace {
+
+// One block of kThreads: *out = sum of partials[0, n), thread t taking t,
+// t + kThreads, ... and then block_sum's fixed tree.
+template <class T>
+__global__ void sum_partials_kernel(const T* partials, index_t n, T* out) {
+  __shared__ T shared[kWarpsPerBlock];
+  T v = T(0);
+  for (index_t i = threadIdx.x; i < n; i += kThreads) v += partials[i];
+  v = block_sum(v, shared);
+  if (threadIdx.x == 0) *out = v;
+}
+
+// Queues sum_partials_kernel and returns the total on the host (synchronizes
+// current_stream(); the error, if any, names `what`).
+template <class T>
+T sum_partials_to_host(const T* partials, index_t n, T* out, const char* what) {
+  sum_partials_kernel<T><<<1, kThreads, 0, current_stream()>>>(partials, n, out);
+  check_launch(what);
+  T h = T(0);
+  check(cudaMemcpyAsync(&h, out, sizeof(T), cudaMemcpyDeviceToHost, current_stream()), what);
+  check_sync(cudaStreamSynchronize(current_stream()), what);
+  return h;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace deepcore

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run ON THE LENT GPU MACHINE, in the repository root, after tools/gpu/prepare.sh
+# ran here: `bash tools/gpu/check.sh STAGE...` with carry=[".gpu"]. Stages, in
+# the order a session should spend its 30 device minutes:
+#   build      compile _core and _cuda for that GPU only (DEEPCORE_CUDA_ARCH,
+#              default: the device's own, e.g. 90) into build-gpu/
+#   test       the CUDA tests, then the whole suite once (CPU+GPU)
+#   sync       the CUDA tests with DEEPCORE_CUDA_SYNC=1 (errors name the kernel)
+#   sanitizer  compute-sanitizer memcheck over the CUDA tests
+#   bench      deepcore bench --only gpu (same-process PyTorch CUDA reference)
+#   train      Fashion-MNIST, the README MLP, 10 epochs on CPU and on GPU
+# Each stage writes $OUT/<stage>.log (the device tool returns $OUT). The
+# build dir survives between calls only while the machine stays warm (30 s), so
+# chain stages in one command where possible: `check.sh build test sync`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+site=/tmp/deepcore-site
+if ls .gpu/whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/whl/*.whl || exit 1
+  export PYTHONPATH="$site"
+fi
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu/data ] && export DEEPCORE_DATA="$PWD/.gpu/data"
+
+run_stage() {  # name, command...: log to $OUT/name.log, report pass/fail
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  ( "$@" ) 2>&1 | tee "$OUT/$name.log" | tail -40
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: rc=$rc in $((SECONDS - t0)) s"
+  return 0
+}
+
+build() {
+  local arch="${DEEPCORE_CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)}"
+  nvidia-smi || true
+  mkdir -p build-gpu && cd build-gpu || return 1
+  cmake -G Ninja .. -DCMAKE_BUILD_TYPE=Release -DDEEPCORE_ENABLE_CUDA=ON \
+    ${arch:+-DCMAKE_CUDA_ARCHITECTURES=$arch} -DPython_EXECUTABLE="$(command -v "$PY")" \
+    -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >cmake.log || { cat cmake.log; return 1; }
+  ninja || return 1
+  cp _core*.so cuda/_cuda*.so ../python/deepcore/ && cd .. &&
+  "$PY" -c "import deepcore, deepcore.cuda as c; print(deepcore.__version__, 'cuda available:', c.is_available(), c.reason()); from deepcore import _cuda; c.is_available() and print(_cuda.device_properties(0)); print('cuBLASLt:', getattr(_cuda, 'blas_available', lambda: None)(), getattr(_cuda, 'blas_reason', lambda: '')())"
+}
+cuda_tests() { ls tests/test_cuda*.py; }
+
+for stage in "$@"; do
+  case "$stage" in
+    build) run_stage build build ;;
+    test)
+      run_stage test-cuda "$PY" -m pytest -q -rs -x $(cuda_tests)
+      run_stage test-all "$PY" -m pytest -q -rs tests ;;
+    sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs $(cuda_tests) ;;
+    sanitizer) run_stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 50 \
+                 "$PY" -m pytest -q -x -p no:cacheprovider $(cuda_tests) ;;
+    bench) run_stage bench "$PY" -m deepcore.cli bench --only gpu ;;
+    train) run_stage train "$PY" tools/gpu/train_fashion_mnist.py ;;
+    *) echo "unknown stage '$stage' (build test sync sanitizer bench train)"; exit 2 ;;
+  esac
+done
