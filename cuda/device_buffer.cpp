@@ -445,10 +445,11 @@ DeviceBuffer to_device(py::handle obj, bool non_blocking) {
   if (a.dtype().equal(py::dtype::of<int64_t>())) dt = "int64";  // np.longlong spells itself differently
   if (!find_dtype(dt))
     throw py::type_error("to_device: dtype must be 'float32', 'int32' or 'int64', got '" + dt + "'");
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error("to_device: the array must be C-contiguous (use np.ascontiguousarray)");
-  DeviceBuffer b = DeviceBuffer::uninitialized(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()), dt);
-  b.copy_from(a, non_blocking);
+  // A strided array is made C-contiguous on the host first (0-d stays 0-d).
+  const py::array c = (a.flags() & py::array::c_style) ? a : py::array::ensure(a, py::array::c_style);
+  if (!c) throw py::value_error("to_device: could not make a C-contiguous copy of the array");
+  DeviceBuffer b = DeviceBuffer::uninitialized(std::vector<py::ssize_t>(c.shape(), c.shape() + c.ndim()), dt);
+  b.copy_from(c, non_blocking);
   return b;
 }
 
@@ -507,7 +508,7 @@ void def_device_buffer(py::module_& m) {
                std::to_string(b.device()) + ")";
       });
   m.def("to_device", &to_device, py::arg("array"), py::arg("non_blocking") = false,
-        "A DeviceBuffer holding a copy of a C-contiguous float32/int32/int64 ndarray (non_blocking as in "
+        "A DeviceBuffer holding a copy of a float32/int32/int64 ndarray (non_blocking as in "
         "DeviceBuffer.copy_from).");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"),
         "A zero-copy DeviceBuffer over a CUDA tensor of another library (an object with __dlpack__ or "

@@ -88,8 +88,10 @@ def test_without_a_driver_the_tensor_api_raises_clean_exceptions():
         G.DeviceBuffer((3,), np.float64)
     with pytest.raises(ValueError, match="negative dimension"):
         G.DeviceBuffer((2, -1))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        G.to_device(np.zeros((4, 4), np.float32)[:, ::2])
+    with pytest.raises(TypeError, match="to_device: dtype must be 'float32', 'int32' or 'int64', got 'float64'"):
+        G.to_device(np.zeros((4, 4))[:, ::2])
+    with pytest.raises(TypeError, match="to_device: expected a numpy array, got <class 'list'>"):
+        G.to_device([1.0])
     with pytest.raises(TypeError, match="host memory; copy host arrays with to_device"):
         G.from_dlpack(np.zeros(3, np.float32))
     with pytest.raises(TypeError, match="__dlpack__ or __cuda_array_interface__"):
@@ -334,6 +336,16 @@ def test_copy_from_lets_the_caller_overwrite_its_array_at_once(G, non_blocking):
     want.append(want[0])
     for b, w in zip(bufs, want):
         np.testing.assert_array_equal(b.to_numpy(), w)
+
+
+@pytest.mark.parametrize("non_blocking", [False, True])
+def test_to_device_copies_strided_and_0d_arrays(G, non_blocking):
+    x = np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2]
+    d = G.to_device(x, non_blocking=non_blocking)
+    assert d.shape == (4, 3) and d.dtype == np.int32
+    np.testing.assert_array_equal(d.to_numpy(), x)
+    s = G.to_device(np.array(2.5, np.float32), non_blocking=non_blocking)
+    assert s.shape == () and s.to_numpy() == 2.5
 
 
 def test_non_blocking_copy_into_a_view(G):
