@@ -13,6 +13,7 @@
 #include <string>
 
 #include "allocator.h"
+#include "graph.h"
 #include "kernels.h"
 #include "launch.cuh"
 #include "ops/losses.h"
@@ -129,6 +130,9 @@ __global__ void sum_rows_kernel(const double* row_loss, const int* row_hit, inde
 double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
                                        index_t cols, bool from_logits, int64_t* correct) {
   if (rows == 0 || cols == 0) throw InvalidInput("sparse_categorical_crossentropy: y_pred is empty");
+  ensure_not_capturing("sparse_categorical_crossentropy",
+                       "it returns the loss to the host (in a graph, use sparse_categorical_crossentropy_graph with "
+                       "LossScalars)");
   // Layout: [SceResult][row_loss: rows doubles][row_hit: rows ints]
   const size_t res_bytes = 32;
   static_assert(sizeof(SceResult) <= 32, "SceResult must fit its slot");

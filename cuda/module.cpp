@@ -22,6 +22,7 @@
 #include "bind/shared_checks.h"
 #include "check.h"
 #include "device_buffer.h"
+#include "graph.h"
 #include "kernels.h"
 #include "ops/losses.h"
 #include "runtime.h"
@@ -30,6 +31,12 @@
 namespace py = pybind11;
 using namespace deepcore;
 using namespace deepcore::cuda;
+
+namespace deepcore {
+namespace cuda {
+void def_graph(py::module_& m);  // graph_bindings.cpp
+}  // namespace cuda
+}  // namespace deepcore
 
 // Argument rules shared with the CPU bindings (bind/shared_checks.h).
 using bind::check_batch;
@@ -234,6 +241,8 @@ PYBIND11_MODULE(_cuda, m) {
 
   py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
   py::register_exception<CudaOutOfMemory>(m, "CudaOutOfMemoryError", PyExc_MemoryError);
+  // After CudaError: pybind11 tries the later registration first.
+  py::register_exception<CaptureError>(m, "CaptureError", m.attr("CudaError"));
 
   // ---------------------------------------------------------------- runtime
   m.attr("built_archs") = DEEPCORE_CUDA_ARCHS;
@@ -247,6 +256,7 @@ PYBIND11_MODULE(_cuda, m) {
   }, "CUDA version the driver supports (e.g. 12040), 0 without a driver.");
   m.def("device_properties", &device_properties, py::arg("device") = 0);
   m.def("synchronize", []() {
+    ensure_not_capturing("synchronize", "it waits for the device");
     const cudaStream_t s = current_stream();
     py::gil_scoped_release nogil;
     check_sync(cudaStreamSynchronize(s), "synchronize");
@@ -260,11 +270,17 @@ PYBIND11_MODULE(_cuda, m) {
     d["live_bytes"] = s.live_bytes;
     d["cached_bytes"] = s.cached_bytes;
     d["malloc_calls"] = s.malloc_calls;
+    d["held_bytes"] = s.held_bytes;
     return d;
-  }, "Caching allocator: bytes in live buffers, bytes cached for reuse, cudaMalloc calls so far.");
-  m.def("empty_cache", &empty_cache, "cudaFree the cached (unused) blocks.");
+  }, "Caching allocator: bytes in live buffers, bytes cached for reuse, cudaMalloc calls so far, freed bytes "
+     "held back for CUDA graphs.");
+  m.def("empty_cache", []() {
+    ensure_not_capturing("empty_cache", "cudaFree is not allowed during a capture");
+    empty_cache();
+  }, "cudaFree the cached (unused) blocks.");
 
   def_device_buffer(m);
+  def_graph(m);  // graph_bindings.cpp: CUDA graphs and the *_graph variants
 
   // ------------------------------------------------------------ activations
   m.def("activation_forward", [](int kind, py::handle x_, py::handle y_, float alpha, float beta) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "allocator.h"
+#include "graph.h"
 #include "kernels.h"
 #include "launch.cuh"
 
@@ -304,6 +305,9 @@ void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, 
 double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, float* s1, float* s2, index_t n,
                       const int64_t* offsets, index_t nseg, const float* seg_l1, const float* seg_l2,
                       double* grad_norm) {
+  ensure_not_capturing("optimizer_step",
+                       "it uploads its segment tables from pageable host memory (in a graph, use "
+                       "optimizer_step_graph with a SegmentTable and a DeviceHyper)");
   const int64_t whole[2] = {0, n};
   if (!offsets) offsets = whole, nseg = 1, seg_l1 = seg_l2 = nullptr;
   // Host tables: offsets, first_run (int64), then l1, l2 (float).
