@@ -1,6 +1,6 @@
 // Errors from the CUDA runtime become C++ exceptions that name the operation;
-// the bindings translate them to deepcore._cuda.CudaError (a RuntimeError) and
-// CudaOutOfMemoryError (a MemoryError). Host code only.
+// the bindings translate them to deepcore._cuda.CudaError (a RuntimeError),
+// CaptureError (a CudaError) and CudaOutOfMemoryError (a MemoryError). Host code only.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -15,6 +15,11 @@ struct CudaError : std::runtime_error {
 };
 struct CudaOutOfMemory : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+// Something that cannot run while deepcore's stream is being captured into a
+// CUDA graph (graph.h); deepcore._cuda.CaptureError, a CudaError.
+struct CaptureError : CudaError {
+  using CudaError::CudaError;
 };
 
 inline std::string error_text(cudaError_t e) {

@@ -12,6 +12,7 @@
 #include "bind/common.h"
 #include "check.h"
 #include "fill.h"
+#include "graph.h"
 #include "stream.h"
 
 namespace deepcore {
@@ -177,17 +178,32 @@ std::shared_ptr<Storage> Storage::borrow(void* ptr, size_t bytes, std::function<
 }
 
 Storage::~Storage() {
+  // The waits below are not allowed during a CUDA graph capture: then they
+  // (and the frees after them) run when the capture ends (graph.h).
   if (owned_) {
     // Our own stream's queued work needs no wait (allocator.h); another
     // library's might still read or write the block.
-    if (ptr_ && shared_.load()) synchronize_device_quietly(device_);
+    if (ptr_ && shared_.load()) {
+      const int device = device_;
+      char* ptr = ptr_;
+      auto wait_and_free = [device, ptr]() {
+        synchronize_device_quietly(device);
+        device_free(ptr);
+      };
+      if (!defer_until_capture_ends(device, wait_and_free)) wait_and_free();
+      return;
+    }
     device_free(ptr_);
   } else if (release_) {
     // The owner may reuse the memory as soon as it is released: let the work
     // deepcore queued on it finish first.
-    (void)cudaStreamSynchronize(stream_);
-    (void)cudaGetLastError();
-    release_();
+    const cudaStream_t stream = stream_;
+    auto wait_and_release = [stream, release = std::move(release_)]() {
+      (void)cudaStreamSynchronize(stream);
+      (void)cudaGetLastError();
+      release();
+    };
+    if (!defer_until_capture_ends(device_, wait_and_release)) wait_and_release();
   }
 }
 
@@ -369,6 +385,7 @@ void DeviceBuffer::copy_from(py::handle obj, bool non_blocking) {
 void DeviceBuffer::upload(const void* src, bool non_blocking, const char* fn) const {
   if (nbytes() == 0) return;
   DeviceGuard guard(device());
+  ensure_not_capturing(fn, "it copies from host memory, which a replay would not copy again");
   const cudaStream_t s = stream();
   py::gil_scoped_release nogil;
   if (non_blocking) {

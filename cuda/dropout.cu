@@ -13,6 +13,10 @@
 // elements of Philox block b, so thread b writes byte b: no shuffles, no
 // atomics.
 //
+// The *_graph variants (CUDA graphs) launch the same kernels with call_device
+// set: each thread then reads the call word from device memory, so a replay
+// draws the masks of the call that the counter holds at that time.
+//
 // Arithmetic after the draw: dropout is one product x * (keep ? scale : 0),
 // exact on both devices. Alpha dropout (a x + b) and the RReLU slope
 // (lower + span u) are a multiply-add: written here with __fmaf_rn, which is
@@ -69,7 +73,8 @@ struct AlphaOp {
 // nbytes = 4 * words bytes, those past the last element written as 0.
 template <class Op>
 __global__ void keep_mask_kernel(Op op, index_t n, uint32_t thr, uint64_t seed, uint64_t stream, uint32_t call,
-                                 uint8_t* keep_bytes, index_t nbytes) {
+                                 const uint32_t* call_device, uint8_t* keep_bytes, index_t nbytes) {
+  if (call_device) call = *call_device;
   const index_t nblocks = keep_bytes ? nbytes : (n + 7) / 8;
   for (index_t b = grid_index(); b < nblocks; b += grid_stride()) {
     uint32_t keep = 0;
@@ -90,7 +95,8 @@ __global__ void masked_scale_kernel(const float* in, float* out, index_t n, cons
 // RReLU in training: slope a = lower + span U, U the 24-bit uniform of word i.
 // Forward (dy null): y = x for x > 0, else a x. Backward: dx = dy for x > 0, else a dy.
 __global__ void rrelu_kernel(const float* x, const float* dy, float* out, index_t n, float lower, float span,
-                             uint64_t seed, uint64_t stream, uint32_t call) {
+                             uint64_t seed, uint64_t stream, uint32_t call, const uint32_t* call_device) {
+  if (call_device) call = *call_device;
   for (index_t b = grid_index(); b < (n + 3) / 4; b += grid_stride()) {
     const Philox4 r = random_call_block(seed, stream, call, b);
     for (int l = 0; l < 4 && 4 * b + l < n; ++l) {
@@ -212,13 +218,15 @@ void check_bounds(float lower, float upper, const char* fn) {
                        ", upper=" + std::to_string(upper));
 }
 
-// One thread per byte of the keep mask, or per Philox block of 8 elements without one.
+// One thread per byte of the keep mask, or per Philox block of 8 elements
+// without one. The call word is `call`, or *call_device when that is not null.
 template <class Op>
 void launch_keep_mask(Op op, const char* kernel, index_t n, float rate, uint64_t seed, uint64_t stream,
-                      uint32_t call, uint32_t* keep_bits) {
+                      uint32_t call, const uint32_t* call_device, uint32_t* keep_bits) {
   const index_t threads = keep_bits ? 4 * keep_bits_words(n) : (n + 7) / 8;
   keep_mask_kernel<<<blocks_for(threads), kThreads, 0, current_stream()>>>(
-      op, n, dropout_threshold(rate), seed, stream, call, reinterpret_cast<uint8_t*>(keep_bits), threads);
+      op, n, dropout_threshold(rate), seed, stream, call, call_device, reinterpret_cast<uint8_t*>(keep_bits),
+      threads);
   check_launch(kernel);
 }
 
@@ -229,23 +237,89 @@ void launch_masked_scale(const float* in, float* out, index_t n, const uint32_t*
 
 }  // namespace
 
-void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
-                     uint32_t* keep_bits) {
+// The dropout family's bodies, for both the eager functions (call_device null)
+// and the *_graph variants (call_device set, call unused).
+namespace {
+void dropout_forward_at(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                        uint32_t call, const uint32_t* call_device, uint32_t* keep_bits) {
   check_rate(rate, "dropout_forward");
   check_random_call(n, "dropout_forward");
   if (n == 0) return;
   launch_keep_mask(ScaleOp{x, y, inverted_scale(rate)}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call,
-                   keep_bits);
+                   call_device, keep_bits);
 }
 
-void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
-                      uint32_t call) {
+void dropout_backward_at(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                         uint32_t call, const uint32_t* call_device) {
   // dL/dx = dL/dy * m: the same product as the forward, with the same mask.
   check_rate(rate, "dropout_backward");
   check_random_call(n, "dropout_backward");
   if (n == 0) return;
   launch_keep_mask(ScaleOp{dy, dx, inverted_scale(rate)}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call,
+                   call_device, nullptr);
+}
+
+void dropout_mask_at(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     const uint32_t* call_device) {
+  check_rate(rate, "dropout_mask");
+  check_random_call(n, "dropout_mask");
+  if (n == 0) return;
+  launch_keep_mask(ScaleOp{nullptr, mask, inverted_scale(rate)}, "keep_mask_kernel<dropout_mask>", n, rate, seed,
+                   stream, call, call_device, nullptr);
+}
+
+void alpha_dropout_forward_at(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                              uint32_t call, const uint32_t* call_device, uint32_t* keep_bits) {
+  check_rate(rate, "alpha_dropout_forward");
+  check_random_call(n, "alpha_dropout_forward");
+  if (n == 0) return;
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  const float dropped = float(double(a) * kAlphaDropoutAlphaP + double(b));
+  launch_keep_mask(AlphaOp{x, y, a, b, dropped}, "keep_mask_kernel<alpha_dropout>", n, rate, seed, stream, call,
+                   call_device, keep_bits);
+}
+
+void alpha_dropout_backward_at(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                               uint32_t call, const uint32_t* call_device) {
+  check_rate(rate, "alpha_dropout_backward");
+  check_random_call(n, "alpha_dropout_backward");
+  if (n == 0) return;
+  float a, b;
+  alpha_dropout_coefficients(rate, &a, &b);
+  launch_keep_mask(ScaleOp{dy, dx, a}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call, call_device,
                    nullptr);
+}
+
+void launch_rrelu(const char* fn, const float* x, const float* dy, float* out, index_t n, float lower, float upper,
+                  bool training, uint64_t seed, uint64_t stream, uint32_t call, const uint32_t* call_device) {
+  check_bounds(lower, upper, fn);
+  check_random_call(n, fn);
+  if (n == 0) return;
+  if (!training) {
+    leaky_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, dy, out, n, 0.5f * (lower + upper));
+    check_launch("leaky_kernel");
+    return;
+  }
+  rrelu_kernel<<<blocks_for((n + 3) / 4), kThreads, 0, current_stream()>>>(x, dy, out, n, lower, upper - lower, seed,
+                                                                          stream, call, call_device);
+  check_launch("rrelu_kernel");
+}
+
+// counters[i] += 1 (mod 2^32).
+__global__ void increment_counters_kernel(uint32_t* counters, index_t n) {
+  for (index_t i = grid_index(); i < n; i += grid_stride()) counters[i] += 1u;
+}
+}  // namespace
+
+void dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                     uint32_t* keep_bits) {
+  dropout_forward_at(x, y, n, rate, seed, stream, call, nullptr, keep_bits);
+}
+
+void dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                      uint32_t call) {
+  dropout_backward_at(dy, dx, n, rate, seed, stream, call, nullptr);
 }
 
 void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
@@ -255,33 +329,17 @@ void dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, co
 }
 
 void dropout_mask(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
-  check_rate(rate, "dropout_mask");
-  check_random_call(n, "dropout_mask");
-  if (n == 0) return;
-  launch_keep_mask(ScaleOp{nullptr, mask, inverted_scale(rate)}, "keep_mask_kernel<dropout_mask>", n, rate, seed,
-                   stream, call, nullptr);
+  dropout_mask_at(mask, n, rate, seed, stream, call, nullptr);
 }
 
 void alpha_dropout_forward(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
                            uint32_t call, uint32_t* keep_bits) {
-  check_rate(rate, "alpha_dropout_forward");
-  check_random_call(n, "alpha_dropout_forward");
-  if (n == 0) return;
-  float a, b;
-  alpha_dropout_coefficients(rate, &a, &b);
-  const float dropped = float(double(a) * kAlphaDropoutAlphaP + double(b));
-  launch_keep_mask(AlphaOp{x, y, a, b, dropped}, "keep_mask_kernel<alpha_dropout>", n, rate, seed, stream, call,
-                   keep_bits);
+  alpha_dropout_forward_at(x, y, n, rate, seed, stream, call, nullptr, keep_bits);
 }
 
 void alpha_dropout_backward(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
                             uint32_t call) {
-  check_rate(rate, "alpha_dropout_backward");
-  check_random_call(n, "alpha_dropout_backward");
-  if (n == 0) return;
-  float a, b;
-  alpha_dropout_coefficients(rate, &a, &b);
-  launch_keep_mask(ScaleOp{dy, dx, a}, "keep_mask_kernel<dropout>", n, rate, seed, stream, call, nullptr);
+  alpha_dropout_backward_at(dy, dx, n, rate, seed, stream, call, nullptr);
 }
 
 void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float rate, const uint32_t* keep_bits) {
@@ -292,31 +350,56 @@ void alpha_dropout_backward_bits(const float* dy, float* dx, index_t n, float ra
   launch_masked_scale(dy, dx, n, keep_bits, a);
 }
 
-namespace {
-void launch_rrelu(const char* fn, const float* x, const float* dy, float* out, index_t n, float lower, float upper,
-                  bool training, uint64_t seed, uint64_t stream, uint32_t call) {
-  check_bounds(lower, upper, fn);
-  check_random_call(n, fn);
-  if (n == 0) return;
-  if (!training) {
-    leaky_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(x, dy, out, n, 0.5f * (lower + upper));
-    check_launch("leaky_kernel");
-    return;
-  }
-  rrelu_kernel<<<blocks_for((n + 3) / 4), kThreads, 0, current_stream()>>>(x, dy, out, n, lower, upper - lower, seed,
-                                                                          stream, call);
-  check_launch("rrelu_kernel");
-}
-}  // namespace
-
 void rrelu_forward(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,
                    uint64_t stream, uint32_t call) {
-  launch_rrelu("rrelu_forward", x, nullptr, y, n, lower, upper, training, seed, stream, call);
+  launch_rrelu("rrelu_forward", x, nullptr, y, n, lower, upper, training, seed, stream, call, nullptr);
 }
 
 void rrelu_backward(const float* x, const float* dy, float* dx, index_t n, float lower, float upper, bool training,
                     uint64_t seed, uint64_t stream, uint32_t call) {
-  launch_rrelu("rrelu_backward", x, dy, dx, n, lower, upper, training, seed, stream, call);
+  launch_rrelu("rrelu_backward", x, dy, dx, n, lower, upper, training, seed, stream, call, nullptr);
+}
+
+// ------------------------------------------------------------ graph variants
+
+void dropout_forward_graph(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                           const uint32_t* call, uint32_t* keep_bits) {
+  dropout_forward_at(x, y, n, rate, seed, stream, 0, call, keep_bits);
+}
+
+void dropout_backward_graph(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                            const uint32_t* call) {
+  dropout_backward_at(dy, dx, n, rate, seed, stream, 0, call);
+}
+
+void dropout_mask_graph(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, const uint32_t* call) {
+  dropout_mask_at(mask, n, rate, seed, stream, 0, call);
+}
+
+void alpha_dropout_forward_graph(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                                 const uint32_t* call, uint32_t* keep_bits) {
+  alpha_dropout_forward_at(x, y, n, rate, seed, stream, 0, call, keep_bits);
+}
+
+void alpha_dropout_backward_graph(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                                  const uint32_t* call) {
+  alpha_dropout_backward_at(dy, dx, n, rate, seed, stream, 0, call);
+}
+
+void rrelu_forward_graph(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,
+                         uint64_t stream, const uint32_t* call) {
+  launch_rrelu("rrelu_forward", x, nullptr, y, n, lower, upper, training, seed, stream, 0, call);
+}
+
+void rrelu_backward_graph(const float* x, const float* dy, float* dx, index_t n, float lower, float upper,
+                          bool training, uint64_t seed, uint64_t stream, const uint32_t* call) {
+  launch_rrelu("rrelu_backward", x, dy, dx, n, lower, upper, training, seed, stream, 0, call);
+}
+
+void increment_counters(uint32_t* counters, index_t n) {
+  if (n == 0) return;
+  increment_counters_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(counters, n);
+  check_launch("increment_counters_kernel");
 }
 
 void prelu_forward(const float* x, const float* alpha, float* y, index_t B, index_t P, index_t S, index_t Q) {

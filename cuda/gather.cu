@@ -9,6 +9,7 @@
 #include "allocator.h"
 #include "check.h"
 #include "kernels.h"
+#include "graph.h"
 #include "launch.cuh"
 #include "ops/gather.h"
 #include "stream.h"
@@ -29,6 +30,9 @@ __global__ void gather_rows_kernel(const uint32_t* src, const int64_t* idx, inde
 
 void gather_rows(const void* src, index_t src_rows, size_t row_bytes, const int64_t* idx, index_t n, void* dst) {
   check_gather_indices(idx, n, src_rows);
+  // The indices come from pageable host memory: a graph would replay a copy
+  // from an address the caller no longer owns.
+  ensure_not_capturing("gather_rows", "it uploads host indices with each call");
   if (n == 0 || row_bytes == 0) return;
   if (row_bytes % 4 != 0)
     throw InvalidInput("gather_rows: rows of " + std::to_string(row_bytes) + " bytes (the CUDA twin copies whole "

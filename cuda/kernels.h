@@ -7,6 +7,8 @@
 // result comes back to the host (the loss value; optimizer_step's penalty and
 // gradient norm), which waits for that stream.
 //
+// The *_graph variants at the end serve CUDA graphs (graph.h).
+//
 // Not twinned: philox_permutation (host-only: the shuffled order is made on
 // the host and gather_rows takes host indices), perceptron (a teaching kernel,
 // sequential by nature) and bias_activation_forward (the CPU dense layer's
@@ -114,6 +116,85 @@ void gather_rows(const void* src, index_t src_rows, size_t row_bytes, const int6
 
 // The number of NaN and +-inf elements (the CPU's is inline in its binding). Synchronizes.
 int64_t count_nonfinite(const float* x, index_t n);
+
+// ---------------------------------------------------- CUDA-graph variants
+// For steps captured once and replayed (graph.h). They queue the same kernels
+// as the functions above, but read what changes from step to step from device
+// memory when they run, never copy from the host and never wait for the device,
+// so a replay sees the values set before it. Same numerics, bit for bit.
+
+// optimizer_step's segment tables on the device, uploaded once
+// (upload_segments; the owner frees `block` with device_free), with the
+// workspace of the reduction and its result.
+struct DeviceSegments {
+  void* block = nullptr;  // the one allocation holding everything below
+  size_t bytes = 0;
+  index_t n = 0, nseg = 0, nruns = 0;
+  bool penalties = false;  // some segment has a nonzero l1 or l2
+  const int64_t* offsets = nullptr;    // nseg + 1
+  const int64_t* first_run = nullptr;  // nseg + 1
+  const float* l1 = nullptr;           // nseg (zeros when none)
+  const float* l2 = nullptr;           // nseg
+  double* result = nullptr;            // 2: penalty, squared gradient norm (of the last step that reduced)
+  double* run_sq = nullptr;            // nruns: workspace
+  double* run_pen = nullptr;           // nruns: workspace
+  float* scale = nullptr;              // nseg: workspace
+};
+// Host tables as in optimizer_step (offsets may be null: one segment of n).
+// Copies from pageable memory: refuses to run during a capture.
+DeviceSegments upload_segments(const int64_t* offsets, index_t nseg, const float* seg_l1, const float* seg_l2,
+                               index_t n);
+// optimizer_step with the hyperparameters read from *hyper (a device
+// OptParams) when the kernels run. `structure` (the host copy) decides what is
+// queued: the reduction runs when clipping by norm, with penalties, or when
+// want_norm, and then leaves the penalty and squared norm in t.result. While
+// *skip (device, may be null) is nonzero the update leaves everything unchanged.
+void optimizer_step_graph(const OptParams& structure, const OptParams* hyper, float* w, const float* g, float* s0,
+                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip);
+bool optimizer_step_graph_reduces(const OptParams& structure, const DeviceSegments& t, bool want_norm);
+
+// The dropout family and RReLU with `call` (the Philox call word) read from a
+// device uint32 when the kernel runs; increment_counters adds 1 (mod 2^32) to
+// n such words, so that a graph can advance the call between replays.
+void dropout_forward_graph(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                           const uint32_t* call, uint32_t* keep_bits);
+void dropout_backward_graph(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                            const uint32_t* call);
+void dropout_mask_graph(float* mask, index_t n, float rate, uint64_t seed, uint64_t stream, const uint32_t* call);
+void alpha_dropout_forward_graph(const float* x, float* y, index_t n, float rate, uint64_t seed, uint64_t stream,
+                                 const uint32_t* call, uint32_t* keep_bits);
+void alpha_dropout_backward_graph(const float* dy, float* dx, index_t n, float rate, uint64_t seed, uint64_t stream,
+                                  const uint32_t* call);
+void rrelu_forward_graph(const float* x, float* y, index_t n, float lower, float upper, bool training, uint64_t seed,
+                         uint64_t stream, const uint32_t* call);
+void rrelu_backward_graph(const float* x, const float* dy, float* dx, index_t n, float lower, float upper,
+                          bool training, uint64_t seed, uint64_t stream, const uint32_t* call);
+void increment_counters(uint32_t* counters, index_t n);
+
+// Where sparse_categorical_crossentropy_graph leaves its results (device
+// memory, read back by the host after a replay). Accumulating, the sums run
+// over the steps since the last reset_loss_scalars.
+struct LossScalars {
+  double total;         // sum of the row losses
+  int64_t hits;         // rows whose argmax equals the label
+  int64_t rows;         // rows summed
+  int64_t steps;        // calls summed
+  uint64_t first_bad;   // kNoBadLabel, or the row of the first bad label (of the first call that had one)
+  int64_t bad_label;    // that label
+  int64_t bad_cols;     // and the class count of that call
+  int32_t bad;          // 1 when the last call found a bad label (optimizer_step_graph's skip), else 0
+  int32_t unused;
+};
+constexpr uint64_t kNoBadLabel = ~uint64_t(0);
+// As sparse_categorical_crossentropy (same kernels, so the same loss and grad),
+// without returning: overwrites *out (accumulate: adds to it). A bad label
+// writes nothing but out->bad and the first_bad fields.
+void sparse_categorical_crossentropy_graph(const float* pred, const int32_t* labels, float* grad, index_t rows,
+                                           index_t cols, bool from_logits, LossScalars* out, bool accumulate);
+// Zero sums, no bad label (queued on the stream; capturable).
+void reset_loss_scalars(LossScalars* out);
+// The InvalidInput both sparse cross-entropies raise for a label out of [0, cols).
+[[noreturn]] void throw_bad_label(int64_t label, uint64_t row, int64_t cols);
 
 }  // namespace cuda
 }  // namespace deepcore

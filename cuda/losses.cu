@@ -8,11 +8,15 @@
 //   2. sparse_ce_rows: does nothing if (1) found a bad label (so, as on the
 //      CPU, nothing is written for bad input), else one warp per row;
 //   3. sum_rows: total loss and hit count.
+// sparse_categorical_crossentropy_graph queues the same three, then moves the
+// result into a LossScalars in device memory instead of returning it
+// (loss_scalars_kernel), so that a CUDA graph can hold the whole step.
 #include <climits>
 #include <cmath>
 #include <string>
 
 #include "allocator.h"
+#include "graph.h"
 #include "kernels.h"
 #include "launch.cuh"
 #include "ops/losses.h"
@@ -124,17 +128,40 @@ __global__ void sum_rows_kernel(const double* row_loss, const int* row_hit, inde
   if (threadIdx.x == 0) res->total = loss_part[0], res->hits = hit_part[0];
 }
 
-}  // namespace
+// The call's result into *out (one thread): overwritten, or added when
+// accumulating; a bad label leaves the sums alone and records where it was.
+__global__ void loss_scalars_kernel(const SceResult* res, const int32_t* labels, index_t rows, index_t cols,
+                                    LossScalars* out, bool accumulate) {
+  if (!accumulate) *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0};
+  const bool bad = res->first_bad != kNoBadRow;
+  out->bad = bad ? 1 : 0;
+  if (bad) {
+    if (out->first_bad == kNoBadLabel) {
+      out->first_bad = res->first_bad;
+      out->bad_label = labels[res->first_bad];
+      out->bad_cols = cols;
+    }
+    return;
+  }
+  out->total += res->total;
+  out->hits += res->hits;
+  out->rows += rows;
+  out->steps += 1;
+}
 
-double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
-                                       index_t cols, bool from_logits, int64_t* correct) {
-  if (rows == 0 || cols == 0) throw InvalidInput("sparse_categorical_crossentropy: y_pred is empty");
-  // Layout: [SceResult][row_loss: rows doubles][row_hit: rows ints]
-  const size_t res_bytes = 32;
-  static_assert(sizeof(SceResult) <= 32, "SceResult must fit its slot");
-  Scratch scratch(res_bytes + size_t(rows) * (sizeof(double) + sizeof(int)));
-  auto* res = static_cast<SceResult*>(scratch.p);
-  auto* row_loss = reinterpret_cast<double*>(static_cast<char*>(scratch.p) + res_bytes);
+__global__ void reset_loss_scalars_kernel(LossScalars* out) { *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0}; }
+
+// Scratch layout: [SceResult][row_loss: rows doubles][row_hit: rows ints]
+constexpr size_t kResBytes = 32;
+static_assert(sizeof(SceResult) <= kResBytes, "SceResult must fit its slot");
+static_assert(kNoBadRow == kNoBadLabel, "LossScalars and SceResult mark 'no bad label' alike");
+size_t sparse_ce_scratch_bytes(index_t rows) { return kResBytes + size_t(rows) * (sizeof(double) + sizeof(int)); }
+
+// Queues the three kernels on `scratch`; the result lands in the SceResult at its start.
+SceResult* queue_sparse_ce(void* scratch, const float* pred, const int32_t* labels, float* grad, index_t rows,
+                           index_t cols, bool from_logits) {
+  auto* res = static_cast<SceResult*>(scratch);
+  auto* row_loss = reinterpret_cast<double*>(static_cast<char*>(scratch) + kResBytes);
   auto* row_hit = reinterpret_cast<int*>(row_loss + rows);
 
   check(cudaMemsetAsync(res, 0xff, sizeof(SceResult), current_stream()),
@@ -146,17 +173,48 @@ double sparse_categorical_crossentropy(const float* pred, const int32_t* labels,
   check_launch("sparse_ce_rows_kernel");
   sum_rows_kernel<<<1, kThreads, 0, current_stream()>>>(row_loss, row_hit, rows, res);
   check_launch("sum_rows_kernel");
+  return res;
+}
+
+}  // namespace
+
+double sparse_categorical_crossentropy(const float* pred, const int32_t* labels, float* grad, index_t rows,
+                                       index_t cols, bool from_logits, int64_t* correct) {
+  if (rows == 0 || cols == 0) throw InvalidInput("sparse_categorical_crossentropy: y_pred is empty");
+  ensure_not_capturing("sparse_categorical_crossentropy",
+                       "it returns the loss to the host (in a graph, use sparse_categorical_crossentropy_graph with "
+                       "LossScalars)");
+  Scratch scratch(sparse_ce_scratch_bytes(rows));
+  const SceResult* res = queue_sparse_ce(scratch.p, pred, labels, grad, rows, cols, from_logits);
 
   SceResult h;
   copy_to_host(&h, res, sizeof h, "sparse_categorical_crossentropy");
   if (h.first_bad != kNoBadRow) {
     int32_t label = 0;
     copy_to_host(&label, labels + h.first_bad, sizeof label, "sparse_categorical_crossentropy");
-    throw InvalidInput("label " + std::to_string(label) + " at row " + std::to_string(h.first_bad) +
-                       " is out of range: expected an integer in [0, " + std::to_string(cols) + ")");
+    throw_bad_label(label, h.first_bad, cols);
   }
   if (correct) *correct = h.hits;
   return h.total / double(rows);
+}
+
+void throw_bad_label(int64_t label, uint64_t row, int64_t cols) {
+  throw InvalidInput("label " + std::to_string(label) + " at row " + std::to_string(row) +
+                     " is out of range: expected an integer in [0, " + std::to_string(cols) + ")");
+}
+
+void sparse_categorical_crossentropy_graph(const float* pred, const int32_t* labels, float* grad, index_t rows,
+                                           index_t cols, bool from_logits, LossScalars* out, bool accumulate) {
+  if (rows == 0 || cols == 0) throw InvalidInput("sparse_categorical_crossentropy_graph: y_pred is empty");
+  Scratch scratch(sparse_ce_scratch_bytes(rows));
+  const SceResult* res = queue_sparse_ce(scratch.p, pred, labels, grad, rows, cols, from_logits);
+  loss_scalars_kernel<<<1, 1, 0, current_stream()>>>(res, labels, rows, cols, out, accumulate);
+  check_launch("loss_scalars_kernel");
+}
+
+void reset_loss_scalars(LossScalars* out) {
+  reset_loss_scalars_kernel<<<1, 1, 0, current_stream()>>>(out);
+  check_launch("reset_loss_scalars_kernel");
 }
 
 }  // namespace cuda

@@ -20,9 +20,11 @@
 #include "allocator.h"
 #include "bind/common.h"
 #include "bind/shared_checks.h"
+#include "bind_args.h"
 #include "check.h"
 #include "cublaslt.h"
 #include "device_buffer.h"
+#include "graph.h"
 #include "kernels.h"
 #include "matmul.h"
 #include "ops/losses.h"
@@ -32,6 +34,12 @@
 namespace py = pybind11;
 using namespace deepcore;
 using namespace deepcore::cuda;
+
+namespace deepcore {
+namespace cuda {
+void def_graph(py::module_& m);  // graph_bindings.cpp
+}  // namespace cuda
+}  // namespace deepcore
 
 // Argument rules shared with the CPU bindings (bind/shared_checks.h).
 using bind::check_batch;
@@ -43,34 +51,6 @@ namespace {
 
 // ------------------------------------------------------------- optimizers
 
-// The hyperparameters from deepcore._core.OptParams (or any object with its
-// fields): the Python optimizers hand both backends the same object.
-OptParams opt_params(py::handle h, const char* fn) {
-  OptParams p;
-  const std::pair<const char*, float OptParams::*> floats[] = {
-      {"lr", &OptParams::lr}, {"momentum", &OptParams::momentum}, {"beta1", &OptParams::beta1},
-      {"beta2", &OptParams::beta2}, {"epsilon", &OptParams::epsilon}, {"c1", &OptParams::c1},
-      {"c2", &OptParams::c2}, {"c3", &OptParams::c3}, {"weight_decay", &OptParams::weight_decay},
-      {"clipvalue", &OptParams::clipvalue}, {"clipnorm", &OptParams::clipnorm},
-      {"global_clipnorm", &OptParams::global_clipnorm}, {"lr_power", &OptParams::lr_power}, {"l1", &OptParams::l1},
-      {"l2", &OptParams::l2}, {"l2_shrinkage", &OptParams::l2_shrinkage}, {"ftrl_beta", &OptParams::ftrl_beta}};
-  const std::pair<const char*, bool OptParams::*> flags[] = {
-      {"nesterov", &OptParams::nesterov}, {"amsgrad", &OptParams::amsgrad}, {"centered", &OptParams::centered}};
-  const char* field = "kind";
-  try {
-    p.kind = h.attr(field).cast<int>();
-    for (const auto& [name, member] : floats) field = name, p.*member = h.attr(name).cast<float>();
-    for (const auto& [name, member] : flags) field = name, p.*member = h.attr(name).cast<bool>();
-  } catch (const py::error_already_set&) {
-    throw py::type_error(std::string(fn) + ": hyper must be a deepcore._core.OptParams (or have its fields), got " +
-                         py::str(py::type::of(h)).cast<std::string>() + " without a usable '" + field + "'");
-  } catch (const py::cast_error&) {
-    throw py::type_error(std::string(fn) + ": hyper." + field + " has the wrong type");
-  }
-  return p;
-}
-
-
 // The checks of src/bind/training.cpp, with device params, grads and slots and
 // host offsets / l1 / l2.
 py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_, py::object s0_, py::object s1_,
@@ -78,12 +58,7 @@ py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_,
                                  bool want_norm) {
   const char* fn = "optimizer_step";
   const OptParams p = opt_params(hyper, fn);
-  if (p.kind < 0 || p.kind >= kNumOpts)
-    throw py::value_error("optimizer_step: unknown optimizer kind " + std::to_string(p.kind));
-  const char* opt = bind::optimizer_name(p.kind);
-  if (!std::isfinite(p.lr) || p.lr < 0.0f)
-    throw py::value_error(std::string("optimizer_step: ") + opt + " learning rate must be finite and >= 0, got " +
-                          std::to_string(p.lr));
+  check_opt_params(p);
   DeviceBuffer &w = dbuf(w_, fn, "params", "float32"), &g = dbuf(g_, fn, "grads", "float32");
   same_shape(w, g, fn, "params", "grads");
   float* p0 = optional_like(s0_, w, fn, "slot0", "params");
@@ -91,39 +66,13 @@ py::tuple optimizer_step_binding(py::handle hyper, py::handle w_, py::handle g_,
   float* p2 = optional_like(s2_, w, fn, "slot2", "params");
   p2 = bind::require_optimizer_slots(p, p0, p1, p2);
   const index_t n = index_t(w.size());
-  py::array offsets, l1, l2;
-  const int64_t* op = nullptr;
-  const float *l1p = nullptr, *l2p = nullptr;
-  index_t nseg = 0;
-  if (!offsets_.is_none()) {
-    offsets = bind::checked<int64_t>(offsets_, fn, "offsets");
-    bind::expect_shape(offsets, {-1}, fn, "offsets");
-    if (offsets.shape(0) < 2) throw py::value_error("optimizer_step: offsets needs at least 2 entries (0 and n)");
-    op = bind::cptr<int64_t>(offsets);
-    nseg = offsets.shape(0) - 1;
-    if (op[0] != 0 || op[nseg] != n)
-      throw py::value_error("optimizer_step: offsets must start at 0 and end at params.size = " + std::to_string(n) +
-                            ", got " + std::to_string(op[0]) + " .. " + std::to_string(op[nseg]));
-    for (index_t s = 0; s < nseg; ++s)
-      if (op[s + 1] < op[s]) throw py::value_error("optimizer_step: offsets must be non-decreasing");
-    if (!l1_.is_none()) {
-      l1 = bind::checked<float>(l1_, fn, "l1");
-      bind::expect_shape(l1, {nseg}, fn, "l1");
-      l1p = bind::cptr<float>(l1);
-    }
-    if (!l2_.is_none()) {
-      l2 = bind::checked<float>(l2_, fn, "l2");
-      bind::expect_shape(l2, {nseg}, fn, "l2");
-      l2p = bind::cptr<float>(l2);
-    }
-  } else if (!l1_.is_none() || !l2_.is_none()) {
-    throw py::value_error("optimizer_step: per-segment l1/l2 need offsets");
-  }
+  const HostSegments segs = host_segments(offsets_, l1_, l2_, n, fn);
   double norm = NAN, penalty;
   {
     py::gil_scoped_release nogil;
     penalty = deepcore::cuda::optimizer_step(p, static_cast<float*>(w.data()), static_cast<const float*>(g.data()),
-                                             p0, p1, p2, n, op, nseg, l1p, l2p, want_norm ? &norm : nullptr);
+                                             p0, p1, p2, n, segs.op, segs.nseg, segs.l1p, segs.l2p,
+                                             want_norm ? &norm : nullptr);
   }
   return py::make_tuple(penalty, want_norm ? py::object(py::float_(norm)) : py::object(py::none()));
 }
@@ -154,18 +103,6 @@ float* per_feature(py::handle obj, index_t C, const char* fn, const char* name, 
 // ----------------------------------------------------------- dropout family
 
 
-
-// An optional keep bitmask for n elements: an int32 device tensor of
-// (n + 31) / 32 words (bit k of word w: element 32 w + k kept), or None.
-uint32_t* optional_keep_bits(py::handle obj, index_t n, const char* fn) {
-  if (obj.is_none()) return nullptr;
-  DeviceBuffer& b = dbuf(obj, fn, "mask", "int32");
-  const index_t words = keep_bits_words(n);
-  if (b.shape() != std::vector<py::ssize_t>{words})
-    throw py::value_error(std::string(fn) + ": mask must have shape (" + std::to_string(words) + "), got " +
-                          b.shape_str());
-  return static_cast<uint32_t*>(b.data());
-}
 
 // Dropout and alpha dropout share their bindings: forward (x, y, rate, key,
 // optional keep mask to fill) and backward (dy, dx, rate, key, optional keep
@@ -458,6 +395,8 @@ PYBIND11_MODULE(_cuda, m) {
 
   py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
   py::register_exception<CudaOutOfMemory>(m, "CudaOutOfMemoryError", PyExc_MemoryError);
+  // After CudaError: pybind11 tries the later registration first.
+  py::register_exception<CaptureError>(m, "CaptureError", m.attr("CudaError"));
 
   // ---------------------------------------------------------------- runtime
   m.attr("built_archs") = DEEPCORE_CUDA_ARCHS;
@@ -471,6 +410,7 @@ PYBIND11_MODULE(_cuda, m) {
   }, "CUDA version the driver supports (e.g. 12040), 0 without a driver.");
   m.def("device_properties", &device_properties, py::arg("device") = 0);
   m.def("synchronize", []() {
+    ensure_not_capturing("synchronize", "it waits for the device");
     const cudaStream_t s = current_stream();
     py::gil_scoped_release nogil;
     check_sync(cudaStreamSynchronize(s), "synchronize");
@@ -484,11 +424,17 @@ PYBIND11_MODULE(_cuda, m) {
     d["live_bytes"] = s.live_bytes;
     d["cached_bytes"] = s.cached_bytes;
     d["malloc_calls"] = s.malloc_calls;
+    d["held_bytes"] = s.held_bytes;
     return d;
-  }, "Caching allocator: bytes in live buffers, bytes cached for reuse, cudaMalloc calls so far.");
-  m.def("empty_cache", &empty_cache, "cudaFree the cached (unused) blocks.");
+  }, "Caching allocator: bytes in live buffers, bytes cached for reuse, cudaMalloc calls so far, freed bytes "
+     "held back for CUDA graphs.");
+  m.def("empty_cache", []() {
+    ensure_not_capturing("empty_cache", "cudaFree is not allowed during a capture");
+    empty_cache();
+  }, "cudaFree the cached (unused) blocks.");
 
   def_device_buffer(m);
+  def_graph(m);  // graph_bindings.cpp: CUDA graphs and the *_graph variants
 
   // ------------------------------------------------------------ activations
   m.def("activation_forward", [](int kind, py::handle x_, py::handle y_, float alpha, float beta) {
@@ -520,12 +466,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("sparse_categorical_crossentropy", [](py::handle p_, py::handle l_, py::object g_, bool from_logits) {
     const char* fn = "sparse_categorical_crossentropy";
     DeviceBuffer &pred = dbuf(p_, fn, "y_pred", "float32"), &labels = dbuf(l_, fn, "labels", "int32");
-    if (pred.shape().size() != 2)
-      throw py::value_error(std::string(fn) + ": y_pred must have shape (any, any), got " + pred.shape_str());
-    if (labels.shape() != std::vector<py::ssize_t>{pred.shape()[0]})
-      throw py::value_error(std::string(fn) + ": labels must have shape (" + std::to_string(pred.shape()[0]) +
-                            "), got " + labels.shape_str());
-    if (pred.size() == 0) throw py::value_error(std::string(fn) + ": y_pred is empty");
+    check_sparse_ce_shapes(pred, labels, fn);
     float* gp = optional_like(g_, pred, fn, "grad", "y_pred");
     int64_t correct = 0;
     double loss;

@@ -13,6 +13,12 @@
 // The run table is implicit: first_run[s] = runs before segment s, so a block
 // finds its segment by a binary search over nseg + 1 entries.
 //
+// optimizer_step_graph runs the same kernels for a CUDA graph: the tables live
+// on the device (upload_segments, once), and the hyperparameters are read from
+// a device OptParams when the kernels run (finalize_device_kernel,
+// update_runs_device_kernel wrap the same bodies), so a replay uses the values
+// set before it and the step returns nothing to the host.
+//
 // The per-element formulas are those of src/cpu/optimizers.cpp, written again
 // here (see the note on update_element) in the same order of operations.
 #include <cmath>
@@ -21,6 +27,7 @@
 #include <vector>
 
 #include "allocator.h"
+#include "graph.h"
 #include "kernels.h"
 #include "launch.cuh"
 
@@ -114,8 +121,8 @@ __global__ void reduce_runs_kernel(const float* w, const float* g, Tables t, ind
 // scale = clipnorm / max(sqrt(sq), clipnorm). Then the total over segments
 // (penalty, squared norm) into result[0], result[1]; with global_clipnorm every
 // scale is global_clipnorm / max(norm, global_clipnorm) (NaN for a NaN norm).
-__global__ void finalize_kernel(Tables t, const double* run_sq, const double* run_pen, float clipnorm,
-                                float global_clipnorm, float* scale, double* result) {
+__device__ __forceinline__ void finalize(Tables t, const double* run_sq, const double* run_pen, float clipnorm,
+                                         float global_clipnorm, float* scale, double* result) {
   __shared__ double shared[kWarpsPerBlock];
   __shared__ double total_sq;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -141,6 +148,17 @@ __global__ void finalize_kernel(Tables t, const double* run_sq, const double* ru
     const float sc = float(double(global_clipnorm) / max_of(gnorm, double(global_clipnorm)));
     for (index_t s = threadIdx.x; s < t.nseg; s += kThreads) scale[s] = isnan(gnorm) ? NAN : sc;
   }
+}
+
+__global__ void finalize_kernel(Tables t, const double* run_sq, const double* run_pen, float clipnorm,
+                                float global_clipnorm, float* scale, double* result) {
+  finalize(t, run_sq, run_pen, clipnorm, global_clipnorm, scale, result);
+}
+
+// The clipping thresholds from the device (optimizer_step_graph).
+__global__ void finalize_device_kernel(Tables t, const double* run_sq, const double* run_pen, const OptParams* hyper,
+                                       float* scale, double* result) {
+  finalize(t, run_sq, run_pen, hyper->clipnorm, hyper->global_clipnorm, scale, result);
 }
 
 // The effective gradient's per-segment constants.
@@ -252,8 +270,8 @@ __device__ __forceinline__ void update_element(const OptParams& p, const GradTer
 }
 
 // One block per run; scale is null when no norm clipping was computed (= 1).
-__global__ void update_runs_kernel(OptParams p, float* w, const float* g, float* s0, float* s1, float* s2,
-                                   Tables t, index_t nruns, const float* scale) {
+__device__ __forceinline__ void update_runs(const OptParams& p, float* w, const float* g, float* s0, float* s1,
+                                            float* s2, Tables t, index_t nruns, const float* scale) {
   const float clip = p.clipvalue > 0.0f ? p.clipvalue : INFINITY;
   const float decay = 1.0f - p.lr * p.weight_decay;
   for (index_t r = blockIdx.x; r < nruns; r += gridDim.x) {
@@ -261,6 +279,21 @@ __global__ void update_runs_kernel(OptParams p, float* w, const float* g, float*
     const GradTerms terms{scale ? scale[run.seg] : 1.0f, t.l1[run.seg], 2.0f * t.l2[run.seg], clip, decay};
     for (index_t i = run.begin + threadIdx.x; i < run.end; i += kThreads) update_element(p, terms, w, g, s0, s1, s2, i);
   }
+}
+
+__global__ void update_runs_kernel(OptParams p, float* w, const float* g, float* s0, float* s1, float* s2,
+                                   Tables t, index_t nruns, const float* scale) {
+  update_runs(p, w, g, s0, s1, s2, t, nruns, scale);
+}
+
+// The hyperparameters from the device (optimizer_step_graph); nothing changes
+// while *skip is nonzero (the step's loss found a bad label).
+__global__ void update_runs_device_kernel(const OptParams* hyper, float* w, const float* g, float* s0, float* s1,
+                                          float* s2, Tables t, index_t nruns, const float* scale,
+                                          const int32_t* skip) {
+  if (skip && *skip) return;
+  const OptParams p = *hyper;
+  update_runs(p, w, g, s0, s1, s2, t, nruns, scale);
 }
 
 // ------------------------------------------------------------------ max_norm
@@ -293,6 +326,14 @@ __global__ void max_norm_rows_kernel(float* w, index_t outer, index_t r, float m
 
 unsigned blocks_for_runs(index_t nruns) { return unsigned(std::min<index_t>(nruns, kMaxBlocks)); }
 
+// first_run[s + 1] = first_run[s] + the runs of segment s (nseg + 1 entries).
+std::vector<int64_t> first_runs(const int64_t* offsets, index_t nseg) {
+  std::vector<int64_t> first_run(size_t(nseg) + 1, 0);
+  for (index_t s = 0; s < nseg; ++s)
+    first_run[s + 1] = first_run[s] + (offsets[s + 1] - offsets[s] + kRunLen - 1) / kRunLen;
+  return first_run;
+}
+
 }  // namespace
 
 void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, float momentum, bool nesterov) {
@@ -304,15 +345,15 @@ void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, 
 double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, float* s1, float* s2, index_t n,
                       const int64_t* offsets, index_t nseg, const float* seg_l1, const float* seg_l2,
                       double* grad_norm) {
+  ensure_not_capturing("optimizer_step",
+                       "it uploads its segment tables from pageable host memory (in a graph, use "
+                       "optimizer_step_graph with a SegmentTable and a DeviceHyper)");
   const int64_t whole[2] = {0, n};
   if (!offsets) offsets = whole, nseg = 1, seg_l1 = seg_l2 = nullptr;
   // Host tables: offsets, first_run (int64), then l1, l2 (float).
-  std::vector<int64_t> first_run(size_t(nseg) + 1, 0);
+  const std::vector<int64_t> first_run = first_runs(offsets, nseg);
   bool penalties = false;
-  for (index_t s = 0; s < nseg; ++s) {
-    first_run[s + 1] = first_run[s] + (offsets[s + 1] - offsets[s] + kRunLen - 1) / kRunLen;
-    penalties |= (seg_l1 && seg_l1[s] != 0.0f) || (seg_l2 && seg_l2[s] != 0.0f);
-  }
+  for (index_t s = 0; s < nseg; ++s) penalties |= (seg_l1 && seg_l1[s] != 0.0f) || (seg_l2 && seg_l2[s] != 0.0f);
   const index_t nruns = first_run[nseg];
   const bool reduce = p.clipnorm > 0.0f || p.global_clipnorm > 0.0f || grad_norm || penalties;
   if (nruns == 0) {  // n == 0: nothing to update, a zero norm
@@ -362,6 +403,69 @@ double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, f
   copy_to_host(h, result, sizeof h, "optimizer_step");
   if (grad_norm) *grad_norm = std::sqrt(h[1]);
   return h[0];
+}
+
+DeviceSegments upload_segments(const int64_t* offsets, index_t nseg, const float* seg_l1, const float* seg_l2,
+                               index_t n) {
+  ensure_not_capturing("SegmentTable", "it uploads the tables from host memory (build it before the capture)");
+  const int64_t whole[2] = {0, n};
+  if (!offsets) offsets = whole, nseg = 1, seg_l1 = seg_l2 = nullptr;
+  const std::vector<int64_t> first_run = first_runs(offsets, nseg);
+  DeviceSegments t;
+  t.n = n, t.nseg = nseg, t.nruns = first_run[nseg];
+  for (index_t s = 0; s < nseg; ++s) t.penalties |= (seg_l1 && seg_l1[s] != 0.0f) || (seg_l2 && seg_l2[s] != 0.0f);
+  // One block, as optimizer_step's scratch: [offsets | first_run | result(2) | run_sq | run_pen] as 8-byte
+  // words, then [l1 | l2 | scale] as floats. The head (result zeroed) and l1, l2 are uploaded.
+  const size_t head = 2 * (size_t(nseg) + 1) + 2, n8 = head + 2 * size_t(t.nruns);
+  t.bytes = n8 * 8 + 3 * size_t(nseg) * sizeof(float);
+  t.block = device_alloc(t.bytes);
+  auto* d64 = static_cast<int64_t*>(t.block);
+  t.offsets = d64, t.first_run = d64 + nseg + 1;
+  t.result = reinterpret_cast<double*>(d64 + 2 * (nseg + 1));
+  t.run_sq = t.result + 2, t.run_pen = t.run_sq + t.nruns;
+  auto* f = reinterpret_cast<float*>(d64 + n8);
+  t.l1 = f, t.l2 = f + nseg, t.scale = f + 2 * nseg;
+  std::vector<int64_t> h(head, 0);  // result: two zero words (0.0)
+  std::memcpy(h.data(), offsets, (size_t(nseg) + 1) * sizeof(int64_t));
+  std::memcpy(h.data() + nseg + 1, first_run.data(), (size_t(nseg) + 1) * sizeof(int64_t));
+  std::vector<float> l12(2 * size_t(nseg), 0.0f);
+  if (seg_l1) std::memcpy(l12.data(), seg_l1, size_t(nseg) * sizeof(float));
+  if (seg_l2) std::memcpy(l12.data() + nseg, seg_l2, size_t(nseg) * sizeof(float));
+  try {
+    // Pageable sources: the copies return once the data is staged, so the vectors may go.
+    check(cudaMemcpyAsync(d64, h.data(), h.size() * sizeof(int64_t), cudaMemcpyHostToDevice, current_stream()),
+          "SegmentTable: cudaMemcpyAsync");
+    check(cudaMemcpyAsync(f, l12.data(), l12.size() * sizeof(float), cudaMemcpyHostToDevice, current_stream()),
+          "SegmentTable: cudaMemcpyAsync");
+  } catch (...) {
+    device_free(t.block);
+    throw;
+  }
+  return t;
+}
+
+void optimizer_step_graph(const OptParams& structure, const OptParams* hyper, float* w, const float* g, float* s0,
+                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip) {
+  if (t.nruns == 0) return;  // n == 0: nothing to update; the result stays zero
+  const Tables tables{t.offsets, t.first_run, t.l1, t.l2, t.nseg};
+  if (optimizer_step_graph_reduces(structure, t, want_norm)) {
+    reduce_runs_kernel<<<blocks_for_runs(t.nruns), kThreads, 0, current_stream()>>>(w, g, tables, t.nruns, t.run_sq,
+                                                                                     t.run_pen);
+    check_launch("reduce_runs_kernel");
+    finalize_device_kernel<<<1, kThreads, 0, current_stream()>>>(tables, t.run_sq, t.run_pen, hyper, t.scale,
+                                                                 t.result);
+    check_launch("finalize_device_kernel");
+    update_runs_device_kernel<<<blocks_for_runs(t.nruns), kThreads, 0, current_stream()>>>(
+        hyper, w, g, s0, s1, s2, tables, t.nruns, t.scale, skip);
+  } else {
+    update_runs_device_kernel<<<blocks_for_runs(t.nruns), kThreads, 0, current_stream()>>>(
+        hyper, w, g, s0, s1, s2, tables, t.nruns, nullptr, skip);
+  }
+  check_launch("update_runs_device_kernel");
+}
+
+bool optimizer_step_graph_reduces(const OptParams& structure, const DeviceSegments& t, bool want_norm) {
+  return structure.clipnorm > 0.0f || structure.global_clipnorm > 0.0f || want_norm || t.penalties;
 }
 
 void max_norm(float* w, index_t outer, index_t r, index_t inner, float max_value) {

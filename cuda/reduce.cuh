@@ -32,8 +32,7 @@ T sum_partials_to_host(const T* partials, index_t n, T* out, const char* what) {
   sum_partials_kernel<T><<<1, kThreads, 0, current_stream()>>>(partials, n, out);
   check_launch(what);
   T h = T(0);
-  check(cudaMemcpyAsync(&h, out, sizeof(T), cudaMemcpyDeviceToHost, current_stream()), what);
-  check_sync(cudaStreamSynchronize(current_stream()), what);
+  copy_to_host(&h, out, sizeof(T), what);  // refuses to run inside a graph capture
   return h;
 }
 

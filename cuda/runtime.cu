@@ -6,6 +6,7 @@
 #include <string>
 
 #include "check.h"
+#include "graph.h"
 #include "stream.h"
 
 namespace deepcore {
@@ -43,7 +44,7 @@ void check_launch(const char* kernel) {
       throw CudaError(std::string(kernel) + ": " + error_text(e) +
                       " (the error may come from an earlier kernel; rerun with DEEPCORE_CUDA_SYNC=1 to name it)");
   }
-  if (sync_after_launch()) {
+  if (sync_after_launch() && !is_capturing()) {  // a capture cannot synchronize
     e = cudaStreamSynchronize(current_stream());
     if (e != cudaSuccess) throw CudaError(std::string(kernel) + ": " + error_text(e));
   }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "check.h"
+#include "graph.h"
 
 namespace deepcore {
 namespace cuda {
@@ -38,6 +39,7 @@ cudaStream_t current_stream() {
 
 void copy_to_host(void* dst, const void* src, size_t bytes, const char* what) {
   if (bytes == 0) return;
+  ensure_not_capturing(what, "it copies results to the host and waits for them");
   const cudaStream_t s = current_stream();
   check_sync(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), what);
   check_sync(cudaStreamSynchronize(s), what);

@@ -19,7 +19,8 @@ cudaStream_t current_stream();
 
 // Copies `bytes` of device memory to the host after the work already queued on
 // current_stream(), and waits for it: the one way results come back to the
-// host. Errors (including those of earlier kernels) name `what`.
+// host. Errors (including those of earlier kernels) name `what`. During a CUDA
+// graph capture it throws CaptureError instead (graph.h).
 void copy_to_host(void* dst, const void* src, size_t bytes, const char* what);
 
 }  // namespace cuda
