@@ -6,7 +6,7 @@
 #              default: the device's own, e.g. 90) into build-gpu/
 #   test       the CUDA tests, then the whole suite once (CPU+GPU)
 #   sync       the CUDA tests with DEEPCORE_CUDA_SYNC=1 (errors name the kernel)
-#   sanitizer  compute-sanitizer memcheck over the CUDA tests
+#   sanitizer  compute-sanitizer memcheck over the CUDA tests (SANITIZER_TESTS=... to narrow)
 #   bench      deepcore bench --only gpu (same-process PyTorch CUDA reference)
 #   train      Fashion-MNIST, the README MLP, 10 epochs on CPU and on GPU
 # Each stage writes $OUT/<stage>.log (the device tool returns $OUT). The
@@ -46,7 +46,7 @@ build() {
   cp _core*.so cuda/_cuda*.so ../python/deepcore/ && cd .. &&
   "$PY" -c "import deepcore, deepcore.cuda as c; print(deepcore.__version__, 'cuda available:', c.is_available(), c.reason()); from deepcore import _cuda; c.is_available() and print(_cuda.device_properties(0)); print('cuBLASLt:', getattr(_cuda, 'blas_available', lambda: None)(), getattr(_cuda, 'blas_reason', lambda: '')())"
 }
-cuda_tests() { ls tests/test_cuda*.py; }
+cuda_tests() { ls tests/test_cuda*.py tests/test_device_model.py 2>/dev/null; }
 
 for stage in "$@"; do
   case "$stage" in
@@ -56,7 +56,7 @@ for stage in "$@"; do
       run_stage test-all "$PY" -m pytest -q -rs tests ;;
     sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs $(cuda_tests) ;;
     sanitizer) run_stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 50 \
-                 "$PY" -m pytest -q -x -p no:cacheprovider $(cuda_tests) ;;
+                 "$PY" -m pytest -q -x -p no:cacheprovider ${SANITIZER_TESTS:-$(cuda_tests)} ;;
     bench) run_stage bench "$PY" -m deepcore.cli bench --only gpu ;;
     train) run_stage train "$PY" tools/gpu/train_fashion_mnist.py ;;
     *) echo "unknown stage '$stage' (build test sync sanitizer bench train)"; exit 2 ;;
