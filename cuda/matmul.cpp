@@ -14,6 +14,7 @@
 #include "allocator.h"
 #include "check.h"
 #include "cublaslt.h"
+#include "graph.h"
 #include "stream.h"
 
 namespace deepcore {
@@ -131,8 +132,11 @@ Plan make_plan(const lt::Api& L, lt::cublasLtHandle_t h, bool ta, bool tb, index
 
     lt::cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    lt_check(L, L.cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found),
-             "cublasLtMatmulAlgoGetHeuristic", caller);
+    // NOT_SUPPORTED is the heuristic's "nothing fits": reported below with the shape.
+    const lt::cublasStatus_t hs = L.cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result,
+                                                                   &found);
+    if (hs == lt::CUBLAS_STATUS_NOT_SUPPORTED) found = 0;
+    else lt_check(L, hs, "cublasLtMatmulAlgoGetHeuristic", caller);
     if (found < 1 || result.state != lt::CUBLAS_STATUS_SUCCESS)
       throw CudaError(std::string(caller) + ": cuBLASLt has no algorithm for a " + std::to_string(m) + " x " +
                       std::to_string(n) + " x " + std::to_string(k) + " GEMM (trans_a=" + std::to_string(ta) +
@@ -163,6 +167,16 @@ void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alp
     gemm_empty_inner(c, m, n, ldc, beta, has_bias(ep) ? bias : nullptr, relu);
     return;
   }
+  // A bias that is not 16-byte aligned (a view into the packed parameters of
+  // an odd-sized layer) stays out of cuBLASLt's epilogue: the heuristic has no
+  // bias-alignment preference, and kernels that assume 16 bytes have faulted
+  // with "misaligned address" elsewhere. The GEMM runs without the epilogue
+  // and our kernel adds the bias (and the NaN-keeping ReLU) after it.
+  if (has_bias(ep) && alignment(bias) < 16) {
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, Epilogue::None, nullptr, caller);
+    gemm_empty_inner(c, m, n, ldc, 1.0f, bias, ep == Epilogue::ReluBias);
+    return;
+  }
   const lt::Api* L = lt::api();
   if (!L) throw std::runtime_error(std::string(caller) + ": cuBLASLt is unavailable: " + lt::reason());
   int device = 0;
@@ -173,18 +187,33 @@ void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alp
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   lt::cublasLtHandle_t& h = s.handles[device];
+  const bool capturing = is_capturing();
+  // Creating the handle, the workspace or a plan inside a graph capture fails
+  // (cublasLtCreate and the heuristic are not capturable): the step must have
+  // run eagerly once with these shapes, pointer alignments and settings.
+  auto need_setup = [&](const char* what) {
+    if (capturing)
+      ensure_not_capturing(caller, (std::string("cuBLASLt would have to create its ") + what +
+                                    " during the capture; run the step eagerly once with the same shapes first")
+                                       .c_str());
+  };
   if (!h) {
+    need_setup("handle");
     lt::cublasLtHandle_t created = nullptr;
     lt_check(*L, L->cublasLtCreate(&created), "cublasLtCreate", caller);
     h = created;
   }
   void*& workspace = s.workspaces[{device, stream}];
-  if (!workspace) workspace = device_alloc(kWorkspaceBytes);
+  if (!workspace) {
+    need_setup("workspace");
+    workspace = device_alloc(kWorkspaceBytes);
+  }
 
   const PlanKey key{device, trans_a, trans_b, m, n, k, lda, ldb, ldc, int(ep), use_tf32, alignment(a),
                     alignment(b), alignment(c), has_bias(ep) ? alignment(bias) : 0u};
   auto it = s.plans.find(key);
   if (it == s.plans.end()) {
+    need_setup("plan for this GEMM");
     if (s.plans.size() >= kMaxPlans) {
       for (auto& kv : s.plans) destroy_plan(*L, kv.second);
       s.plans.clear();

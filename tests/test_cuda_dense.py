@@ -355,6 +355,34 @@ def test_dense_forward_matches_cpu(GB, shape, name, alpha, beta, with_bias, in_p
     assert_within_gemm_bound(yd.to_numpy(), y_cpu, 2 * bound, GEMM_REL_FP32, "y")
 
 
+@pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
+@pytest.mark.parametrize("name", ["linear", "relu"])
+def test_dense_forward_on_misaligned_views_matches_cpu(GB, name, tf32):
+    """Views into packed parameters (an odd-sized layer's bias starts 4 bytes
+    past a 16-byte boundary): the bias stays out of cuBLASLt's epilogue, and
+    misaligned x, w and z still give the CPU's result."""
+    x, w, b = dense_problem(9, 13, 7, seed=5)
+    z_cpu, y_cpu = cpu_forward(x, w, b, _CODES[name], 0.0, 1.0, True)
+
+    def view(a):  # a device copy of a, starting one float into a larger buffer
+        flat = GB.DeviceBuffer((a.size + 1,), "float32")
+        v = flat[1:].reshape(a.shape)
+        v[...] = a
+        return flat, v
+
+    keep = [view(a) for a in (x, w, b, np.zeros_like(z_cpu))]
+    (_, xd), (_, wd), (_, bd), (_, zd) = keep
+    assert all(v.data_ptr % 16 == 4 for _, v in keep)
+    GB.set_tf32(tf32)
+    try:
+        GB.dense_forward(xd, wd, bd, zd, zd, _CODES[name], 0.0, 1.0)
+        got = zd.to_numpy()
+    finally:
+        GB.set_tf32(False)
+    bound = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)) + np.abs(b)
+    assert_within_gemm_bound(got, y_cpu, bound, GEMM_REL_TF32 if tf32 else GEMM_REL_FP32, "y")
+
+
 def test_dense_forward_with_empty_inner_dimension_gives_bias_then_activation(GB):
     b = np.array([-1.0, 0.5, 2.0], np.float32)
     for name, in_place in (("relu", True), ("relu", False), ("sigmoid", False)):

@@ -534,3 +534,29 @@ def test_bad_label_under_replay_raises_like_eager_and_skips_the_update(G):
     g.replay()
     out.read()  # overwritten: no error
     assert not np.array_equal(pd.to_numpy(), before)
+
+
+def test_dense_forward_needs_an_eager_run_before_capture_and_then_replays(G):
+    """cuBLASLt's handle, workspace and plan cannot be made inside a capture:
+    a first GEMM of a new shape inside one raises CaptureError (and aborts it);
+    after one eager call with the same shapes, the captured GEMM replays."""
+    if not G.blas_available():
+        pytest.skip(f"cuBLASLt unavailable: {G.blas_reason()}")
+    rng = np.random.default_rng(3)
+    # a shape no other test uses, so no plan exists yet
+    x, w = rng.normal(size=(11, 37)).astype(np.float32), rng.normal(size=(37, 29)).astype(np.float32)
+    b = rng.normal(size=29).astype(np.float32)
+    xd, wd, bd, zd = dev(G, x), dev(G, w), dev(G, b), G.DeviceBuffer((11, 29))
+    linear = _CODES["linear"]
+    g = G.Graph()
+    with pytest.raises(G.CaptureError, match="dense_forward cannot run inside a CUDA graph capture.*eagerly once"):
+        with g.capture():
+            G.dense_forward(xd, wd, bd, zd, zd, linear, 0.0, 1.0)
+    assert not G.is_capturing()
+    G.dense_forward(xd, wd, bd, zd, zd, linear, 0.0, 1.0)  # the eager warm-up
+    want = zd.to_numpy()
+    zd[...] = 0.0
+    with g.capture():
+        G.dense_forward(xd, wd, bd, zd, zd, linear, 0.0, 1.0)
+    g.replay()
+    np.testing.assert_array_equal(zd.to_numpy(), want)
