@@ -27,8 +27,13 @@ inline std::string error_text(cudaError_t e) {
 }
 
 // Throws CudaError("<what>: <cudaErrorName>: <description>") unless e is cudaSuccess.
+// The thread's last-error slot is cleared first, so that check_launch after
+// the next (successful) launch does not report this error again.
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw CudaError(std::string(what) + ": " + error_text(e));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw CudaError(std::string(what) + ": " + error_text(e));
+  }
 }
 
 // After a kernel launch. Launch errors (bad configuration, no kernel image for
@@ -41,7 +46,7 @@ void check_launch(const char* kernel);
 // Message for errors found at a synchronizing call (copies, loss results):
 // an earlier asynchronous kernel may be the culprit.
 inline void check_sync(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
+  if (e != cudaSuccess && (void(cudaGetLastError()), true))  // clear the last-error slot, as check() does
     throw CudaError(std::string(what) + ": " + error_text(e) +
                     " (the error may come from an earlier kernel; rerun with DEEPCORE_CUDA_SYNC=1 to name it)");
 }

@@ -197,9 +197,14 @@ Storage::~Storage() {
   } else if (release_) {
     // The owner may reuse the memory as soon as it is released: let the work
     // deepcore queued on it finish first.
+    // Re-exported (shared) borrowed memory may also have a third library's
+    // work queued on it: then wait for the whole device.
     const cudaStream_t stream = stream_;
-    auto wait_and_release = [stream, release = std::move(release_)]() {
-      (void)cudaStreamSynchronize(stream);
+    const int device = device_;
+    const bool shared = shared_.load();
+    auto wait_and_release = [stream, device, shared, release = std::move(release_)]() {
+      if (shared) synchronize_device_quietly(device);
+      else (void)cudaStreamSynchronize(stream);
       (void)cudaGetLastError();
       release();
     };
@@ -399,6 +404,8 @@ void DeviceBuffer::upload(const void* src, bool non_blocking, const char* fn) co
 }
 
 py::dict DeviceBuffer::cuda_array_interface() const {
+  // A consumer would queue work against a stream being captured.
+  ensure_not_capturing("DeviceBuffer.__cuda_array_interface__", "another library would use the memory");
   // The consumer may queue work on this memory on its own streams.
   storage_->mark_shared();
   py::dict d;

@@ -174,6 +174,9 @@ void CudaGraph::capture_end() {
 void CudaGraph::capture_abort() {
   aborted_.clear();
   if (state_ != State::Capturing) return;
+  // cudaStreamEndCapture fails on another thread (thread-local mode), which
+  // would leave the stream capturing for good: refuse instead.
+  require_capturing_thread(device_, "Graph.reset");
   const Ended r = end_capture(device_);
   if (r.graph) (void)cudaGraphDestroy(r.graph);
   private_pool_release(pool_);

@@ -26,6 +26,7 @@
 
 #include "check.h"
 #include "device_buffer.h"
+#include "graph.h"
 #include "dlpack.h"
 #include "stream.h"
 
@@ -333,6 +334,8 @@ DeviceBuffer import_cuda_array_interface(py::handle obj, const char* fn) {
 py::object DeviceBuffer::dlpack(py::object stream, py::object max_version, py::object dl_device,
                                 py::object copy) const {
   const char* fn = "DeviceBuffer.__dlpack__";
+  // The consumer's stream would wait on an event of a stream being captured (and join the capture).
+  ensure_not_capturing(fn, "another library would use the memory");
   if (!dl_device.is_none()) {
     const auto dev = dl_device.cast<std::pair<int, int>>();
     if (dev.first != kDLCUDA || dev.second != device())
@@ -382,6 +385,7 @@ py::tuple DeviceBuffer::dlpack_device() const { return py::make_tuple(int(kDLCUD
 
 DeviceBuffer from_dlpack(py::handle obj) {
   const char* fn = "from_dlpack";
+  ensure_not_capturing(fn, "the producer's stream would have to wait on one being captured");
   if (py::isinstance<DeviceBuffer>(obj)) return obj.cast<DeviceBuffer>();  // a view of the same storage
   if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, fn);
   if (py::hasattr(obj, "__cuda_array_interface__")) return import_cuda_array_interface(obj, fn);
