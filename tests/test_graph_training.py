@@ -378,3 +378,38 @@ def test_gradient_diagnostics_run_the_eager_step(fake_cuda):
     with pytest.warns(RuntimeWarning, match="GradientDiagnostics"):
         train(mlp(), "cuda", [GradientDiagnostics()], epochs=1)
     assert FakeCuda.captures == 0
+
+
+def test_changed_baked_in_settings_mean_a_new_capture(fake_cuda):
+    """Clipping by norm turned on (another optimizer_step_graph structure) and
+    a new dropout rate (a number baked into the graph) both recapture."""
+    x, y = data()
+    eager, graph = mlp(sgd_momentum, graphs=False).to("cuda"), mlp(sgd_momentum).to("cuda")
+    for m in (eager, graph):
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=3)
+        m.optimizer.clipnorm = 0.5
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=4)
+        m.get_layer("drop").rate = 0.4
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=5)
+    assert FakeCuda.captures == 6
+    assert_same_training(eager, graph)
+
+
+def test_gpu_switching_graphs_mid_training_and_fallbacks(gpu):
+    x, y = data()
+    ref, model = mlp(graphs=False).to("cuda"), mlp().to("cuda")
+    kw = dict(batch_size=32, verbose=0, seed=3)
+    for epoch, graphs in enumerate([True, False, True]):
+        model.cuda_graphs = graphs
+        h_ref = ref.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        h = model.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        np.testing.assert_allclose(h.history["loss"], h_ref.history["loss"], rtol=1e-4)
+    for v, wr, wm in zip(ref.weights, ref.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(wm, wr, rtol=1e-4, atol=1e-5, err_msg=v.path)
+    assert [layer._calls for layer in model.layers if hasattr(layer, "_calls")] == \
+        [layer._calls for layer in ref.layers if hasattr(layer, "_calls")]
+    with pytest.warns(RuntimeWarning, match="TerminateOnNaN"):
+        model.fit(x, y, epochs=1, callbacks=[TerminateOnNaN()], **kw)
+    mse = mlp(loss="mse", out_activation="linear", metrics=()).to("cuda")
+    with pytest.warns(RuntimeWarning, match="mean_squared_error"):
+        mse.fit(x, np.eye(4, dtype=np.float32)[y], epochs=1, **kw)
