@@ -413,3 +413,11 @@ def test_gpu_switching_graphs_mid_training_and_fallbacks(gpu):
     mse = mlp(loss="mse", out_activation="linear", metrics=()).to("cuda")
     with pytest.warns(RuntimeWarning, match="mean_squared_error"):
         mse.fit(x, np.eye(4, dtype=np.float32)[y], epochs=1, **kw)
+
+
+def test_fold_batchnorm_keeps_the_cuda_graphs_setting(fake_cuda):
+    model = mlp().to("cuda")
+    model.fit(*data(), batch_size=32, epochs=1, verbose=0)
+    assert model.fold_batchnorm().cuda_graphs is True
+    model.cuda_graphs = False
+    assert model.fold_batchnorm().cuda_graphs is False
