@@ -396,13 +396,15 @@ class FakeSegmentTable:
 
     def __init__(self, size, offsets=None, l1=None, l2=None):
         _refuse_during_capture("SegmentTable", "it uploads the tables from host memory (build it before the capture)")
-        self.size = int(size)
+        self._size = int(size)
         self._offsets = None if offsets is None else np.array(offsets, np.int64)
         self._l1 = None if l1 is None else np.array(l1, np.float32)
         self._l2 = None if l2 is None else np.array(l2, np.float32)
-        self.segments = 1 if offsets is None else len(self._offsets) - 1
-        self.penalties = l1 is not None or l2 is not None
         self._result = None
+
+    size = property(lambda self: self._size)
+    segments = property(lambda self: 1 if self._offsets is None else len(self._offsets) - 1)
+    penalties = property(lambda self: self._l1 is not None or self._l2 is not None)
 
     def read_result(self):
         _refuse_during_capture("SegmentTable.read_result", "it copies results to the host")
@@ -415,12 +417,14 @@ class FakeLossScalars:
     def __init__(self):
         self._parts = []    # (mean loss, hits, rows) of each call since the last overwrite
         self._error = None  # the eager ValueError of a bad label
-        self.bad_label_flag = FakeDeviceBuffer((1,), "int32")
+        self._bad = FakeDeviceBuffer((1,), "int32")
+
+    bad_label_flag = property(lambda self: self._bad)
 
     def reset(self):
         def work():
             self._parts, self._error = [], None
-            self.bad_label_flag._a[...] = 0
+            self._bad._a[...] = 0
         _queue(work)
 
     def read(self):
@@ -517,12 +521,12 @@ def _graph_functions(mod):
         def work():
             if not accumulate:
                 out._parts, out._error = [], None
-                out.bad_label_flag._a[...] = 0
+                out._bad._a[...] = 0
             try:
                 loss, hits = _core.sparse_categorical_crossentropy(p, lab, g, from_logits)
             except ValueError as e:
                 out._error = e
-                out.bad_label_flag._a[...] = 1
+                out._bad._a[...] = 1
                 return
             out._parts.append((loss, hits, len(lab)))
         _queue(work)

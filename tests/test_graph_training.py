@@ -421,3 +421,18 @@ def test_fold_batchnorm_keeps_the_cuda_graphs_setting(fake_cuda):
     assert model.fold_batchnorm().cuda_graphs is True
     model.cuda_graphs = False
     assert model.fold_batchnorm().cuda_graphs is False
+
+
+def test_the_fake_graph_api_has_the_real_modules_names_and_arguments(fake_cuda):
+    import inspect
+
+    from test_cuda_graph import CLASS_MEMBERS, GRAPH_FUNCTIONS
+
+    for name, args in GRAPH_FUNCTIONS.items():
+        assert list(inspect.signature(getattr(fake_cuda, name)).parameters) == args, name
+    for cls, members in CLASS_MEMBERS.items():
+        for member in members:
+            assert hasattr(getattr(fake_cuda, cls), member), f"{cls}.{member}"
+    assert list(inspect.signature(fake_cuda.SegmentTable).parameters) == ["size", "offsets", "l1", "l2"]
+    assert list(inspect.signature(fake_cuda.DeviceHyper).parameters) == ["hyper"]
+    assert issubclass(fake_cuda.CaptureError, fake_cuda.CudaError)
