@@ -13,6 +13,19 @@ in cuda/module.cpp), and calls the _core kernel. Results are therefore bit
 for bit those of the CPU: a fit on the fake device must equal the same fit
 on the CPU exactly.
 
+CUDA graphs (``Graph``, ``DeviceHyper``, ``SegmentTable``, ``LossScalars``,
+``increment_counter`` and the ``*_graph`` kernel variants) are faked as a GPU
+runs them: between ``capture_begin`` and ``capture_end`` a kernel is recorded,
+not executed, with its arguments (device tensors by reference, numbers by
+value: baked in); ``replay`` runs the records in order. A call that needs the
+host (``to_numpy``, ``copy_from``, a copy from a NumPy array, the eager
+``optimizer_step``, losses, ``count_nonfinite``, ``swish_beta_grad``,
+``gather_rows``, ``DeviceHyper.set``, the read methods) raises
+``CaptureError`` during a capture and aborts it, as cuda/graph.h does. The
+device step state is read when a replay runs: a step whose learning rate or
+dropout call was passed as a Python number during the capture repeats that
+number on every replay here, as it would on a GPU.
+
 What it cannot check: anything the GPU computes differently (cuBLASLt GEMMs,
 reduction orders, FMA contraction), asynchronous copies and streams, device
 memory limits. The GPU tests in test_device_model.py cover those with a
@@ -42,12 +55,38 @@ TWINS = (
     "alpha_dropout_backward", "rrelu_forward", "rrelu_backward", "prelu_forward", "prelu_backward",
     "count_nonfinite", "gather_rows",
 )
+# Twins that wait for the device (they return a host value or read host
+# memory): refused during a capture, as by ensure_not_capturing in cuda/.
+_SYNCING = {"optimizer_step", "sparse_categorical_crossentropy", "loss_forward_backward", "count_nonfinite",
+            "swish_beta_grad", "gather_rows"}
 # Arguments that stay NumPy arrays on the host (by position and by name).
 _HOST_ARGS = {"optimizer_step": ({6, 7, 8}, {"offsets", "l1", "l2"})}
 
 
 class FakeCudaError(RuntimeError):
     pass
+
+
+class FakeCaptureError(FakeCudaError):
+    pass
+
+
+def _refuse_during_capture(fn, why):
+    """CaptureError when a capture runs, after aborting it (cuda/graph.h's ensure_not_capturing)."""
+    graph = FakeCuda.capture
+    if graph is not None:
+        message = f"{fn} cannot run inside a CUDA graph capture: {why}"
+        graph._abort(message)
+        raise FakeCaptureError(message)
+
+
+def _queue(work):
+    """Run work now, or record it (not run) while a capture is under way."""
+    graph = FakeCuda.capture
+    if graph is None:
+        work()
+    else:
+        graph._records.append(work)
 
 
 class FakeDeviceBuffer:
@@ -155,28 +194,38 @@ class FakeDeviceBuffer:
             if value.dtype != dst.dtype or value.shape != dst.shape:
                 raise ValueError(f"DeviceBuffer: device copy needs the same dtype and shape, got {value.dtype} "
                                  f"{value.shape} into {dst.dtype} {dst.shape}")
-            dst[...] = value._a
+            src = value._a
+            _queue(lambda: dst.__setitem__(Ellipsis, src))  # a device copy: captured
         elif isinstance(value, np.ndarray):
             if value.shape != dst.shape and value.ndim != 0:
                 raise ValueError(f"DeviceBuffer: expected an array of shape {dst.shape} (or a scalar), got "
                                  f"{value.shape}")
+            _refuse_during_capture("DeviceBuffer.__setitem__", "it copies from host memory, which a replay would "
+                                   "not copy again")
             dst[...] = value.astype(dst.dtype, copy=False)
         elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            dst[...] = value
+            fill = value
+            _queue(lambda: dst.__setitem__(Ellipsis, fill))  # a fill kernel: captured, the value baked in
         else:
             raise TypeError(f"DeviceBuffer: cannot assign a {type(value).__name__}; give a NumPy array, a "
                             f"DeviceBuffer or a number")
 
     # ---------------------------------------------------------------- copies
     def copy(self):
-        return FakeDeviceBuffer._view(self._a.copy(), self._device)
+        out = FakeDeviceBuffer._view(np.zeros_like(self._a), self._device)
+        src, dst = self._a, out._a
+        _queue(lambda: dst.__setitem__(Ellipsis, src))
+        return out
 
     def to_numpy(self):
+        _refuse_during_capture("DeviceBuffer.to_numpy", "it copies results to the host and waits for them")
         return np.array(self._a, copy=True)
 
     numpy = to_numpy
 
     def copy_from(self, array, non_blocking=False):
+        _refuse_during_capture("DeviceBuffer.copy_from", "it copies from host memory, which a replay would not "
+                               "copy again")
         if not isinstance(array, np.ndarray):
             raise TypeError(f"DeviceBuffer.copy_from: expected a numpy array, got {type(array).__name__}")
         if array.dtype != self._a.dtype:
@@ -207,10 +256,17 @@ def _twin(name):
     kernel = getattr(_core, name)
     host_pos, host_names = _HOST_ARGS.get(name, ((), ()))
 
+    syncing = name in _SYNCING
+
     def twin(*args, **kwargs):
         FakeCuda.calls[name] = FakeCuda.calls.get(name, 0) + 1
+        if syncing:
+            _refuse_during_capture(name, "it waits for the device (a host result or host memory)")
         a = [_unwrap(v, name, f"argument {i}", i in host_pos) for i, v in enumerate(args)]
         k = {key: _unwrap(v, name, key, key in host_names) for key, v in kwargs.items()}
+        if FakeCuda.capture is not None:
+            FakeCuda.capture._records.append(lambda: kernel(*a, **k))  # recorded, run by replay
+            return None
         return kernel(*a, **k)
 
     twin.__name__ = name
@@ -219,19 +275,281 @@ def _twin(name):
 
 
 class FakeCuda:
-    """State shared by the fake module: the current device, call counts."""
+    """State shared by the fake module: the current device, call counts, the
+    capturing graph, how many captures ended and how many replays ran."""
 
     current = 0
     calls: dict = {}
+    capture = None
+    captures = 0
+    replays = 0
+
+
+# ------------------------------------------------------------------ graphs
+class FakeGraph:
+    """_cuda.Graph: records the queued work during a capture, replays it."""
+
+    def __init__(self):
+        self._records = None   # the work recorded by the capture under way or held
+        self._state = "empty"  # "capturing", "captured"
+        self._aborted = None   # why the last capture was aborted
+
+    def capture_begin(self):
+        if self._state != "empty":
+            raise FakeCaptureError("Graph.capture_begin: this graph is capturing or holds a capture; reset() it first")
+        if FakeCuda.capture is not None:
+            raise FakeCaptureError("Graph.capture_begin: deepcore's stream is already being captured")
+        self._records, self._state, self._aborted = [], "capturing", None
+        FakeCuda.capture = self
+
+    def _abort(self, why):
+        FakeCuda.capture = None
+        self._records, self._state, self._aborted = None, "empty", why
+
+    def capture_end(self):
+        if self._aborted is not None:
+            why, self._aborted = self._aborted, None
+            raise FakeCaptureError(f"Graph.capture_end: the capture was aborted: {why}")
+        if self._state != "capturing":
+            raise FakeCaptureError("Graph.capture_end: no capture under way")
+        FakeCuda.capture = None
+        self._state = "captured"
+        FakeCuda.captures += 1
+
+    def capture_abort(self):
+        if self._state == "capturing":
+            FakeCuda.capture = None
+            self._records, self._state = None, "empty"
+        self._aborted = None
+
+    def capture(self):
+        return self
+
+    def __enter__(self):
+        self.capture_begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.capture_end()
+        else:
+            self.capture_abort()
+        return False
+
+    def replay(self):
+        _refuse_during_capture("Graph.replay", "it launches a graph")
+        if self._state != "captured":
+            raise FakeCaptureError("Graph.replay: nothing captured")
+        FakeCuda.replays += 1
+        for work in self._records:
+            work()
+
+    def reset(self):
+        if FakeCuda.capture is self:
+            FakeCuda.capture = None
+        self._records, self._state = None, "empty"
+
+    is_captured = property(lambda self: self._state == "captured")
+    is_capturing = property(lambda self: self._state == "capturing")
+
+    def memory_stats(self):
+        return {"live_bytes": 0, "held_bytes": 0}
+
+
+_HYPER_FIELDS = ("kind", "lr", "momentum", "beta1", "beta2", "epsilon", "nesterov", "amsgrad", "centered", "c1",
+                 "c2", "c3", "weight_decay", "clipvalue", "clipnorm", "global_clipnorm", "lr_power", "l1", "l2",
+                 "l2_shrinkage", "ftrl_beta")
+
+
+def _structure(h):
+    return (h.kind, h.nesterov, h.amsgrad, h.centered, h.clipnorm > 0, h.global_clipnorm > 0, h.momentum > 0)
+
+
+class FakeDeviceHyper:
+    """_cuda.DeviceHyper: a copy of an OptParams in "device memory", taken by
+    set() (outside captures) and read by optimizer_step_graph when it runs."""
+
+    def __init__(self, hyper=None):
+        _refuse_during_capture("DeviceHyper", "it allocates pinned host memory (make it before the capture)")
+        self._value = None
+        self._frozen = None
+        if hyper is not None:
+            self.set(hyper)
+
+    def set(self, hyper):
+        if not isinstance(hyper, _core.OptParams):
+            raise TypeError(f"DeviceHyper.set: expected a deepcore._core.OptParams, got {type(hyper).__name__}")
+        if self._frozen is not None and _structure(hyper) != self._frozen:
+            raise ValueError("DeviceHyper.set: between replays only the values may change; use a new DeviceHyper "
+                             "and capture again for another rule")
+        _refuse_during_capture("DeviceHyper.set", "it copies the hyperparameters from host memory")
+        value = _core.OptParams()
+        for f in _HYPER_FIELDS:
+            setattr(value, f, getattr(hyper, f))
+        self._value = value
+
+    has_value = property(lambda self: self._value is not None)
+
+
+class FakeSegmentTable:
+    """_cuda.SegmentTable: the segment tables (copied once) and the last step's (penalty, norm)."""
+
+    def __init__(self, size, offsets=None, l1=None, l2=None):
+        _refuse_during_capture("SegmentTable", "it uploads the tables from host memory (build it before the capture)")
+        self._size = int(size)
+        self._offsets = None if offsets is None else np.array(offsets, np.int64)
+        self._l1 = None if l1 is None else np.array(l1, np.float32)
+        self._l2 = None if l2 is None else np.array(l2, np.float32)
+        self._result = None
+
+    size = property(lambda self: self._size)
+    segments = property(lambda self: 1 if self._offsets is None else len(self._offsets) - 1)
+    penalties = property(lambda self: self._l1 is not None or self._l2 is not None)
+
+    def read_result(self):
+        _refuse_during_capture("SegmentTable.read_result", "it copies results to the host")
+        return (0.0, None) if self._result is None else self._result
+
+
+class FakeLossScalars:
+    """_cuda.LossScalars: what sparse_categorical_crossentropy_graph leaves on the device."""
+
+    def __init__(self):
+        self._parts = []    # (mean loss, hits, rows) of each call since the last overwrite
+        self._error = None  # the eager ValueError of a bad label
+        self._bad = FakeDeviceBuffer((1,), "int32")
+
+    bad_label_flag = property(lambda self: self._bad)
+
+    def reset(self):
+        def work():
+            self._parts, self._error = [], None
+            self._bad._a[...] = 0
+        _queue(work)
+
+    def read(self):
+        _refuse_during_capture("LossScalars.read", "it copies results to the host")
+        if self._error is not None:
+            raise ValueError(str(self._error))
+        if not self._parts:
+            return float("nan"), 0, 0
+        if len(self._parts) == 1:
+            return self._parts[0]
+        rows = sum(r for _, _, r in self._parts)
+        return (sum(loss * r for loss, _, r in self._parts) / rows, sum(h for _, h, _ in self._parts), rows)
+
+
+def _call_word(call, fn):
+    if not isinstance(call, FakeDeviceBuffer) or call.dtype != np.int32 or call.size != 1:
+        raise TypeError(f"{fn}: call must be an int32 DeviceBuffer of one element (the call counter), got "
+                        f"{call!r}")
+    return call._a.reshape(-1).view(np.uint32)
+
+
+def _graph_functions(mod):
+    def keep_mask_forward(name):
+        kernel = getattr(_core, name)
+
+        def fn(x, y, rate, seed, stream, call, mask=None):
+            word = _call_word(call, name + "_graph")
+            a = [_unwrap(v, name + "_graph", "tensor", False) for v in (x, y, mask)]
+            _queue(lambda: kernel(a[0], a[1], rate, seed, stream, int(word[0]), a[2]))
+        return fn
+
+    def keep_mask_backward(name):
+        kernel = getattr(_core, name)
+
+        def fn(dy, dx, rate, seed, stream, call):
+            word = _call_word(call, name + "_graph")
+            a = [_unwrap(v, name + "_graph", "tensor", False) for v in (dy, dx)]
+            _queue(lambda: kernel(a[0], a[1], rate, seed, stream, int(word[0]), None))  # mask regenerated
+        return fn
+
+    for name in ("dropout_forward", "alpha_dropout_forward"):
+        setattr(mod, name + "_graph", keep_mask_forward(name))
+    for name in ("dropout_backward", "alpha_dropout_backward"):
+        setattr(mod, name + "_graph", keep_mask_backward(name))
+
+    def dropout_mask_graph(mask, rate, seed, stream, call):
+        word, m = _call_word(call, "dropout_mask_graph"), _unwrap(mask, "dropout_mask_graph", "mask", False)
+        _queue(lambda: _core.dropout_mask(m, rate, seed, stream, int(word[0])))
+
+    def rrelu_forward_graph(x, y, lower, upper, training, seed, stream, call):
+        word = _call_word(call, "rrelu_forward_graph")
+        a = [_unwrap(v, "rrelu_forward_graph", "tensor", False) for v in (x, y)]
+        _queue(lambda: _core.rrelu_forward(a[0], a[1], lower, upper, training, seed, stream, int(word[0])))
+
+    def rrelu_backward_graph(x, dy, dx, lower, upper, training, seed, stream, call):
+        word = _call_word(call, "rrelu_backward_graph")
+        a = [_unwrap(v, "rrelu_backward_graph", "tensor", False) for v in (x, dy, dx)]
+        _queue(lambda: _core.rrelu_backward(a[0], a[1], a[2], lower, upper, training, seed, stream, int(word[0])))
+
+    def increment_counter(counter):
+        if not isinstance(counter, FakeDeviceBuffer) or counter.dtype != np.int32:
+            raise TypeError("increment_counter: counter must be an int32 DeviceBuffer")
+        words = counter._a.reshape(-1).view(np.uint32)
+        _queue(lambda: np.add(words, np.uint32(1), out=words))
+
+    def optimizer_step_graph(hyper, params, grads, slot0, slot1, slot2, table, want_norm=False, skip=None):
+        fn = "optimizer_step_graph"
+        FakeCuda.calls[fn] = FakeCuda.calls.get(fn, 0) + 1
+        if not isinstance(hyper, FakeDeviceHyper) or not isinstance(table, FakeSegmentTable):
+            raise TypeError(f"{fn}: hyper must be a DeviceHyper and table a SegmentTable")
+        if not hyper.has_value:
+            raise ValueError(f"{fn}: the DeviceHyper holds no hyperparameters yet (call set(hyper))")
+        if params.size != table.size:
+            raise ValueError(f"{fn}: params has {params.size} elements but the SegmentTable was made for "
+                             f"{table.size}")
+        if hyper._frozen is None:
+            hyper._frozen = _structure(hyper._value)
+        a = [_unwrap(v, fn, "tensor", False) for v in (params, grads, slot0, slot1, slot2)]
+        flag = None if skip is None else _unwrap(skip, fn, "skip", False)
+
+        def work():
+            if flag is not None and flag.reshape(-1)[0] != 0:
+                return
+            table._result = _core.optimizer_step(hyper._value, *a, table._offsets, table._l1, table._l2)
+        _queue(work)
+
+    def sparse_categorical_crossentropy_graph(y_pred, labels, grad, from_logits, out, accumulate=False):
+        fn = "sparse_categorical_crossentropy_graph"
+        FakeCuda.calls[fn] = FakeCuda.calls.get(fn, 0) + 1
+        if not isinstance(out, FakeLossScalars):
+            raise TypeError(f"{fn}: out must be a LossScalars")
+        p, lab, g = (_unwrap(v, fn, "tensor", False) for v in (y_pred, labels, grad))
+
+        def work():
+            if not accumulate:
+                out._parts, out._error = [], None
+                out._bad._a[...] = 0
+            try:
+                loss, hits = _core.sparse_categorical_crossentropy(p, lab, g, from_logits)
+            except ValueError as e:
+                out._error = e
+                out._bad._a[...] = 1
+                return
+            out._parts.append((loss, hits, len(lab)))
+        _queue(work)
+
+    mod.Graph = FakeGraph
+    mod.DeviceHyper = FakeDeviceHyper
+    mod.SegmentTable = FakeSegmentTable
+    mod.LossScalars = FakeLossScalars
+    mod.is_capturing = lambda: FakeCuda.capture is not None
+    for f in (dropout_mask_graph, rrelu_forward_graph, rrelu_backward_graph, increment_counter,
+              optimizer_step_graph, sparse_categorical_crossentropy_graph):
+        setattr(mod, f.__name__, f)
 
 
 def make_module() -> types.ModuleType:
     mod = types.ModuleType("deepcore._cuda", "fake deepcore._cuda for tests (runs deepcore._core kernels)")
     mod.DeviceBuffer = FakeDeviceBuffer
     mod.CudaError = FakeCudaError
+    mod.CaptureError = FakeCaptureError
     mod.CudaOutOfMemoryError = type("CudaOutOfMemoryError", (MemoryError,), {})
 
     def to_device(array, non_blocking=False):
+        _refuse_during_capture("to_device", "it copies from host memory")
         if not isinstance(array, np.ndarray):
             raise TypeError(f"to_device: expected a numpy array, got {type(array)}")
         buf = FakeDeviceBuffer(array.shape, array.dtype)
@@ -245,13 +563,14 @@ def make_module() -> types.ModuleType:
 
     mod.to_device = to_device
     mod.from_dlpack = from_dlpack
-    mod.synchronize = lambda: None
+    mod.synchronize = lambda: _refuse_during_capture("synchronize", "it waits for the device")
     mod.device_count = lambda: 2  # two devices, so that "cuda:1" is a real but not current device
     mod.unavailable_reason = lambda: ""
     mod.memory_stats = lambda: {"live_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
-    mod.empty_cache = lambda: None
+    mod.empty_cache = lambda: _refuse_during_capture("empty_cache", "cudaFree is not allowed during a capture")
     for name in TWINS:
         setattr(mod, name, _twin(name))
+    _graph_functions(mod)
     return mod
 
 
@@ -264,6 +583,7 @@ def fake_cuda(monkeypatch):
 
     mod = make_module()
     FakeCuda.current, FakeCuda.calls = 0, {}
+    FakeCuda.capture, FakeCuda.captures, FakeCuda.replays = None, 0, 0
     monkeypatch.setitem(sys.modules, "deepcore._cuda", mod)
     monkeypatch.setattr(deepcore, "_cuda", mod, raising=False)
     monkeypatch.setattr(cuda, "_probed", True)

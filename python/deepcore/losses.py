@@ -21,6 +21,8 @@ class Loss:
     #: the output activation this loss can absorb ("softmax", "sigmoid" or None)
     fusable_activation = None
     sparse = False
+    #: whether compute_graph exists: the loss can run inside a CUDA graph
+    has_graph_variant = False
 
     def __init__(self, name=None):
         if name is not None:
@@ -169,6 +171,14 @@ class SparseCategoricalCrossentropy(Loss):
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
         loss, _ = ops(y_pred).sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
         return loss
+
+    has_graph_variant = True
+
+    def compute_graph(self, y_pred, y_true, grad, out, from_logits=False):
+        """compute() for a CUDA graph: queues the loss and grad without waiting;
+        the mean loss and the count of correct rows land in ``out`` (a
+        deepcore._cuda.LossScalars), read after the replay."""
+        ops(y_pred).sparse_categorical_crossentropy_graph(y_pred, y_true, grad, from_logits or self.from_logits, out)
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}

@@ -175,6 +175,18 @@ class Optimizer:
         if self._size != params.size:
             self._device = device_of(params)
             self.build(params.size)
+        h = self._step_hyper()
+        slots = list(self._slot_args())
+        offsets, l1, l2 = segments if segments is not None else (None, None, None)
+        penalty, _ = ops(params).optimizer_step(h, params, grads, *slots, offsets, l1, l2)
+        self._step_done()
+        return penalty
+
+    def _step_hyper(self):
+        """The OptParams of the next step (iterations + 1): the rate of the
+        schedule now, the rule's coefficients (bias corrections). Filled
+        afresh for every step, eager or replayed from a CUDA graph (which
+        copies it to the device before each replay)."""
         lr = self.learning_rate
         if not math.isfinite(lr) or lr < 0:
             raise ValueError(f"{type(self).__name__}: the learning rate at step {self.iterations} is {lr!r}; "
@@ -187,12 +199,12 @@ class Optimizer:
         h.clipnorm = self.clipnorm or 0.0
         h.global_clipnorm = self.global_clipnorm or 0.0
         self._prepare(h, self.iterations + 1, lr)
-        slots = list(self._slot_args())
-        offsets, l1, l2 = segments if segments is not None else (None, None, None)
-        penalty, _ = ops(params).optimizer_step(h, params, grads, *slots, offsets, l1, l2)
+        return h
+
+    def _step_done(self):
+        """The step of _step_hyper() has run: commit its state, count it."""
         self._commit()
         self.iterations += 1
-        return penalty
 
     def _commit(self):
         """Advance state that _prepare computed, once the step has succeeded."""

@@ -46,7 +46,7 @@ build() {
   cp _core*.so cuda/_cuda*.so ../python/deepcore/ && cd .. &&
   "$PY" -c "import deepcore, deepcore.cuda as c; print(deepcore.__version__, 'cuda available:', c.is_available(), c.reason()); from deepcore import _cuda; c.is_available() and print(_cuda.device_properties(0)); print('cuBLASLt:', getattr(_cuda, 'blas_available', lambda: None)(), getattr(_cuda, 'blas_reason', lambda: '')())"
 }
-cuda_tests() { ls tests/test_cuda*.py tests/test_device_model.py 2>/dev/null; }
+cuda_tests() { ls tests/test_cuda*.py tests/test_device_model.py tests/test_graph_training.py 2>/dev/null; }
 
 for stage in "$@"; do
   case "$stage" in

@@ -51,6 +51,10 @@ class _RandomLayer(Layer):
         self._key_seed, self._stream = _random.next_stream() if seed is None else (seed, _SEEDED_STREAM)
         self._calls = 0
         self._call = None  # the key of the last random forward pass, None if it drew nothing
+        # Set by the model only while it captures a CUDA graph: a device int32
+        # counter holding the call word, read by the *_graph kernels when the
+        # graph runs (a Python int would be baked into the graph).
+        self._graph_call = None
         self._bufs = _BatchBuffers()
 
     def _next_call(self) -> int:
@@ -126,7 +130,11 @@ class Dropout(_RandomLayer):
         noise = self._resolved_noise_shape(x)
         if noise is None:
             self._mask = None
-            ops(x).dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+            if self._graph_call is None:
+                ops(x).dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+            else:
+                ops(x).dropout_forward_graph(x, b["y"], self.rate, self._key_seed, self._stream, self._graph_call,
+                                             b["mask"])
         else:
             self._mask = np.empty(noise, np.float32)
             ops(self._mask).dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
@@ -142,8 +150,10 @@ class Dropout(_RandomLayer):
         b = self._cur
         if self._mask is not None:
             np.multiply(dy, self._mask, out=b["dx"])
-        else:
+        elif self._graph_call is None:
             ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        else:
+            ops(dy).dropout_backward_graph(dy, b["dx"], self.rate, self._key_seed, self._stream, self._graph_call)
         return b["dx"]
 
     def get_config(self):
@@ -187,7 +197,11 @@ class AlphaDropout(_RandomLayer):
             return x
         b = self._buffers(x)
         self._call = self._next_call()
-        ops(x).alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        if self._graph_call is None:
+            ops(x).alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        else:
+            ops(x).alpha_dropout_forward_graph(x, b["y"], self.rate, self._key_seed, self._stream, self._graph_call,
+                                               b["mask"])
         self._cur = b
         return b["y"]
 
@@ -197,7 +211,12 @@ class AlphaDropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
-        ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        if self._graph_call is None:
+            ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call,
+                                           b["mask"])
+        else:
+            ops(dy).alpha_dropout_backward_graph(dy, b["dx"], self.rate, self._key_seed, self._stream,
+                                                 self._graph_call)
         return b["dx"]
 
     def get_config(self):

@@ -114,5 +114,5 @@ def fold_batchnorm(model):
         # belong to the unfolded parameters.
         opt = model.optimizer
         folded.compile(optimizer=type(opt).from_config(opt.get_config()), loss=copy.deepcopy(model.loss),
-                       metrics=[copy.deepcopy(m) for m in model.compiled_metrics])
+                       metrics=[copy.deepcopy(m) for m in model.compiled_metrics], cuda_graphs=model.cuda_graphs)
     return folded.to(model.device)

@@ -40,6 +40,8 @@ class Model:
         # resulting weights are non-finite leaves the weights untouched.
         self._skip_nonfinite_updates = False
         self._nonfinite_update_skipped = False
+        self._cuda_graphs = False
+        self._graphs = None  # graph_step.GraphTrainer while cuda_graphs is on and the model is on CUDA
 
     # --------------------------------------------------------- graph (subclass)
     @property
@@ -186,6 +188,7 @@ class Model:
         self._device = dev
         self._place_layers(moved)
         self._batch_buffers = {}
+        self._drop_graphs()
         if self.optimizer is not None:
             self.optimizer._place(dev)
         return self
@@ -288,16 +291,58 @@ class Model:
             opt.build(self._flat_params.size)
         opt.set_state(state)
     # --------------------------------------------------------------- compile
-    def compile(self, optimizer="sgd", loss=None, metrics=None):
+    def compile(self, optimizer="sgd", loss=None, metrics=None, cuda_graphs=False):
         """Configure training. ``optimizer``, ``loss`` and ``metrics`` accept
         Keras strings ("sgd", "sparse_categorical_crossentropy", "accuracy")
-        or objects."""
+        or objects.
+
+        ``cuda_graphs=True`` (opt-in; default False): on a CUDA device, fit
+        and train_on_batch run the steady-state training step as a CUDA
+        graph, captured once per batch size after one eager step and
+        replayed; results equal the eager step's. Where a step cannot be a
+        graph (TerminateOnNaN, a loss other than
+        sparse_categorical_crossentropy, a layer that needs the host) it
+        runs eagerly, with one RuntimeWarning per reason. Ignored on the
+        CPU. ``model.cuda_graphs`` turns it off or on between steps."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = _optimizers.get(optimizer)
         self.optimizer._place(self._device)
         self.loss = _losses.get(loss)
         self.compiled_metrics = [_metrics.get(m, self.loss) for m in (metrics or [])]
+        self.cuda_graphs = cuda_graphs
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether training steps on a CUDA device run as CUDA graphs (see compile)."""
+        return self._cuda_graphs
+
+    @cuda_graphs.setter
+    def cuda_graphs(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"cuda_graphs must be True or False, got {value!r}")
+        self._cuda_graphs = bool(value)
+        self._drop_graphs()
+
+    def _drop_graphs(self):
+        if self._graphs is not None:
+            self._graphs.drop()
+            self._graphs = None
+
+    def _device_train_step(self, xh, yh):
+        """One training step of a CUDA model on a host batch: copied into the
+        device batch buffers, then replayed as a CUDA graph (cuda_graphs) or
+        run eagerly."""
+        n = len(xh)
+        xb, yb = self._on_device(xh, ("x", n)), self._on_device(yh, ("y", n))
+        if self._cuda_graphs:
+            if self._graphs is None:
+                from .graph_step import GraphTrainer
+                self._graphs = GraphTrainer(self)
+            result = self._graphs.train_step(xb, yb, n)
+            if result is not None:
+                return result
+        return self._train_step(xb, yb)
 
     def _require_built(self, what):
         if not self.built:
@@ -366,8 +411,9 @@ class Model:
         x, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_packed()
         self._fused = self._fusion()
-        n = len(x)
-        return self._train_step(self._on_device(x, ("x", n)), self._on_device(y, ("y", n)))[0]
+        if self._device == "cpu":
+            return self._train_step(x, y)[0]
+        return self._device_train_step(x, y)[0]
 
     def _train_step(self, xb, yb):
         # guard (TerminateOnNaN): the last finite weights survive a bad step.
@@ -484,7 +530,7 @@ class Model:
                 if on_host:
                     loss, out = self._train_step(xh, yh)
                 else:
-                    loss, out = self._train_step(self._on_device(xh, ("x", hi - lo)), self._on_device(yh, ("y", hi - lo)))
+                    loss, out = self._device_train_step(xh, yh)
                     if metrics:
                         out = to_host(out)  # metrics compute on the host
                 loss_sum += loss * (hi - lo)

@@ -1,0 +1,438 @@
+"""Training steps as CUDA graphs (``compile(cuda_graphs=True)``).
+
+Most tests run everywhere, against the CPU-backed double of deepcore._cuda
+(fake_cuda.py), whose graphs record kernels during a capture without running
+them and run the records on replay, reading the device step state (the
+DeviceHyper, the dropout call counters) at that time. Graph training must
+then equal eager training, and the CPU, bit for bit: weights, losses,
+accuracy and optimizer state. The tests at the end do the same comparisons
+on a real GPU with a tolerance and skip with deepcore.cuda.reason() without one.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import deepcore as dc
+from deepcore import cuda
+from deepcore.activations import _CODES
+from deepcore.callbacks import Callback, ReduceLROnPlateau, TerminateOnNaN
+from deepcore.schedules import ExponentialDecay
+from fake_cuda import FakeCuda
+
+L = dc.layers
+
+
+def data(n=250, features=20, classes=4, seed=0):
+    """250 samples: batches of 32 and a last partial batch of 26."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 2.0, size=(classes, features))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.normal(size=(n, features))).astype(np.float32)
+    return x, y
+
+
+def adam_schedule():
+    return dc.optimizers.Adam(ExponentialDecay(1e-2, decay_steps=5, decay_rate=0.9))
+
+
+def sgd_momentum():
+    return dc.optimizers.SGD(0.05, momentum=0.9)
+
+
+def mlp(optimizer=adam_schedule, graphs=True, extra=tuple, loss="sparse_categorical_crossentropy",
+        out_activation="softmax", metrics=("accuracy",), seed=7):
+    """Dense -> BatchNorm -> Dropout [-> extra()] -> Dense -> Dense, from a fixed seed."""
+    dc.set_random_seed(seed)
+    model = dc.Sequential([L.Dense(32, activation="relu", kernel_initializer="he_normal", name="d1",
+                                   input_shape=[20]),
+                           L.BatchNormalization(name="bn"), L.Dropout(0.2, name="drop"), *extra(),
+                           L.Dense(16, activation="relu", name="d2"),
+                           L.Dense(4, activation=out_activation, name="out")], name="mlp")
+    model.compile(optimizer=optimizer(), loss=loss, metrics=list(metrics), cuda_graphs=graphs)
+    return model
+
+
+def assert_same_training(a, b, ha=None, hb=None):
+    for v, wa, wb in zip(a.weights, a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb, err_msg=v.path)
+    sa, sb = a.optimizer.get_state(), b.optimizer.get_state()
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    for layer_a, layer_b in zip(a.layers, b.layers):
+        assert getattr(layer_a, "_calls", None) == getattr(layer_b, "_calls", None), layer_a.name
+    if ha is not None:
+        assert ha.history == hb.history
+
+
+def train(model, device, callbacks=(), epochs=4, **kwargs):
+    if device != "cpu":
+        model.to(device)
+    x, y = data()
+    return model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, seed=3, callbacks=list(callbacks), **kwargs)
+
+
+# --------------------------------------------------------------------------
+# the fake graph API itself
+# --------------------------------------------------------------------------
+def test_fake_capture_records_kernels_and_replay_runs_them(fake_cuda):
+    x = fake_cuda.to_device(np.arange(8, dtype=np.float32) - 4)
+    y = fake_cuda.DeviceBuffer((8,))
+    g = fake_cuda.Graph()
+    with g.capture():
+        fake_cuda.activation_forward(_CODES["relu"], x, y, 0.0, 1.0)  # recorded: recorded, not run
+    np.testing.assert_array_equal(y.to_numpy(), 0)
+    g.replay()
+    np.testing.assert_array_equal(y.to_numpy(), np.maximum(np.arange(8) - 4, 0))
+    x.copy_from(np.full(8, 2, np.float32))  # inputs by reference: a replay sees the new values
+    g.replay()
+    np.testing.assert_array_equal(y.to_numpy(), 2)
+    assert FakeCuda.captures == 1 and FakeCuda.replays == 2
+
+
+def test_fake_host_syncing_calls_raise_capture_error_and_abort(fake_cuda):
+    x = fake_cuda.DeviceBuffer((4,))
+    for call in (x.to_numpy, lambda: x.copy_from(np.zeros(4, np.float32)), lambda: fake_cuda.count_nonfinite(x),
+                 lambda: x.__setitem__(Ellipsis, np.ones(4, np.float32))):
+        g = fake_cuda.Graph()
+        g.capture_begin()
+        with pytest.raises(fake_cuda.CaptureError):
+            call()
+        assert not fake_cuda.is_capturing()
+        with pytest.raises(fake_cuda.CaptureError, match="aborted"):
+            g.capture_end()
+        assert not g.is_captured
+
+
+def test_fake_graph_reads_device_counters_and_bakes_in_numbers(fake_cuda):
+    """A call word passed as an int repeats on every replay; a device counter
+    incremented inside the graph gives the eager sequence of masks."""
+    x = fake_cuda.to_device(np.ones(64, np.float32))
+    y, mask = fake_cuda.DeviceBuffer((64,)), fake_cuda.DeviceBuffer((2,), "int32")
+    eager = []
+    for call in range(3):
+        fake_cuda.dropout_forward(x, y, 0.5, 1, 2, call, mask)
+        eager.append(y.to_numpy())
+    counter = fake_cuda.DeviceBuffer((1,), "int32")
+    g = fake_cuda.Graph()
+    with g.capture():
+        fake_cuda.dropout_forward_graph(x, y, 0.5, 1, 2, counter, mask)
+        fake_cuda.increment_counter(counter)
+    baked = fake_cuda.Graph()
+    with baked.capture():
+        fake_cuda.dropout_forward(x, y, 0.5, 1, 2, 0, mask)
+    for call in range(3):
+        g.replay()
+        np.testing.assert_array_equal(y.to_numpy(), eager[call])
+        baked.replay()
+        np.testing.assert_array_equal(y.to_numpy(), eager[0])
+    with pytest.raises(TypeError):
+        fake_cuda.dropout_forward_graph(x, y, 0.5, 1, 2, 0, mask)  # call must live on the device
+
+
+def test_fake_device_hyper_is_read_when_the_graph_runs(fake_cuda):
+    params = fake_cuda.to_device(np.ones(4, np.float32))
+    grads = fake_cuda.to_device(np.ones(4, np.float32))
+    h = dc._core.OptParams()
+    h.kind, h.lr = 0, 0.5
+    hyper, table = fake_cuda.DeviceHyper(h), fake_cuda.SegmentTable(4)
+    g = fake_cuda.Graph()
+    with g.capture():
+        fake_cuda.optimizer_step_graph(hyper, params, grads, None, None, None, table)
+    h.lr = 0.25  # the host object changes; the device copy does not until set()
+    g.replay()
+    np.testing.assert_array_equal(params.to_numpy(), 0.5)
+    hyper.set(h)
+    g.replay()
+    np.testing.assert_array_equal(params.to_numpy(), 0.25)
+    h.momentum = 0.9
+    with pytest.raises(ValueError):  # the rule's structure is frozen once captured
+        hyper.set(h)
+
+
+# --------------------------------------------------------------------------
+# graph training equals eager training and the CPU
+# --------------------------------------------------------------------------
+def test_graph_training_equals_eager_and_cpu_adam_with_a_schedule(fake_cuda):
+    h_cpu = train(cpu := mlp(graphs=True), "cpu")
+    h_eager = train(eager := mlp(graphs=False), "cuda")
+    before = FakeCuda.captures
+    h_graph = train(graph := mlp(graphs=True), "cuda")
+    assert FakeCuda.captures - before == 2  # batch sizes 32 and 26: captured once each
+    assert FakeCuda.replays > 20
+    assert_same_training(eager, graph, h_eager, h_graph)
+    assert_same_training(cpu, graph, h_cpu, h_graph)
+    assert graph.optimizer.iterations == 4 * 8
+    np.testing.assert_array_equal(graph.predict(data()[0]), eager.predict(data()[0]))
+
+
+def test_graph_training_follows_reduce_lr_on_plateau(fake_cuda):
+    def plateau():
+        return ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+
+    h_eager = train(eager := mlp(sgd_momentum, graphs=False), "cuda", [plateau()], epochs=5)
+    h_graph = train(graph := mlp(sgd_momentum), "cuda", [plateau()], epochs=5)
+    lrs = h_graph.history["learning_rate"]
+    assert lrs[0] > lrs[-1]  # the rate changed mid-run, the graphs followed it
+    assert FakeCuda.captures == 2
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_train_on_batch_with_graphs_equals_eager(fake_cuda):
+    x, y = data()
+    eager, graph = mlp(graphs=False).to("cuda"), mlp().to("cuda")
+    for lo in (0, 32, 64, 96, 0, 32):
+        a = eager.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        b = graph.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        assert type(b) is float and a == b
+    assert FakeCuda.captures == 1
+    assert_same_training(eager, graph)
+
+
+def test_switching_graphs_off_and_on_and_to_the_cpu_mid_training_continues_exactly(fake_cuda):
+    x, y = data()
+    ref = mlp(graphs=False).to("cuda")
+    model = mlp().to("cuda")
+    kw = dict(batch_size=32, verbose=0, seed=3)
+    plan = [("graphs", True), ("graphs", False), ("cpu", None), ("cuda", None), ("graphs", True)]
+    for epoch, (what, value) in enumerate(plan):
+        if what == "graphs":
+            model.cuda_graphs = value
+        else:
+            model.to(what)
+        h_ref = ref.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        h = model.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        assert h.history == h_ref.history, (epoch, what, value)
+        assert_same_training(ref, model)
+    assert FakeCuda.captures == 4  # twice two batch sizes: graphs are dropped when turned off or moved
+
+
+def test_rrelu_and_alpha_dropout_in_graphs_match_eager(fake_cuda):
+    extra = lambda: [L.RReLU(name="rrelu"), L.AlphaDropout(0.1, name="adrop")]  # noqa: E731
+    h_eager = train(eager := mlp(graphs=False, extra=extra), "cuda", epochs=3)
+    h_graph = train(graph := mlp(extra=extra), "cuda", epochs=3)
+    assert FakeCuda.captures == 2
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_a_changed_trainable_set_recaptures(fake_cuda):
+    x, y = data()
+    eager, graph = mlp(graphs=False).to("cuda"), mlp().to("cuda")
+    for m in (eager, graph):
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=3)
+        m.get_layer("d1").trainable = False
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=4)
+    assert FakeCuda.captures == 4
+    assert_same_training(eager, graph)
+
+
+# --------------------------------------------------------------------------
+# fallbacks
+# --------------------------------------------------------------------------
+def test_terminate_on_nan_runs_the_eager_step_with_one_warning(fake_cuda):
+    h_eager = train(eager := mlp(graphs=False), "cuda", [TerminateOnNaN()], epochs=2)
+    with pytest.warns(RuntimeWarning, match="TerminateOnNaN") as record:
+        h_graph = train(graph := mlp(), "cuda", [TerminateOnNaN()], epochs=2)
+    assert len([w for w in record if "TerminateOnNaN" in str(w.message)]) == 1
+    assert FakeCuda.captures == 0
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_a_loss_without_a_graph_variant_runs_eagerly_with_one_warning(fake_cuda):
+    kw = dict(loss="mse", out_activation="linear", metrics=("mae",))
+    x, y = data()
+    yy = np.eye(4, dtype=np.float32)[y]
+    eager, graph = mlp(graphs=False, **kw).to("cuda"), mlp(**kw).to("cuda")
+    h_eager = eager.fit(x, yy, batch_size=32, epochs=2, verbose=0, seed=3)
+    with pytest.warns(RuntimeWarning, match="mean_squared_error"):
+        h_graph = graph.fit(x, yy, batch_size=32, epochs=2, verbose=0, seed=3)
+    assert FakeCuda.captures == 0
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_a_layer_that_needs_the_host_falls_back_once_per_batch_size(fake_cuda):
+    extra = lambda: [L.Swish(name="swish")]  # noqa: E731  (reads beta on the host each step)
+    h_eager = train(eager := mlp(graphs=False, extra=extra), "cuda", epochs=3)
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        h_graph = train(graph := mlp(extra=extra), "cuda", epochs=3)
+    assert FakeCuda.captures == 0
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_graphs_on_the_cpu_are_ignored_silently(fake_cuda):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h_a = train(a := mlp(), "cpu", epochs=2)
+    h_b = train(b := mlp(graphs=False), "cpu", epochs=2)
+    assert FakeCuda.captures == 0
+    assert_same_training(a, b, h_a, h_b)
+
+
+def test_cuda_graphs_must_be_a_bool(fake_cuda):
+    model = mlp()
+    with pytest.raises(TypeError):
+        model.cuda_graphs = "yes"
+
+
+def test_a_callback_changing_the_rate_each_batch_is_followed(fake_cuda):
+    class Halve(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch % 3 == 0:
+                self.model.optimizer.learning_rate = self.model.optimizer.learning_rate * 0.5
+
+    h_eager = train(eager := mlp(sgd_momentum, graphs=False), "cuda", [Halve()], epochs=2)
+    h_graph = train(graph := mlp(sgd_momentum), "cuda", [Halve()], epochs=2)
+    assert FakeCuda.captures == 2
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+# --------------------------------------------------------------------------
+# real GPU: the same comparisons with a tolerance
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu():
+    if not cuda.is_available():
+        pytest.skip(cuda.reason())
+    return cuda
+
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.mark.parametrize("optimizer", [adam_schedule, sgd_momentum])
+def test_gpu_graph_training_agrees_with_eager(gpu, optimizer):
+    """Graph and eager training on the GPU run the same kernels in the same
+    order: they agree to a tolerance (bit for bit in practice) over epochs."""
+    callbacks = (lambda: [ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)]) \
+        if optimizer is sgd_momentum else (lambda: [])
+    h_eager = train(eager := mlp(optimizer, graphs=False), "cuda", callbacks(), epochs=3)
+    h_graph = train(graph := mlp(optimizer), "cuda", callbacks(), epochs=3)
+    assert graph._graphs is not None and len(graph._graphs.steps) == 2
+    for k in h_eager.history:
+        np.testing.assert_allclose(h_graph.history[k], h_eager.history[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for v, we, wg in zip(eager.weights, eager.get_weights(), graph.get_weights()):
+        np.testing.assert_allclose(wg, we, rtol=1e-4, atol=1e-5, err_msg=v.path)
+    assert graph.optimizer.iterations == eager.optimizer.iterations
+
+
+def test_gpu_graph_steps_agree_with_cpu_steps(gpu):
+    """From identical weights and state, replayed steps agree with the CPU's to 1e-5."""
+    x, y = data()
+    cpu, dev = mlp(graphs=False), mlp().to("cuda")
+    for step, lo in enumerate([0, 32, 64, 96, 128, 160]):
+        dev.set_weights(cpu.get_weights())
+        if step:
+            dev.optimizer.set_state(cpu.optimizer.get_state())
+        a = cpu.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        b = dev.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        assert b == pytest.approx(a, rel=RTOL, abs=ATOL)
+        for v, wc, wd in zip(cpu.weights, cpu.get_weights(), dev.get_weights()):
+            np.testing.assert_allclose(wd, wc, rtol=RTOL, atol=ATOL, err_msg=f"step {step}: {v.path}")
+    assert len(dev._graphs.steps) == 1
+
+
+def test_bench_gpu_mlp_rows_time_the_eager_and_the_graph_step(fake_cuda, capsys):
+    from deepcore.bench import _Table, _fmt_time
+    from deepcore.bench_gpu import _bench_mlp
+
+    _bench_mlp(fake_cuda, None, fake_cuda.synchronize, 0.005, _Table, _fmt_time)
+    out = capsys.readouterr().out
+    assert "deepcore graph" in out and "did not capture" not in out
+    assert FakeCuda.captures == 2 and FakeCuda.replays > 4
+
+
+def test_released_layer_buffers_or_replaced_weights_mean_a_new_capture(fake_cuda):
+    x, y = data()
+    eager, graph = mlp(graphs=False).to("cuda"), mlp().to("cuda")
+    for m in (eager, graph):
+        for _ in range(3):
+            m.train_on_batch(x[:32], y[:32])
+        m.get_layer("d2")._bufs.release([32])  # e.g. MC dropout's one-off batch sizes
+        for _ in range(3):
+            m.train_on_batch(x[32:64], y[32:64])
+    assert FakeCuda.captures == 2
+    assert_same_training(eager, graph)
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: dc.optimizers.Nadam(2e-3),
+    lambda: dc.optimizers.RMSprop(1e-3, momentum=0.5, centered=True),
+    lambda: dc.optimizers.AdamW(1e-3, amsgrad=True, clipnorm=0.5),
+    lambda: dc.optimizers.Adagrad(1e-2, global_clipnorm=1.0),
+    lambda: dc.optimizers.Ftrl(1e-2, l1_regularization_strength=1e-3),
+    lambda: dc.optimizers.SGD(0.05, momentum=0.9, nesterov=True, clipvalue=0.1),
+], ids=["nadam", "rmsprop-centered", "adamw-amsgrad-clipnorm", "adagrad-global-clipnorm", "ftrl", "sgd-nesterov"])
+def test_every_optimizer_with_penalties_and_max_norm_trains_identically_as_a_graph(fake_cuda, optimizer):
+    extra = lambda: [L.Dense(24, activation="elu", kernel_regularizer=dc.regularizers.l2(1e-3),  # noqa: E731
+                             kernel_constraint=dc.constraints.MaxNorm(1.0), name="reg")]
+    h_eager = train(eager := mlp(optimizer, graphs=False, extra=extra), "cuda", epochs=3)
+    h_graph = train(graph := mlp(optimizer, extra=extra), "cuda", epochs=3)
+    assert FakeCuda.captures == 2
+    assert_same_training(eager, graph, h_eager, h_graph)
+
+
+def test_gradient_diagnostics_run_the_eager_step(fake_cuda):
+    from deepcore.diagnostics import GradientDiagnostics
+
+    with pytest.warns(RuntimeWarning, match="GradientDiagnostics"):
+        train(mlp(), "cuda", [GradientDiagnostics()], epochs=1)
+    assert FakeCuda.captures == 0
+
+
+def test_changed_baked_in_settings_mean_a_new_capture(fake_cuda):
+    """Clipping by norm turned on (another optimizer_step_graph structure) and
+    a new dropout rate (a number baked into the graph) both recapture."""
+    x, y = data()
+    eager, graph = mlp(sgd_momentum, graphs=False).to("cuda"), mlp(sgd_momentum).to("cuda")
+    for m in (eager, graph):
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=3)
+        m.optimizer.clipnorm = 0.5
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=4)
+        m.get_layer("drop").rate = 0.4
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=5)
+    assert FakeCuda.captures == 6
+    assert_same_training(eager, graph)
+
+
+def test_gpu_switching_graphs_mid_training_and_fallbacks(gpu):
+    x, y = data()
+    ref, model = mlp(graphs=False).to("cuda"), mlp().to("cuda")
+    kw = dict(batch_size=32, verbose=0, seed=3)
+    for epoch, graphs in enumerate([True, False, True]):
+        model.cuda_graphs = graphs
+        h_ref = ref.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        h = model.fit(x, y, epochs=2 * epoch + 2, initial_epoch=2 * epoch, **kw)
+        np.testing.assert_allclose(h.history["loss"], h_ref.history["loss"], rtol=1e-4)
+    for v, wr, wm in zip(ref.weights, ref.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(wm, wr, rtol=1e-4, atol=1e-5, err_msg=v.path)
+    assert [layer._calls for layer in model.layers if hasattr(layer, "_calls")] == \
+        [layer._calls for layer in ref.layers if hasattr(layer, "_calls")]
+    with pytest.warns(RuntimeWarning, match="TerminateOnNaN"):
+        model.fit(x, y, epochs=1, callbacks=[TerminateOnNaN()], **kw)
+    mse = mlp(loss="mse", out_activation="linear", metrics=()).to("cuda")
+    with pytest.warns(RuntimeWarning, match="mean_squared_error"):
+        mse.fit(x, np.eye(4, dtype=np.float32)[y], epochs=1, **kw)
+
+
+def test_fold_batchnorm_keeps_the_cuda_graphs_setting(fake_cuda):
+    model = mlp().to("cuda")
+    model.fit(*data(), batch_size=32, epochs=1, verbose=0)
+    assert model.fold_batchnorm().cuda_graphs is True
+    model.cuda_graphs = False
+    assert model.fold_batchnorm().cuda_graphs is False
+
+
+def test_the_fake_graph_api_has_the_real_modules_names_and_arguments(fake_cuda):
+    import inspect
+
+    from test_cuda_graph import CLASS_MEMBERS, GRAPH_FUNCTIONS
+
+    for name, args in GRAPH_FUNCTIONS.items():
+        assert list(inspect.signature(getattr(fake_cuda, name)).parameters) == args, name
+    for cls, members in CLASS_MEMBERS.items():
+        for member in members:
+            assert hasattr(getattr(fake_cuda, cls), member), f"{cls}.{member}"
+    assert list(inspect.signature(fake_cuda.SegmentTable).parameters) == ["size", "offsets", "l1", "l2"]
+    assert list(inspect.signature(fake_cuda.DeviceHyper).parameters) == ["hyper"]
+    assert issubclass(fake_cuda.CaptureError, fake_cuda.CudaError)
