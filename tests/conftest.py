@@ -1,3 +1,15 @@
 """Shared fixtures: ``fake_cuda`` installs the CPU-backed double of
 deepcore._cuda (tests/fake_cuda.py) for one test."""
+import pytest
+
 from fake_cuda import fake_cuda  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    """The real CUDA backend (deepcore.cuda), or a skip that says why it is unavailable."""
+    from deepcore import cuda
+
+    if not cuda.is_available():
+        pytest.skip(cuda.reason())
+    return cuda

@@ -19,6 +19,7 @@ from deepcore import backend, cuda
 from deepcore.callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from deepcore.layers.base import Layer
 from deepcore.saving import load_safetensors
+from device_data import blobs
 from fake_cuda import FakeDeviceBuffer
 
 L = dc.layers
@@ -27,13 +28,7 @@ L = dc.layers
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def data(n=250, features=20, classes=4, seed=0):
-    """n is not a multiple of 32: the last batch is ragged (its own buffers)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0.0, 2.0, size=(classes, features))
-    y = rng.integers(0, classes, n)
-    x = (centers[y] + rng.normal(size=(n, features))).astype(np.float32)
-    return x, y
+data = blobs  # 250 samples: the last batch is ragged
 
 
 def mlp(optimizer="adam", built=True, extra=tuple, seed=7, metrics=("accuracy",),
@@ -621,13 +616,6 @@ def test_batchnorm_with_non_adjacent_axes_refuses_the_device(fake_cuda):
 # --------------------------------------------------------------------------
 # real GPU: the same comparisons with a tolerance
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gpu():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    return cuda
-
-
 RTOL, ATOL = 1e-5, 1e-6
 
 

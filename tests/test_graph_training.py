@@ -14,22 +14,16 @@ import numpy as np
 import pytest
 
 import deepcore as dc
-from deepcore import cuda
 from deepcore.activations import _CODES
 from deepcore.callbacks import Callback, ReduceLROnPlateau, TerminateOnNaN
 from deepcore.schedules import ExponentialDecay
+from device_data import blobs
 from fake_cuda import FakeCuda
 
 L = dc.layers
 
 
-def data(n=250, features=20, classes=4, seed=0):
-    """250 samples: batches of 32 and a last partial batch of 26."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0.0, 2.0, size=(classes, features))
-    y = rng.integers(0, classes, n)
-    x = (centers[y] + rng.normal(size=(n, features))).astype(np.float32)
-    return x, y
+data = blobs  # 250 samples: the last batch is ragged
 
 
 def adam_schedule():
@@ -290,13 +284,6 @@ def test_a_callback_changing_the_rate_each_batch_is_followed(fake_cuda):
 # --------------------------------------------------------------------------
 # real GPU: the same comparisons with a tolerance
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gpu():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    return cuda
-
-
 RTOL, ATOL = 1e-5, 1e-6
 
 

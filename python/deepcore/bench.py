@@ -14,14 +14,18 @@ from ._native import core
 from .activations import _CODES
 
 
-def _median_time(fn, min_time=0.2, repeats=7):
-    """Median seconds per call: calls are batched so each sample lasts >= min_time/repeats."""
+def _median_time(fn, min_time=0.2, repeats=7, sync=None):
+    """Median seconds per call: calls are batched so each sample lasts >= min_time/repeats.
+    ``sync`` (for asynchronous GPU work) is called at the end of each batch, inside the timing."""
+    sync = sync or (lambda: None)
     fn()
+    sync()
     n, t = 1, 0.0
     while True:  # calibrate the batch size
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
+        sync()
         t = time.perf_counter() - t0
         if t >= min_time / repeats or n >= 1 << 20:
             break
@@ -31,6 +35,7 @@ def _median_time(fn, min_time=0.2, repeats=7):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
+        sync()
         samples.append((time.perf_counter() - t0) / n)
     return float(np.median(samples))
 

@@ -22,27 +22,10 @@ import numpy as np
 
 
 def _sync_timer(fn, sync, min_time=0.3, repeats=5):
-    """Median seconds per call of fn, synchronizing around each batch of calls."""
-    fn()
-    sync()
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        t = time.perf_counter() - t0
-        if t >= min_time / repeats or n >= 1 << 16:
-            break
-        n *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        samples.append((time.perf_counter() - t0) / n)
-    return float(np.median(samples))
+    """Median seconds per call of fn, synchronizing at the end of each timed batch of calls."""
+    from .bench import _median_time
+
+    return _median_time(fn, min_time, repeats, sync)
 
 
 def _torch_cuda():
