@@ -150,7 +150,9 @@ class Dropout(_RandomLayer):
         b = self._cur
         if self._mask is not None:
             np.multiply(dy, self._mask, out=b["dx"])
-        elif self._graph_call is None:
+        elif self._graph_call is None or b["mask"] is not None:
+            # With the forward's keep bits the call word is not read, so this
+            # eager kernel is also the graph's (no mask regenerated).
             ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         else:
             ops(dy).dropout_backward_graph(dy, b["dx"], self.rate, self._key_seed, self._stream, self._graph_call)
@@ -211,7 +213,7 @@ class AlphaDropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
-        if self._graph_call is None:
+        if self._graph_call is None or b["mask"] is not None:  # keep bits: the call word is not read
             ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call,
                                            b["mask"])
         else:

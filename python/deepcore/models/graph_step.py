@@ -28,6 +28,7 @@ frozen BatchNormalization's backward). A model on the CPU ignores the flag.
 """
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
@@ -74,7 +75,7 @@ class GraphTrainer:
     def __init__(self, model):
         self.model = model
         self.steps = {}       # batch size -> _CapturedStep
-        self.warmed = set()   # batch sizes whose eager warm-up step has run
+        self.warmed = {}      # batch size -> the signature its eager warm-up step ran with
         self.failed = {}      # batch size -> signature whose capture failed
         self.counters = {}    # random layer -> [device counter, the value it holds (None: unknown)]
         self.hyper = None     # the DeviceHyper shared by the captured steps
@@ -106,7 +107,7 @@ class GraphTrainer:
         layers = m.layers
         objects = (m._flat_params, m._flat_grads, *opt._slot_args(), opt, m.loss, m._segments, xb, yb, *layers,
                    *(v.constraint for v in m._constrained), *(v.value for v in m.non_trainable_weights))
-        values = (m._fused, _structure(h),
+        values = (m._fused, _structure(h), getattr(ops(xb), "get_tf32", bool)(),
                   tuple((layer.trainable, getattr(layer, "rate", None), getattr(layer, "momentum", None),
                          getattr(layer, "epsilon", None)) for layer in layers))
         return objects, values
@@ -120,16 +121,20 @@ class GraphTrainer:
             return None
         m = self.model
         step = self.steps.get(n)
-        if step is None and (n not in self.warmed or m.optimizer._size != m._flat_params.size):
-            self.warmed.add(n)  # the eager warm-up step (it also builds the optimizer's slots)
-            return None
+        if step is None and m.optimizer._size != m._flat_params.size:
+            return None  # the eager step builds the optimizer's slots first
         h = m.optimizer._step_hyper()
         sig = self._signature(xb, yb, h)
         if step is not None and not (_same(step.signature, sig) and step.pinned()):
             self.drop()  # something baked in changed: this step warms up, the next captures again
-            self.warmed.add(n)
-            return None
+            step = None
         if step is None:
+            # A capture follows an eager warm-up of the very same signature:
+            # it creates the per-batch buffers and cuBLASLt's plans, which are
+            # keyed by pointer alignment and cannot be made during a capture.
+            warmed = self.warmed.get(n)
+            if warmed is None or not _same(warmed, sig):
+                return None  # the eager step runs, then eager_step_done records its signature
             failed = self.failed.get(n)
             if failed is not None and _same(failed, sig):
                 return None
@@ -138,11 +143,18 @@ class GraphTrainer:
                 return None
         return self._replay(step, h)
 
+    def eager_step_done(self, xb, yb, n):
+        """Record what an eager step of batch size n ran with: the next step
+        with the same signature may be captured."""
+        m = self.model
+        if m.optimizer._size == m._flat_params.size:
+            self.warmed[n] = self._signature(xb, yb, m.optimizer._step_hyper())
+
     def drop(self):
         """Forget every captured step (their memory goes back to the cache)."""
         for step in self.steps.values():
             step.graph.reset()
-        self.steps, self.warmed, self.failed = {}, set(), {}
+        self.steps, self.warmed, self.failed = {}, {}, {}
 
     def _counter(self, mod, layer):
         entry = self.counters.get(layer)
@@ -168,6 +180,10 @@ class GraphTrainer:
         for layer in randoms:
             layer._graph_call = self._counter(mod, layer)[0]
         graph = mod.Graph()
+        # Memory freed during a capture stays with that graph: keep the
+        # garbage collector from freeing another (dead) model's buffers now.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             with graph.capture():
                 out = m._forward(xb, True)
@@ -187,6 +203,8 @@ class GraphTrainer:
             self._warn(f"the step could not be captured ({type(e).__name__}: {e})")
             return None
         finally:
+            if gc_was_enabled:
+                gc.enable()
             for layer, calls, call in saved:
                 layer._calls, layer._call, layer._graph_call = calls, call, None
         pins = [(m._batch_buffers, ("grad", out.shape), grad)]
@@ -208,11 +226,14 @@ class GraphTrainer:
                 entry[0].copy_from(np.array([word], np.uint32).view(np.int32))
                 entry[1] = word
         step.graph.replay()
-        loss, _, _ = step.scalars.read()
+        # The replay advanced the device counters: the host counts follow
+        # before the loss is read (a bad label raises there, after the
+        # forward drew its masks, as in the eager step).
         for layer in step.drawn:
             layer._call = layer._calls & _WORD
             layer._calls += 1
             counters[layer][1] = layer._calls & _WORD
+        loss, _, _ = step.scalars.read()
         m.optimizer._step_done()
         if step.table.penalties:
             loss += step.table.read_result()[0]

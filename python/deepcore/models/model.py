@@ -342,6 +342,10 @@ class Model:
             result = self._graphs.train_step(xb, yb, n)
             if result is not None:
                 return result
+            result = self._train_step(xb, yb)
+            if self._graphs is not None:
+                self._graphs.eager_step_done(xb, yb, n)
+            return result
         return self._train_step(xb, yb)
 
     def _require_built(self, what):
