@@ -26,6 +26,19 @@ device step state is read when a replay runs: a step whose learning rate or
 dropout call was passed as a Python number during the capture repeats that
 number on every replay here, as it would on a GPU.
 
+Where the real module is stricter the fake is too (cuda/device_buffer.cpp,
+interop.cpp, module.cpp, graph_bindings.cpp): buf[i] is a view (0-d for a
+1-D buffer), a buffer cannot be pickled or copied by the copy module,
+``__array_interface__`` raises, slices take step 1, a device copy does not
+cast, a value of the target's shape (a number into a 0-d target included)
+is an upload (refused during a capture) and a single element a fill,
+gather_rows takes host int64 indices, SegmentTable typed host arrays. Every
+kernel first runs the real module's pybind argument parsing on its
+arguments (``_real_parse``): a call the real module would reject as
+"incompatible function arguments" fails here too. ``FakeCuda.devices``
+(default 1) is what device_count() says, ``FakeCuda.blas`` (default True)
+what blas_available() says; a test may change either.
+
 What it cannot check: anything the GPU computes differently (cuBLASLt GEMMs,
 reduction orders, FMA contraction), asynchronous copies and streams, device
 memory limits. The GPU tests in test_device_model.py cover those with a
@@ -33,6 +46,7 @@ tolerance when a GPU is present.
 """
 from __future__ import annotations
 
+import functools
 import operator
 import sys
 import types
@@ -41,8 +55,42 @@ import numpy as np
 import pytest
 
 from deepcore import _core
+try:  # the real module: it imports without a GPU and parses arguments there; absent without a CUDA toolkit
+    from deepcore import _cuda as _REAL
+except ImportError:
+    _REAL = None
 
 _DTYPES = ("float32", "int32", "int64")
+
+
+def _dtype_name(dtype):
+    """cuda/device_buffer.cpp's dtype_name: a str must be one of the three names; anything else goes through
+    np.dtype()."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = repr(dtype)
+    if name not in _DTYPES:
+        raise TypeError(f"DeviceBuffer: dtype must be 'float32', 'int32' or 'int64', got '{name}'")
+    return name
+
+
+def _real_parse(name, args, kwargs):
+    """Run the real module's pybind argument parsing on these arguments: a TypeError of incompatible arguments
+    is re-raised; anything else (the real body refusing a fake tensor, or the missing device) is not ours.
+    Nothing to check against where deepcore was built without CUDA."""
+    if _REAL is None:
+        return
+    try:
+        getattr(_REAL, name)(*args, **kwargs)
+    except TypeError as e:
+        if "incompatible function arguments" in str(e):
+            raise
+    except Exception:
+        pass
 
 # The kernels of deepcore._core that deepcore._cuda has (or is getting, with
 # the same arguments): every twin. Host-only functions (philox_permutation,
@@ -60,7 +108,7 @@ TWINS = (
 _SYNCING = {"optimizer_step", "sparse_categorical_crossentropy", "loss_forward_backward", "count_nonfinite",
             "swish_beta_grad", "gather_rows"}
 # Arguments that stay NumPy arrays on the host (by position and by name).
-_HOST_ARGS = {"optimizer_step": ({6, 7, 8}, {"offsets", "l1", "l2"})}
+_HOST_ARGS = {"optimizer_step": ({6, 7, 8}, {"offsets", "l1", "l2"}), "gather_rows": ({1}, {"indices"})}
 
 
 class FakeCudaError(RuntimeError):
@@ -96,9 +144,11 @@ class FakeDeviceBuffer:
     __array_ufunc__ = None  # NumPy operators refuse it: `devbuf * 2` is a TypeError
 
     def __init__(self, shape, dtype="float32"):
-        dtype = np.dtype(dtype)
-        if dtype.name not in _DTYPES:
-            raise TypeError(f"DeviceBuffer: dtype must be 'float32', 'int32' or 'int64', got '{dtype}'")
+        dtype = np.dtype(_dtype_name(dtype))
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") or any(
+                isinstance(d, (float, np.floating)) for d in shape):
+            raise TypeError(f"DeviceBuffer(): incompatible constructor arguments: shape must be a sequence of "
+                            f"ints, got {shape!r}")
         shape = tuple(operator.index(d) for d in shape)
         if any(d < 0 for d in shape):
             raise ValueError("DeviceBuffer: negative dimension in shape")
@@ -136,6 +186,25 @@ class FakeDeviceBuffer:
     def __dlpack_device__(self):
         return (2, self._device)
 
+    @property
+    def __array_interface__(self):  # as the real one: np.asarray(buf) fails instead of walking it as a sequence
+        raise TypeError(f"a DeviceBuffer lives on cuda:{self._device}; convert it to NumPy explicitly with "
+                        f".to_numpy()")
+
+    # A device tensor cannot be pickled or copied by the copy module (pybind's default); deepcopy of a model
+    # must map every one in its memo.
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle 'deepcore._cuda.DeviceBuffer' object")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'deepcore._cuda.DeviceBuffer' object")
+
+    def __copy__(self):
+        raise TypeError("cannot pickle 'deepcore._cuda.DeviceBuffer' object")
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot pickle 'deepcore._cuda.DeviceBuffer' object")
+
     # --------------------------------------------------------- no host math
     def __array__(self, *args, **kwargs):
         raise TypeError("DeviceBuffer: no implicit conversion to a NumPy array; copy it explicitly with "
@@ -159,11 +228,23 @@ class FakeDeviceBuffer:
 
     # ---------------------------------------------------------------- views
     def reshape(self, *shape):
+        """reshape(*shape) or reshape(shape); one dimension may be -1 (DeviceBuffer::reshape)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
         if any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) for d in shape):
-            raise TypeError(f"DeviceBuffer.reshape(*shape): dimensions must be ints, got {shape!r}")
-        shape = tuple(int(d) for d in shape)
-        if any(d < 0 for d in shape) or int(np.prod(shape)) != self.size:
-            raise ValueError(f"DeviceBuffer.reshape: cannot view {self.shape} as {shape}")
+            raise TypeError(f"DeviceBuffer.reshape: dimensions must be ints, got {shape!r}")
+        shape = [int(d) for d in shape]
+        if shape.count(-1) > 1:
+            raise ValueError("DeviceBuffer.reshape: only one dimension can be -1")
+        if any(d < -1 for d in shape):
+            raise ValueError(f"DeviceBuffer.reshape: negative dimension in {tuple(shape)}")
+        if -1 in shape:
+            known = int(np.prod([d for d in shape if d != -1]))
+            if known == 0 or self.size % known:
+                raise ValueError(f"DeviceBuffer.reshape: cannot reshape {self.shape} into {tuple(shape)}")
+            shape[shape.index(-1)] = self.size // known
+        if int(np.prod(shape)) != self.size:
+            raise ValueError(f"DeviceBuffer.reshape: cannot reshape {self.shape} into {tuple(shape)}")
         return FakeDeviceBuffer._view(self._a.reshape(shape), self._device)
 
     def _select(self, key):
@@ -174,13 +255,13 @@ class FakeDeviceBuffer:
             raise IndexError("DeviceBuffer: a 0-d tensor takes only [...]")
         if isinstance(key, slice):
             if key.step not in (None, 1):
-                raise ValueError("DeviceBuffer: slices must have step 1 (views are contiguous)")
+                raise TypeError("DeviceBuffer: only slices with step 1 give a contiguous view")
             return self._a[key]
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             n = self._a.shape[0]
             if not -n <= key < n:
                 raise IndexError(f"DeviceBuffer: index {key} out of range for axis 0 of size {n}")
-            return self._a[key]
+            return self._a[key, ...]  # a view, 0-d for a 1-D buffer (a[key] would be a detached scalar)
         raise TypeError(f"DeviceBuffer: index with an int, a slice along axis 0 or ..., got {type(key).__name__}")
 
     def __getitem__(self, key):
@@ -191,24 +272,30 @@ class FakeDeviceBuffer:
         if isinstance(value, FakeDeviceBuffer):
             if value._device != self._device:
                 raise ValueError(f"DeviceBuffer: source on cuda:{value._device}, destination on cuda:{self._device}")
-            if value.dtype != dst.dtype or value.shape != dst.shape:
-                raise ValueError(f"DeviceBuffer: device copy needs the same dtype and shape, got {value.dtype} "
-                                 f"{value.shape} into {dst.dtype} {dst.shape}")
+            if value.dtype != dst.dtype:
+                raise TypeError(f"DeviceBuffer.__setitem__: expected a DeviceBuffer of dtype {dst.dtype}, got "
+                                f"dtype {value.dtype} (a DeviceBuffer is copied without a cast)")
+            if value.shape != dst.shape:
+                raise ValueError(f"DeviceBuffer.__setitem__: expected a DeviceBuffer of shape {dst.shape}, got "
+                                 f"shape {value.shape}")
             src = value._a
             _queue(lambda: dst.__setitem__(Ellipsis, src))  # a device copy: captured
-        elif isinstance(value, np.ndarray):
-            if value.shape != dst.shape and value.ndim != 0:
-                raise ValueError(f"DeviceBuffer: expected an array of shape {dst.shape} (or a scalar), got "
-                                 f"{value.shape}")
+            return
+        if not isinstance(value, (int, float, np.ndarray, np.generic)):
+            raise TypeError(f"DeviceBuffer.__setitem__: the value must be a NumPy array, a DeviceBuffer or a Python "
+                            f"int/float, got {type(value).__name__}")
+        host = np.asarray(value, dtype=dst.dtype, order="C")  # cast on the host, as NumPy would assign
+        if host.shape == dst.shape:
+            # An upload (a number into a 0-d target included): a host copy, which a replay would not redo.
             _refuse_during_capture("DeviceBuffer.__setitem__", "it copies from host memory, which a replay would "
                                    "not copy again")
-            dst[...] = value.astype(dst.dtype, copy=False)
-        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            fill = value
+            dst[...] = host
+        elif host.size == 1 and host.ndim <= dst.ndim:
+            fill = host.reshape(())[()]
             _queue(lambda: dst.__setitem__(Ellipsis, fill))  # a fill kernel: captured, the value baked in
         else:
-            raise TypeError(f"DeviceBuffer: cannot assign a {type(value).__name__}; give a NumPy array, a "
-                            f"DeviceBuffer or a number")
+            raise ValueError(f"DeviceBuffer.__setitem__: expected a value of shape {dst.shape} (or a single "
+                             f"element), got shape {host.shape}")
 
     # ---------------------------------------------------------------- copies
     def copy(self):
@@ -240,6 +327,18 @@ class FakeDeviceBuffer:
         return f"DeviceBuffer(shape={self.shape}, dtype={self._a.dtype}, device=cuda:{self._device}) [fake]"
 
 
+def _parsed(name, impl):
+    """impl, called only after the real module's parsing accepted the arguments (Python's own binding of impl's
+    parameters would otherwise answer a bad call first, with another message)."""
+    @functools.wraps(impl)  # keeps impl's signature for inspect
+    def fn(*args, **kwargs):
+        _real_parse(name, args, kwargs)
+        return impl(*args, **kwargs)
+
+    fn.__name__ = name
+    return fn
+
+
 def _unwrap(value, fn, where, host_ok):
     if isinstance(value, FakeDeviceBuffer):
         if value._device != FakeCuda.current:
@@ -259,7 +358,13 @@ def _twin(name):
     syncing = name in _SYNCING
 
     def twin(*args, **kwargs):
+        _real_parse(name, args, kwargs)
         FakeCuda.calls[name] = FakeCuda.calls.get(name, 0) + 1
+        if name == "gather_rows":
+            indices = args[1] if len(args) > 1 else kwargs.get("indices")
+            if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+                raise TypeError(f"gather_rows: indices must be a host numpy int64 array (the CUDA twin checks them "
+                                f"on the host and uploads them), got {type(indices).__name__}")
         if syncing:
             _refuse_during_capture(name, "it waits for the device (a host result or host memory)")
         a = [_unwrap(v, name, f"argument {i}", i in host_pos) for i, v in enumerate(args)]
@@ -279,6 +384,9 @@ class FakeCuda:
     capturing graph, how many captures ended and how many replays ran."""
 
     current = 0
+    devices = 1     # what device_count() says (a test may set 2 to have a real but not current "cuda:1")
+    blas = True     # whether cuBLASLt loaded: blas_available() (a test may set False)
+    blas_why = "cuBLASLt could not be loaded (libcublasLt.so not found) [fake]"
     calls: dict = {}
     capture = None
     captures = 0
@@ -395,16 +503,22 @@ class FakeSegmentTable:
     """_cuda.SegmentTable: the segment tables (copied once) and the last step's (penalty, norm)."""
 
     def __init__(self, size, offsets=None, l1=None, l2=None):
+        for what, v, dt in (("offsets", offsets, np.int64), ("l1", l1, np.float32), ("l2", l2, np.float32)):
+            if v is not None and (not isinstance(v, np.ndarray) or v.dtype != dt or not v.flags.c_contiguous):
+                raise TypeError(f"SegmentTable: {what} must be a C-contiguous numpy {np.dtype(dt).name} array, got "
+                                f"{type(v).__name__}" + (f" of dtype {v.dtype}" if isinstance(v, np.ndarray) else ""))
         _refuse_during_capture("SegmentTable", "it uploads the tables from host memory (build it before the capture)")
         self._size = int(size)
-        self._offsets = None if offsets is None else np.array(offsets, np.int64)
-        self._l1 = None if l1 is None else np.array(l1, np.float32)
-        self._l2 = None if l2 is None else np.array(l2, np.float32)
+        self._offsets = None if offsets is None else offsets.copy()
+        self._l1 = None if l1 is None else l1.copy()
+        self._l2 = None if l2 is None else l2.copy()
         self._result = None
 
     size = property(lambda self: self._size)
     segments = property(lambda self: 1 if self._offsets is None else len(self._offsets) - 1)
-    penalties = property(lambda self: self._l1 is not None or self._l2 is not None)
+    # True iff some penalty is nonzero (the real table skips the penalty pass otherwise).
+    penalties = property(lambda self: bool((self._l1 is not None and self._l1.any())
+                                           or (self._l2 is not None and self._l2.any())))
 
     def read_result(self):
         _refuse_during_capture("SegmentTable.read_result", "it copies results to the host")
@@ -466,9 +580,9 @@ def _graph_functions(mod):
         return fn
 
     for name in ("dropout_forward", "alpha_dropout_forward"):
-        setattr(mod, name + "_graph", keep_mask_forward(name))
+        setattr(mod, name + "_graph", _parsed(name + "_graph", keep_mask_forward(name)))
     for name in ("dropout_backward", "alpha_dropout_backward"):
-        setattr(mod, name + "_graph", keep_mask_backward(name))
+        setattr(mod, name + "_graph", _parsed(name + "_graph", keep_mask_backward(name)))
 
     def dropout_mask_graph(mask, rate, seed, stream, call):
         word, m = _call_word(call, "dropout_mask_graph"), _unwrap(mask, "dropout_mask_graph", "mask", False)
@@ -536,8 +650,11 @@ def _graph_functions(mod):
     mod.SegmentTable = FakeSegmentTable
     mod.LossScalars = FakeLossScalars
     mod.is_capturing = lambda: FakeCuda.capture is not None
-    for f in (dropout_mask_graph, rrelu_forward_graph, rrelu_backward_graph, increment_counter,
-              optimizer_step_graph, sparse_categorical_crossentropy_graph):
+    # optimizer_step_graph and sparse_categorical_crossentropy_graph take the real DeviceHyper, SegmentTable and
+    # LossScalars types, which the fake ones are not: their arguments cannot go through the real parsing.
+    for f in (dropout_mask_graph, rrelu_forward_graph, rrelu_backward_graph, increment_counter):
+        setattr(mod, f.__name__, _parsed(f.__name__, f))
+    for f in (optimizer_step_graph, sparse_categorical_crossentropy_graph):
         setattr(mod, f.__name__, f)
 
 
@@ -549,6 +666,8 @@ def make_module() -> types.ModuleType:
     mod.CudaOutOfMemoryError = type("CudaOutOfMemoryError", (MemoryError,), {})
 
     def to_device(array, non_blocking=False):
+        if not isinstance(array, np.ndarray):
+            _real_parse("to_device", (array,), {"non_blocking": non_blocking})
         _refuse_during_capture("to_device", "it copies from host memory")
         if not isinstance(array, np.ndarray):
             raise TypeError(f"to_device: expected a numpy array, got {type(array)}")
@@ -564,9 +683,11 @@ def make_module() -> types.ModuleType:
     mod.to_device = to_device
     mod.from_dlpack = from_dlpack
     mod.synchronize = lambda: _refuse_during_capture("synchronize", "it waits for the device")
-    mod.device_count = lambda: 2  # two devices, so that "cuda:1" is a real but not current device
+    mod.device_count = lambda: FakeCuda.devices
     mod.unavailable_reason = lambda: ""
-    mod.memory_stats = lambda: {"live_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
+    mod.blas_available = lambda: FakeCuda.blas
+    mod.blas_reason = lambda: "" if FakeCuda.blas else FakeCuda.blas_why
+    mod.memory_stats = lambda: {"live_bytes": 0, "held_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}
     mod.empty_cache = lambda: _refuse_during_capture("empty_cache", "cudaFree is not allowed during a capture")
     for name in TWINS:
         setattr(mod, name, _twin(name))
@@ -582,7 +703,7 @@ def fake_cuda(monkeypatch):
     from deepcore import backend, cuda
 
     mod = make_module()
-    FakeCuda.current, FakeCuda.calls = 0, {}
+    FakeCuda.current, FakeCuda.devices, FakeCuda.blas, FakeCuda.calls = 0, 1, True, {}
     FakeCuda.capture, FakeCuda.captures, FakeCuda.replays = None, 0, 0
     monkeypatch.setitem(sys.modules, "deepcore._cuda", mod)
     monkeypatch.setattr(deepcore, "_cuda", mod, raising=False)

@@ -20,7 +20,7 @@ from deepcore.callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from deepcore.layers.base import Layer
 from deepcore.saving import load_safetensors
 from device_data import blobs
-from fake_cuda import FakeDeviceBuffer
+from fake_cuda import FakeCuda, FakeDeviceBuffer
 
 L = dc.layers
 
@@ -109,10 +109,15 @@ def test_fake_device_buffer_views_and_assignment_follow_the_contract(fake_cuda):
     assert c.to_numpy()[0, 0] == 7 and b.to_numpy()[0, 0] == 0
     with pytest.raises(ValueError):
         b[0:2] = np.zeros(3, np.float32)   # wrong shape
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError, match="step 1"):
         b[0:4:2]                           # steps are not views
-    with pytest.raises(TypeError):
-        b.reshape((12,))                   # reshape(*shape), not a tuple
+    with pytest.raises(TypeError, match="without a cast"):
+        b[0] = fake_cuda.DeviceBuffer((3,), "int32")  # a device copy does not cast
+    assert b.reshape((12,)).shape == b.reshape(-1).shape == (12,) and b.reshape(2, -1).shape == (2, 6)
+    with pytest.raises(ValueError):
+        b.reshape(-1, -1)                  # only one unknown dimension
+    with pytest.raises(ValueError):
+        b.reshape(5, -1)                   # 12 is not a multiple of 5
     with pytest.raises(TypeError):
         b.copy_from(np.zeros((4, 3)))      # float64: copy_from does not cast
     with pytest.raises(TypeError):
@@ -169,8 +174,11 @@ def test_device_names(fake_cuda):
     assert [backend.parse_device(d) for d in ("cpu", "cuda", "cuda:0")] == ["cpu", "cuda:0", "cuda:0"]
     with pytest.raises(TypeError, match="must be a string"):
         backend.parse_device(0)
+    with pytest.raises(ValueError, match="does not exist"):
+        mlp().to("cuda:1")    # the fake has one device, as the usual machine
+    FakeCuda.devices = 2
     with pytest.raises(NotImplementedError, match="CUDA_VISIBLE_DEVICES=1"):
-        mlp().to("cuda:1")    # exists (the fake has 2 devices) but is not the current one
+        mlp().to("cuda:1")    # exists but is not the current one
     with pytest.raises(ValueError, match="does not exist"):
         mlp().to("cuda:7")
 
