@@ -7,9 +7,12 @@ from fake_cuda import fake_cuda  # noqa: F401
 
 @pytest.fixture(scope="module")
 def gpu():
-    """The real CUDA backend (deepcore.cuda), or a skip that says why it is unavailable."""
+    """The real CUDA backend (deepcore.cuda) with cuBLASLt (models have Dense
+    layers), or a skip that says why it is unavailable."""
     from deepcore import cuda
 
     if not cuda.is_available():
         pytest.skip(cuda.reason())
+    if not cuda.blas_available():
+        pytest.skip(cuda.blas_reason())
     return cuda

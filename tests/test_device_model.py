@@ -193,6 +193,24 @@ def test_cuda_when_unavailable_is_a_runtime_error_with_the_reason():
     assert model.device == "cpu" and all(is_host(v.value) for v in model.weights)
 
 
+def test_dense_models_need_cublaslt_on_the_gpu_and_say_how_to_get_it(fake_cuda):
+    from fake_cuda import FakeCuda
+
+    FakeCuda.blas = False
+    model = mlp()
+    with pytest.raises(RuntimeError, match="need cuBLASLt on the GPU, which is unavailable") as e:
+        model.to("cuda")
+    assert FakeCuda.blas_why in str(e.value) and "pip install 'deepcore[cuda]'" in str(e.value)
+    assert model.device == "cpu" and all(is_host(v.value) for v in model.weights)
+    assert not cuda.blas_available() and FakeCuda.blas_why in cuda.blas_reason()
+    # a model without GEMMs does not need it
+    no_gemm = dc.Sequential([dc.Input(shape=[6]), L.BatchNormalization(), L.Activation("relu")]).to("cuda")
+    assert no_gemm.device == "cuda:0"
+    FakeCuda.blas = True
+    assert cuda.blas_available() and cuda.blas_reason() == ""
+    assert mlp().to("cuda").device == "cuda:0"
+
+
 # --------------------------------------------------------------------------
 # model.to moves everything
 # --------------------------------------------------------------------------

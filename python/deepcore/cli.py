@@ -56,6 +56,9 @@ def _info(args) -> int:
     print(f"BLAS: {core.blas_config()}")
     print(f"threads: OpenMP {core.get_num_threads()}, OpenBLAS {core.blas_num_threads()}")
     print(f"CUDA available: {cuda.is_available()}" + ("" if cuda.is_available() else f" ({cuda.reason()})"))
+    if cuda.is_available():
+        print(f"cuBLASLt (GPU Dense): {cuda.blas_available()}" + ("" if cuda.blas_available()
+                                                                 else f" ({cuda.blas_reason()})"))
     return 0
 
 

@@ -9,7 +9,7 @@ not.
 """
 from __future__ import annotations
 
-__all__ = ["is_available", "reason", "device_count"]
+__all__ = ["is_available", "reason", "device_count", "blas_available", "blas_reason"]
 
 _probed = False
 _module = None
@@ -62,3 +62,22 @@ def device_count() -> int:
         return int(_cuda.device_count())
     except Exception:
         return 0
+
+
+def blas_available() -> bool:
+    """True when CUDA is available and cuBLASLt (the GPU Dense layer's GEMM,
+    loaded at run time) could be opened; see blas_reason()."""
+    mod = _probe()
+    return mod is not None and bool(mod.blas_available())
+
+
+def blas_reason() -> str:
+    """Why the GPU Dense layer cannot run ("" when it can): CUDA itself is
+    unavailable, or cuBLASLt was not found where deepcore looked."""
+    mod = _probe()
+    if mod is None:
+        return _reason
+    if mod.blas_available():
+        return ""
+    return (f"{mod.blas_reason()}. Install it with pip install 'deepcore[cuda]' (the nvidia-cublas wheel) or "
+            f"set DEEPCORE_CUBLASLT_PATH to libcublasLt.so.13")

@@ -60,6 +60,9 @@ class Layer:
     #: buffers. A custom layer doing NumPy math stays on the CPU unless it
     #: sets this; ``Model.to("cuda")`` refuses it with NotImplementedError.
     supports_device = False
+    #: True for layers whose GPU kernels are GEMMs (cuBLASLt, opened at run
+    #: time): Model.to("cuda") refuses them when it could not be opened.
+    needs_gemm = False
     #: Where this layer's weights live ("cpu" or "cuda:N"); set by Model.to.
     _device = "cpu"
 

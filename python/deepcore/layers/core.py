@@ -84,6 +84,8 @@ class Dense(Layer):
     """
 
     supports_device = True
+    needs_gemm = True
+
     # Activations whose backward needs only the output (or its sign), so the
     # output may overwrite the pre-activation buffer.
     _IN_PLACE = frozenset({"linear", "relu", "elu", "selu", "tanh"})

@@ -16,6 +16,7 @@ from .. import metrics as _metrics
 from .. import optimizers as _optimizers
 from .. import random as _random
 from .. import backend as _backend
+from .. import cuda as _cuda_front
 from ..backend import core, empty, is_device_tensor, ops, reshape, to_device, to_host
 from ..saving import load_safetensors, save_safetensors
 
@@ -174,6 +175,11 @@ class Model:
             if blockers:
                 raise NotImplementedError(f"model.to({device!r}): not supported on a CUDA device yet: "
                                           f"{'; '.join(blockers)}. The model stays on the {self._device}.")
+            gemm = [layer.name for layer in self.layers if layer.needs_gemm]
+            if gemm and not _cuda_front.blas_available():
+                raise RuntimeError(f"model.to({device!r}): {', '.join(gemm)} need cuBLASLt on the GPU, which is "
+                                   f"unavailable: {_cuda_front.blas_reason()}. The model stays on the "
+                                   f"{self._device}.")
         if dev == self._device:
             return self
         packed = self._flat_params is not None and self._packed_ids == [id(v) for v in self.trainable_weights]
