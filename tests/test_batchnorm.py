@@ -368,6 +368,26 @@ def test_layer_frozen_uses_moving_statistics_in_training():
     close32(bn.backward(dy), np.broadcast_to(1 / np.sqrt(bn.moving_variance.value + EPS), x.shape), 1e-6)
 
 
+@pytest.mark.parametrize("shape,axis", [((16, 4), -1), ((6, 3, 5), 1), ((6, 5, 3), -1)])
+def test_frozen_layer_backward_is_dy_times_gamma_over_moving_std(shape, axis):
+    """A frozen layer is y = x * s + const with s = gamma / sqrt(moving_variance + eps):
+    dx = dy * s, against a float64 reference with a non-trivial gamma and moving variance."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(2.0, 3.0, size=shape).astype(np.float32)
+    bn = BatchNormalization(axis=axis)
+    bn(x, training=True)
+    c = bn.gamma.value.shape
+    bn.gamma.assign(rng.uniform(-2, 2, size=c).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.01, 4, size=c).astype(np.float32))
+    bn.trainable = False
+    bn(x, training=True)
+    dy = rng.normal(size=shape).astype(np.float32)
+    feat = [1] * len(shape)
+    feat[axis] = -1
+    s = (bn.gamma.value.astype(np.float64) / np.sqrt(bn.moving_variance.value.astype(np.float64) + EPS)).reshape(feat)
+    np.testing.assert_allclose(bn.backward(dy), dy * s, rtol=2e-6, atol=1e-7)
+
+
 def test_layer_get_config_round_trips():
     bn = BatchNormalization(axis=[1, 2], momentum=0.9, epsilon=1e-5, center=False, name="bn_cfg")
     cfg = bn.get_config()

@@ -98,11 +98,11 @@ class _FeatureView:
     def buffers(self, batch, like):
         """Per-batch-size buffers beside like: output y and gradient dx, the
         per-feature (C,) scratch vectors "mean", "inv_std" (batch statistics)
-        and "scale", plus the transposed copies (xt, yt, dyt, dxt) when the
+        and "scale", the zero vector "zero" (never written), plus the transposed copies (xt, yt, dyt, dxt) when the
         layout needs them."""
         shape = (batch,) + self.input_shape
         b = {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
-        b.update({k: empty((self.C,), like=like) for k in ("mean", "inv_std", "scale")})
+        b.update({k: empty((self.C,), like=like) for k in ("mean", "inv_std", "scale", "zero")})
         if self.transposed:
             flat = (batch * self.a_per_sample * self.C,)
             b.update(xt=empty(flat), yt=empty(flat), dyt=empty(flat), dxt=empty(flat))
@@ -195,13 +195,6 @@ class BatchNormalization(Layer):
     def _device_blocker(self):
         return _transposed_blocker(self)
 
-    def _inference_scale(self):
-        """gamma / sqrt(moving_variance + epsilon), float32 (C,), on the host."""
-        s = 1.0 / np.sqrt(to_host(_flat(self.moving_variance)).astype(np.float64) + self.epsilon)
-        if self.gamma is not None:
-            s *= to_host(_flat(self.gamma))
-        return s.astype(np.float32)
-
     def forward(self, x, training=False):
         self._check_input(x)
         n, view = x.shape[0], self._view
@@ -240,12 +233,15 @@ class BatchNormalization(Layer):
                                         _flat_grad(self.gamma) if train_g else None,
                                         _flat_grad(self.beta) if train_b else None)
         else:
-            # Moving statistics are constants: y = x * s + const, so dx = dy * s.
-            # (A frozen layer's backward; s and the gamma/beta gradients are
-            # computed on the host, through copies when the tensors live on CUDA.)
+            # Moving statistics are constants: y = x * s + const with
+            # s = gamma / sqrt(moving_variance + epsilon), so dx = dy * s: the
+            # inference kernel applied to dy with a zero mean and no beta (on
+            # the tensors' device, no host round trip: a CUDA graph captures it).
+            # The gamma/beta gradients of this rare case (a trainable layer's
+            # backward after an inference forward) are computed on the host.
             if need_dx:
-                assign(b["scale"], self._inference_scale())
-                ops(dy3).channel_affine(dy3, None, b["scale"], None, dx3)
+                ops(dy3).batchnorm_forward_inference(dy3, gamma, None, b["zero"], _flat(self.moving_variance), dx3,
+                                                     self.epsilon)
             if train_g or train_b:
                 dy64 = to_host(dy3).astype(np.float64)
                 if train_b:
