@@ -228,3 +228,22 @@ def test_adapt_on_data_with_an_empty_reduced_axis_is_a_value_error():
 
     with pytest.raises(ValueError, match="no values to average"):
         _dc.layers.Normalization(axis=1).adapt(np.ones((5, 3, 0), np.float32))
+
+
+def test_scale_follows_every_assignment_of_the_statistics():
+    """The layer keeps its scale between steps and recomputes it when the
+    variance is assigned: adapt again, set_weights, load_weights."""
+    x = data((40, 5), seed=3, loc=1.0, scale=2.0)
+    layer = Normalization()
+    layer.adapt(x)
+    np.testing.assert_allclose(layer(x), keras_normalize(x, x.mean(0, dtype=np.float64), x.var(0, dtype=np.float64)),
+                               rtol=1e-5, atol=1e-5)
+    x2 = data((40, 5), seed=4, loc=-3.0, scale=0.5)
+    layer.adapt(x2)                               # same buffers, new statistics
+    np.testing.assert_allclose(layer(x), keras_normalize(x, x2.mean(0, dtype=np.float64), x2.var(0, dtype=np.float64)),
+                               rtol=1e-5, atol=1e-4)
+    mean, var = np.full(5, 0.5, np.float32), np.full(5, 4.0, np.float32)
+    layer.set_weights([mean, var])
+    np.testing.assert_allclose(layer(x), (x - 0.5) / 2.0, rtol=1e-6, atol=1e-6)
+    dy = np.ones_like(x)
+    np.testing.assert_allclose(layer.backward(dy), dy / 2.0)

@@ -21,10 +21,14 @@ class Variable:
     """A named parameter with its gradient buffer. ``value`` may be a view into
     the model's flat parameter buffer (see Model._pack_parameters)."""
 
-    __slots__ = ("name", "path", "value", "grad", "trainable", "regularizer", "constraint")
+    __slots__ = ("name", "path", "value", "grad", "trainable", "regularizer", "constraint", "version")
 
     def __init__(self, name, path, value, trainable=True, regularizer=None, constraint=None):
         self.name, self.path, self.value, self.trainable = name, path, value, trainable
+        # Counts assign() calls, so that what a layer derives from a value it
+        # does not train (Normalization's scale) is recomputed only when the
+        # value was assigned, never read back from the device every step.
+        self.version = 0
         self.grad = empty(value.shape, like=value)
         self.regularizer, self.constraint = regularizer, constraint
 
@@ -43,6 +47,7 @@ class Variable:
         if tuple(value.shape) != tuple(self.value.shape):
             raise ValueError(f"{self.path}: expected a value of shape {self.value.shape}, got {tuple(value.shape)}")
         assign(self.value, value)
+        self.version += 1
 
     def __repr__(self):
         return f"<Variable {self.path} shape={self.value.shape} trainable={self.trainable}>"

@@ -368,10 +368,16 @@ class Normalization(Layer):
         self._adapted = True
 
     def _scale(self, b):
-        """b["scale"] set to max(sqrt(variance), 1e-7) (invert) or its
-        reciprocal, float32 (C,), computed on the host."""
-        std = np.maximum(np.sqrt(to_host(_flat(self.variance)).astype(np.float64)), _BACKEND_EPSILON)
-        assign(b["scale"], (std if self.invert else 1.0 / std).astype(np.float32))
+        """b["scale"]: max(sqrt(variance), 1e-7) (invert) or its reciprocal,
+        float32 (C,). Computed on the host when the variance was assigned
+        (adapt, set_weights, load_weights) or moved since b["scale"] was last
+        set, so a steady-state step reads nothing back from a GPU (and a CUDA
+        graph can capture the layer)."""
+        key = (self.variance.version, self.variance.value)
+        if b.get("scale_of") is None or b["scale_of"][0] != key[0] or b["scale_of"][1] is not key[1]:
+            std = np.maximum(np.sqrt(to_host(_flat(self.variance)).astype(np.float64)), _BACKEND_EPSILON)
+            assign(b["scale"], (std if self.invert else 1.0 / std).astype(np.float32))
+            b["scale_of"] = key
         return b["scale"]
 
     def forward(self, x, training=False):

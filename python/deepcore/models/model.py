@@ -465,7 +465,7 @@ class Model:
         optimizer's slots and iteration count are not rolled back."""
         self._nonfinite_update_skipped = True
         for v, value in state:
-            v.value[...] = value
+            v.assign(value)
         return loss, out
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
