@@ -52,9 +52,9 @@ for stage in "$@"; do
   case "$stage" in
     build) run_stage build build ;;
     test)
-      run_stage test-cuda "$PY" -m pytest -q -rs -x $(cuda_tests)
+      run_stage test-cuda "$PY" -m pytest -q -rs --tb=short --maxfail=100 $(cuda_tests)
       run_stage test-all "$PY" -m pytest -q -rs tests ;;
-    sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs $(cuda_tests) ;;
+    sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs --tb=short --maxfail=100 $(cuda_tests) ;;
     sanitizer) run_stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 50 \
                  "$PY" -m pytest -q -x -p no:cacheprovider ${SANITIZER_TESTS:-$(cuda_tests)} ;;
     bench) run_stage bench "$PY" -m deepcore.cli bench --only gpu ;;
