@@ -205,12 +205,8 @@ class RReLU(_RandomLayer):
         b = self._buffers(x, keep_bits=False)
         self._training = bool(training)
         self._call = self._next_call() if self._training else 0
-        if self._graph_call is None or not self._training:
-            ops(x).rrelu_forward(x, b["y"], self.lower, self.upper, self._training, self._key_seed, self._stream,
-                                self._call)
-        else:
-            ops(x).rrelu_forward_graph(x, b["y"], self.lower, self.upper, True, self._key_seed, self._stream,
-                                      self._graph_call)
+        forward, call = self._keyed(x, "rrelu_forward", draws=self._training)
+        forward(x, b["y"], self.lower, self.upper, self._training, self._key_seed, self._stream, call)
         self._x, self._cur = x, b
         return b["y"]
 
@@ -218,12 +214,8 @@ class RReLU(_RandomLayer):
         if not need_dx:
             return None
         b = self._cur
-        if self._graph_call is None or not self._training:
-            ops(dy).rrelu_backward(self._x, dy, b["dx"], self.lower, self.upper, self._training, self._key_seed,
-                                 self._stream, self._call)
-        else:
-            ops(dy).rrelu_backward_graph(self._x, dy, b["dx"], self.lower, self.upper, True, self._key_seed,
-                                        self._stream, self._graph_call)
+        backward, call = self._keyed(dy, "rrelu_backward", draws=self._training)
+        backward(self._x, dy, b["dx"], self.lower, self.upper, self._training, self._key_seed, self._stream, call)
         return b["dx"]
 
     def get_config(self):

@@ -62,6 +62,15 @@ class _RandomLayer(Layer):
         self._calls += 1
         return call
 
+    def _keyed(self, x, kernel, draws=True):
+        """(kernel function, call argument) for a keyed Philox kernel on x's
+        device: the eager kernel with the host call word, or, while the model
+        captures a CUDA graph and this call draws, its ``*_graph`` twin with
+        the device counter."""
+        if self._graph_call is None or not draws:
+            return getattr(ops(x), kernel), self._call
+        return getattr(ops(x), kernel + "_graph"), self._graph_call
+
     def _buffers(self, x, keep_bits=True):
         """y and dx beside x, plus a keep bitmask (one bit per element) for the dropout layers."""
         shape = (x.shape[0],) + self.input_shape
@@ -130,11 +139,8 @@ class Dropout(_RandomLayer):
         noise = self._resolved_noise_shape(x)
         if noise is None:
             self._mask = None
-            if self._graph_call is None:
-                ops(x).dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
-            else:
-                ops(x).dropout_forward_graph(x, b["y"], self.rate, self._key_seed, self._stream, self._graph_call,
-                                             b["mask"])
+            forward, call = self._keyed(x, "dropout_forward")
+            forward(x, b["y"], self.rate, self._key_seed, self._stream, call, b["mask"])
         else:
             self._mask = np.empty(noise, np.float32)
             ops(self._mask).dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
@@ -150,12 +156,10 @@ class Dropout(_RandomLayer):
         b = self._cur
         if self._mask is not None:
             np.multiply(dy, self._mask, out=b["dx"])
-        elif self._graph_call is None or b["mask"] is not None:
-            # With the forward's keep bits the call word is not read, so this
-            # eager kernel is also the graph's (no mask regenerated).
-            ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         else:
-            ops(dy).dropout_backward_graph(dy, b["dx"], self.rate, self._key_seed, self._stream, self._graph_call)
+            # From the forward's keep bits: the call word is not read, so this
+            # kernel also serves a CUDA graph (no mask regenerated).
+            ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         return b["dx"]
 
     def get_config(self):
@@ -199,11 +203,8 @@ class AlphaDropout(_RandomLayer):
             return x
         b = self._buffers(x)
         self._call = self._next_call()
-        if self._graph_call is None:
-            ops(x).alpha_dropout_forward(x, b["y"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
-        else:
-            ops(x).alpha_dropout_forward_graph(x, b["y"], self.rate, self._key_seed, self._stream, self._graph_call,
-                                               b["mask"])
+        forward, call = self._keyed(x, "alpha_dropout_forward")
+        forward(x, b["y"], self.rate, self._key_seed, self._stream, call, b["mask"])
         self._cur = b
         return b["y"]
 
@@ -213,12 +214,8 @@ class AlphaDropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
-        if self._graph_call is None or b["mask"] is not None:  # keep bits: the call word is not read
-            ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call,
-                                           b["mask"])
-        else:
-            ops(dy).alpha_dropout_backward_graph(dy, b["dx"], self.rate, self._key_seed, self._stream,
-                                                 self._graph_call)
+        # From the forward's keep bits (the call word is not read; also a CUDA graph's kernel).
+        ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
         return b["dx"]
 
     def get_config(self):
