@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "check.h"
@@ -59,6 +60,18 @@ __device__ __forceinline__ T block_sum(T v, T* shared) {
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// log(sum_j exp(z_j)) of one row, for the warp that owns it: the row's max m
+// (NaN ignored), then m + log(sum exp(z_j - m)) summed in double, as the CPU's
+// softmax losses do. Every lane gets the result.
+__device__ __forceinline__ double warp_row_logsumexp(const float* z, index_t cols, int lane) {
+  float m = -INFINITY;
+  for (index_t j = lane; j < cols; j += 32) m = fmaxf(m, z[j]);
+  m = warp_max(m);
+  double se = 0.0;
+  for (index_t j = lane; j < cols; j += 32) se += exp(double(z[j]) - m);
+  return double(m) + log(warp_sum(se));
 }
 
 }  // namespace cuda

@@ -86,12 +86,7 @@ __global__ void softmax_crossentropy_rows_kernel(const float* pred, const float*
   for (index_t r = warp_row(); r < rows; r += warp_row_stride()) {
     const float* z = pred + r * cols;
     const float* t = target + r * cols;
-    float m = -INFINITY;
-    for (index_t j = lane; j < cols; j += 32) m = fmaxf(m, z[j]);
-    m = warp_max(m);
-    double se = 0.0;
-    for (index_t j = lane; j < cols; j += 32) se += exp(double(z[j]) - m);
-    const double lse = double(m) + log(warp_sum(se));
+    const double lse = warp_row_logsumexp(z, cols, lane);
     double loss = 0.0, tsum = 0.0;
     for (index_t j = lane; j < cols; j += 32) {
       loss += double(t[j]) * (lse - z[j]);

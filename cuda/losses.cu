@@ -76,12 +76,7 @@ __global__ void sparse_ce_rows_kernel(const float* pred, const int32_t* labels, 
     const int hit = warp_row_argmax(z, cols, lane) == y;
     double loss;
     if (from_logits) {
-      float m = -INFINITY;
-      for (index_t j = lane; j < cols; j += 32) m = fmaxf(m, z[j]);
-      m = warp_max(m);
-      double se = 0.0;
-      for (index_t j = lane; j < cols; j += 32) se += exp(double(z[j]) - m);
-      const double lse = double(m) + log(warp_sum(se));
+      const double lse = warp_row_logsumexp(z, cols, lane);
       loss = lse - z[y];
       __syncwarp();  // every lane has read z before any lane writes grad (grad may alias pred)
       if (grad) {
