@@ -45,6 +45,7 @@ void def_graph(py::module_& m);  // graph_bindings.cpp
 using bind::check_batch;
 using bind::check_bounds;
 using bind::check_epsilon;
+using bind::check_momentum;
 using bind::check_rate;
 
 namespace {
@@ -533,8 +534,7 @@ PYBIND11_MODULE(_cuda, m) {
                                       float epsilon, float momentum) {
     const char* fn = "batchnorm_forward_train";
     check_epsilon(epsilon, fn);
-    if (!(momentum >= 0.0f && momentum <= 1.0f))
-      throw py::value_error(std::string(fn) + ": momentum must be in [0, 1], got " + std::to_string(momentum));
+    check_momentum(momentum, fn);
     DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
     auto [A, C, B] = acb(x, fn, "x");
     same_shape(x, y, fn, "x", "y");

@@ -40,8 +40,7 @@ void bind_batchnorm(py::module_& m) {
                                       float epsilon, float momentum) {
     const char* fn = "batchnorm_forward_train";
     check_epsilon(epsilon, fn);
-    if (!(momentum >= 0.0f && momentum <= 1.0f))
-      throw py::value_error(std::string(fn) + ": momentum must be in [0, 1], got " + std::to_string(momentum));
+    check_momentum(momentum, fn);
     py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
     auto [A, C, B] = acb(x, fn, "x");
     same_shape(x, y, fn, "x", "y");

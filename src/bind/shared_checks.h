@@ -75,6 +75,12 @@ inline void check_epsilon(float eps, const char* fn) {
                           std::to_string(eps));
 }
 
+// BatchNorm's moving-average momentum.
+inline void check_momentum(float momentum, const char* fn) {
+  if (!(momentum >= 0.0f && momentum <= 1.0f))
+    throw py::value_error(std::string(fn) + ": momentum must be in [0, 1], got " + std::to_string(momentum));
+}
+
 inline void check_batch(index_t n, const char* fn) {
   if (n < 2)
     throw py::value_error(std::string(fn) + ": batch statistics need more than one value per feature, got " +
