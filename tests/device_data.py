@@ -1,5 +1,9 @@
-"""Data shared by the device tests (test_device_model.py, test_graph_training.py)."""
+"""Data and checks shared by the device tests (test_device_model.py, test_graph_training.py)."""
 import numpy as np
+import pytest
+
+# A GPU step against the CPU's, from the same weights and optimizer state.
+STEP_RTOL, STEP_ATOL = 1e-5, 1e-6
 
 
 def blobs(n=250, features=20, classes=4, seed=0):
@@ -10,3 +14,17 @@ def blobs(n=250, features=20, classes=4, seed=0):
     y = rng.integers(0, classes, n)
     x = (centers[y] + rng.normal(size=(n, features))).astype(np.float32)
     return x, y
+
+
+def assert_steps_agree(cpu, dev, x, y, starts, batch=32):
+    """From identical weights and optimizer state, each train_on_batch on dev
+    agrees with the CPU's to STEP_RTOL (loss and every weight)."""
+    for step, lo in enumerate(starts):
+        dev.set_weights(cpu.get_weights())
+        if step:
+            dev.optimizer.set_state(cpu.optimizer.get_state())
+        a = cpu.train_on_batch(x[lo:lo + batch], y[lo:lo + batch])
+        b = dev.train_on_batch(x[lo:lo + batch], y[lo:lo + batch])
+        assert b == pytest.approx(a, rel=STEP_RTOL, abs=STEP_ATOL)
+        for v, wc, wd in zip(cpu.weights, cpu.get_weights(), dev.get_weights()):
+            np.testing.assert_allclose(wd, wc, rtol=STEP_RTOL, atol=STEP_ATOL, err_msg=f"step {step}: {v.path}")

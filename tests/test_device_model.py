@@ -19,7 +19,7 @@ from deepcore import backend, cuda
 from deepcore.callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from deepcore.layers.base import Layer
 from deepcore.saving import load_safetensors
-from device_data import blobs
+from device_data import assert_steps_agree, blobs
 from fake_cuda import FakeCuda, FakeDeviceBuffer
 
 L = dc.layers
@@ -642,7 +642,6 @@ def test_batchnorm_with_non_adjacent_axes_refuses_the_device(fake_cuda):
 # --------------------------------------------------------------------------
 # real GPU: the same comparisons with a tolerance
 # --------------------------------------------------------------------------
-RTOL, ATOL = 1e-5, 1e-6
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -651,15 +650,7 @@ def test_gpu_each_training_step_agrees_with_cpu(gpu, optimizer):
     one on the CPU agree to 1e-5 relative (same batches, same dropout masks)."""
     x, y = data()
     cpu, dev = mlp(optimizer), mlp(optimizer).to("cuda")
-    for step, lo in enumerate(range(0, 224, 32)):
-        dev.set_weights(cpu.get_weights())
-        if step:
-            dev.optimizer.set_state(cpu.optimizer.get_state())
-        a = cpu.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
-        b = dev.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
-        assert b == pytest.approx(a, rel=RTOL, abs=ATOL)
-        for v, wc, wd in zip(cpu.weights, cpu.get_weights(), dev.get_weights()):
-            np.testing.assert_allclose(wd, wc, rtol=RTOL, atol=ATOL, err_msg=f"step {step}: {v.path}")
+    assert_steps_agree(cpu, dev, x, y, range(0, 224, 32))
     np.testing.assert_allclose(dev.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ import deepcore as dc
 from deepcore.activations import _CODES
 from deepcore.callbacks import Callback, ReduceLROnPlateau, TerminateOnNaN
 from deepcore.schedules import ExponentialDecay
-from device_data import blobs
+from device_data import assert_steps_agree, blobs
 from fake_cuda import FakeCuda
 
 L = dc.layers
@@ -284,7 +284,6 @@ def test_a_callback_changing_the_rate_each_batch_is_followed(fake_cuda):
 # --------------------------------------------------------------------------
 # real GPU: the same comparisons with a tolerance
 # --------------------------------------------------------------------------
-RTOL, ATOL = 1e-5, 1e-6
 
 
 @pytest.mark.parametrize("optimizer", [adam_schedule, sgd_momentum])
@@ -307,15 +306,7 @@ def test_gpu_graph_steps_agree_with_cpu_steps(gpu):
     """From identical weights and state, replayed steps agree with the CPU's to 1e-5."""
     x, y = data()
     cpu, dev = mlp(graphs=False), mlp().to("cuda")
-    for step, lo in enumerate([0, 32, 64, 96, 128, 160]):
-        dev.set_weights(cpu.get_weights())
-        if step:
-            dev.optimizer.set_state(cpu.optimizer.get_state())
-        a = cpu.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
-        b = dev.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
-        assert b == pytest.approx(a, rel=RTOL, abs=ATOL)
-        for v, wc, wd in zip(cpu.weights, cpu.get_weights(), dev.get_weights()):
-            np.testing.assert_allclose(wd, wc, rtol=RTOL, atol=ATOL, err_msg=f"step {step}: {v.path}")
+    assert_steps_agree(cpu, dev, x, y, [0, 32, 64, 96, 128, 160])
     assert len(dev._graphs.steps) == 1
 
 
