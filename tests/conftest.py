@@ -16,3 +16,14 @@ def gpu():
     if not cuda.blas_available():
         pytest.skip(cuda.blas_reason())
     return cuda
+
+
+@pytest.fixture(scope="module")
+def G():
+    """The real CUDA module (deepcore._cuda), or a skip that says why CUDA is unavailable."""
+    from deepcore import cuda
+
+    if not cuda.is_available():
+        pytest.skip(cuda.reason())
+    from deepcore import _cuda
+    return _cuda

@@ -28,3 +28,8 @@ def assert_steps_agree(cpu, dev, x, y, starts, batch=32):
         assert b == pytest.approx(a, rel=STEP_RTOL, abs=STEP_ATOL)
         for v, wc, wd in zip(cpu.weights, cpu.get_weights(), dev.get_weights()):
             np.testing.assert_allclose(wd, wc, rtol=STEP_RTOL, atol=STEP_ATOL, err_msg=f"step {step}: {v.path}")
+
+
+def dev(G, a):
+    """A device copy of the array a, through the CUDA module G."""
+    return G.to_device(np.ascontiguousarray(a))

@@ -21,6 +21,7 @@ import deepcore
 from deepcore import _core as C
 from deepcore import cuda
 from deepcore.activations import _CODES
+from device_data import dev
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -124,18 +125,6 @@ def test_built_module_without_a_device_checks_hyperparameters_like_cpu():
 # --------------------------------------------------------------------------
 # GPU tests
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def G():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    from deepcore import _cuda
-    return _cuda
-
-
-def dev(G, a):
-    return G.to_device(np.ascontiguousarray(a))
-
-
 def activation_inputs(rows, cols, seed):
     """Special values (zero, tiny, +-30, +-90) followed by normals with std 3."""
     special = np.array([-90, -30, -10, -5, -2, -1, -0.5, -0.1, -1e-3, 0, 1e-3, 0.1, 0.5, 1, 2, 5, 10, 30, 90, 3.7])

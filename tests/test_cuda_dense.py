@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from deepcore import _core as C
-from deepcore import cuda
 from deepcore.activations import _CODES
 from activation_reference import ref_forward
 from finite_differences import central_difference
+from device_data import dev
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -193,23 +193,11 @@ def test_cublaslt_declarations_match_a_real_header():
 # GPU tests
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def G():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    from deepcore import _cuda
-    return _cuda
-
-
-@pytest.fixture(scope="module")
 def GB(G):
     """The CUDA module, when cuBLASLt is there too (the GEMM twins need it)."""
     if not G.blas_available():
         pytest.skip("cuBLASLt unavailable: " + G.blas_reason())
     return G
-
-
-def dev(G, a):
-    return G.to_device(np.ascontiguousarray(a))
 
 
 def assert_within_gemm_bound(got, want, bound, rel, what=""):

@@ -17,6 +17,7 @@ import pytest
 from deepcore import _core as C
 from deepcore import cuda
 from deepcore.activations import _CODES
+from device_data import dev
 
 # Opt kinds (src/ops/optimizers.h)
 SGD, ADAM = 0, 3
@@ -158,18 +159,6 @@ def test_without_a_device_graph_state_checks_arguments_like_cpu():
 # --------------------------------------------------------------------------
 # GPU tests
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def G():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    from deepcore import _cuda
-    return _cuda
-
-
-def dev(G, a):
-    return G.to_device(np.ascontiguousarray(a))
-
-
 def adam(lr, t, clipnorm=0.0, b1=0.9, b2=0.999):
     """The OptParams the Python Adam hands the kernels at step t (1-based)."""
     h = C.OptParams()

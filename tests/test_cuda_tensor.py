@@ -101,14 +101,6 @@ def test_without_a_driver_the_tensor_api_raises_clean_exceptions():
 # --------------------------------------------------------------------------
 # GPU tests
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def G():
-    if not cuda.is_available():
-        pytest.skip(cuda.reason())
-    from deepcore import _cuda
-    return _cuda
-
-
 @pytest.fixture
 def torch_cuda():
     torch = pytest.importorskip("torch")
