@@ -46,9 +46,11 @@ void check_launch(const char* kernel);
 // Message for errors found at a synchronizing call (copies, loss results):
 // an earlier asynchronous kernel may be the culprit.
 inline void check_sync(cudaError_t e, const char* what) {
-  if (e != cudaSuccess && (void(cudaGetLastError()), true))  // clear the last-error slot, as check() does
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // cleared, as in check()
     throw CudaError(std::string(what) + ": " + error_text(e) +
                     " (the error may come from an earlier kernel; rerun with DEEPCORE_CUDA_SYNC=1 to name it)");
+  }
 }
 
 }  // namespace cuda
