@@ -34,38 +34,52 @@ PreluView prelu_view(const py::array& x, const py::array& alpha, const char* fn)
                        shape_str(alpha), fn);
 }
 
-}  // namespace
+// Dropout and alpha dropout share their bindings (as the CUDA ones do):
+// forward (x, y, rate, key, optional keep mask to fill) and backward (dy, dx,
+// rate, key, optional keep mask to read instead of regenerating the draws).
+using KeepMaskForward = void (*)(const float*, float*, index_t, float, uint64_t, uint64_t, uint32_t, uint32_t*);
+using KeepMaskBackward = void (*)(const float*, float*, index_t, float, uint64_t, uint64_t, uint32_t);
+using KeepBitsBackward = void (*)(const float*, float*, index_t, float, const uint32_t*);
 
-void bind_dropout(py::module_& m) {
-  // ---------------------------------------------------------------- dropout
-  m.def("dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                              uint32_t call, py::object mask_) {
-    const char* fn = "dropout_forward";
+void def_keep_mask_forward(py::module_& m, const char* fn, KeepMaskForward kernel, const char* doc) {
+  m.def(fn, [fn, kernel](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream, uint32_t call,
+                         py::object mask_) {
     check_rate(rate, fn);
     py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
     same_shape(x, y, fn, "x", "y");
     auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
     py::gil_scoped_release nogil;
-    dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
+    kernel(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
   }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none(),
-     "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, (n + 31) // 32 "
-     "words, optional) receives the keep bits for backward.");
+     py::arg("mask") = py::none(), doc);
+}
 
-  m.def("dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                               uint32_t call, py::object mask_) {
-    const char* fn = "dropout_backward";
+void def_keep_mask_backward(py::module_& m, const char* fn, KeepMaskBackward regenerate, KeepBitsBackward from_bits,
+                            const char* doc) {
+  m.def(fn, [fn, regenerate, from_bits](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
+                                        uint32_t call, py::object mask_) {
     check_rate(rate, fn);
     py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
     same_shape(dy, dx, fn, "dy", "dx");
     const index_t n = index_t(dy.size());
     auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
     py::gil_scoped_release nogil;
-    if (bits) dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
-    else dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
+    if (bits) from_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
+    else regenerate(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
   }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none(),
-     "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key when mask is None.");
+     py::arg("mask") = py::none(), doc);
+}
+
+}  // namespace
+
+void bind_dropout(py::module_& m) {
+  // ---------------------------------------------------------------- dropout
+  def_keep_mask_forward(m, "dropout_forward", &dropout_forward,
+                        "Inverted dropout: y = x / (1 - rate) where kept, 0 where dropped. y may be x. mask (int32, "
+                        "(n + 31) // 32 words, optional) receives the keep bits for backward.");
+  def_keep_mask_backward(m, "dropout_backward", &dropout_backward, &dropout_backward_bits,
+                         "dx = dy * mask: the forward's mask read from its keep bits, or regenerated from the key "
+                         "when mask is None.");
 
   m.def("dropout_mask", [](py::handle mask_, float rate, uint64_t seed, uint64_t stream, uint32_t call) {
     const char* fn = "dropout_mask";
@@ -76,31 +90,11 @@ void bind_dropout(py::module_& m) {
   }, py::arg("mask"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
      "The scaled mask of the same key: 1 / (1 - rate) where kept, 0 where dropped.");
 
-  m.def("alpha_dropout_forward", [](py::handle x_, py::handle y_, float rate, uint64_t seed, uint64_t stream,
-                                    uint32_t call, py::object mask_) {
-    const char* fn = "alpha_dropout_forward";
-    check_rate(rate, fn);
-    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
-    same_shape(x, y, fn, "x", "y");
-    auto [mask, bits] = optional_keep_bits(mask_, index_t(x.size()), fn, true);
-    py::gil_scoped_release nogil;
-    alpha_dropout_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), rate, seed, stream, call, bits);
-  }, py::arg("x"), py::arg("y"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none());
-
-  m.def("alpha_dropout_backward", [](py::handle dy_, py::handle dx_, float rate, uint64_t seed, uint64_t stream,
-                                     uint32_t call, py::object mask_) {
-    const char* fn = "alpha_dropout_backward";
-    check_rate(rate, fn);
-    py::array dy = checked<float>(dy_, fn, "dy"), dx = checked<float>(dx_, fn, "dx", true);
-    same_shape(dy, dx, fn, "dy", "dx");
-    const index_t n = index_t(dy.size());
-    auto [mask, bits] = optional_keep_bits(mask_, n, fn, false);
-    py::gil_scoped_release nogil;
-    if (bits) alpha_dropout_backward_bits(cptr<float>(dy), ptr<float>(dx), n, rate, bits);
-    else alpha_dropout_backward(cptr<float>(dy), ptr<float>(dx), n, rate, seed, stream, call);
-  }, py::arg("dy"), py::arg("dx"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("call"),
-     py::arg("mask") = py::none());
+  def_keep_mask_forward(m, "alpha_dropout_forward", &alpha_dropout_forward,
+                        "Alpha dropout: y = a x + b where kept, a alpha' + b where dropped (mask as in "
+                        "dropout_forward).");
+  def_keep_mask_backward(m, "alpha_dropout_backward", &alpha_dropout_backward, &alpha_dropout_backward_bits,
+                         "dx = a dy where kept, 0 where dropped (from the keep bits, or regenerated).");
 
   m.def("_set_philox_simd", &set_philox_simd, py::arg("enabled"),
         "Testing hook: use the AVX2 (True, the default where supported) or the scalar Philox for the "
