@@ -15,9 +15,9 @@ from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..activations import ActivationSpec
-from ..backend import empty, ops, to_host
+from ..backend import ops, to_host
 from .base import Layer
-from .core import Activation, _BatchBuffers
+from .core import Activation, _BatchBuffers, _io_buffers
 from .regularization import _RandomLayer
 
 __all__ = ["LeakyReLU", "PReLU", "RReLU", "ELU", "Swish", "GELU", "Mish"]
@@ -164,8 +164,7 @@ class PReLU(Layer):
             raise ValueError(f"PReLU '{self.name}': shared_axes={self.shared_axes} not supported: {e}") from None
 
     def _make_buffers(self, batch, like):
-        shape = (batch,) + self.input_shape
-        return {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+        return _io_buffers((batch,) + self.input_shape, like)
 
     def forward(self, x, training=False):
         self._check_input(x)

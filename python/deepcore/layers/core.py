@@ -48,6 +48,11 @@ def Input(shape=None, batch_size=None, name=None, **kwargs) -> InputLayer:
     return InputLayer(shape=shape, batch_size=batch_size, name=name, **kwargs)
 
 
+def _io_buffers(shape, like):
+    """A layer's output "y" and input gradient "dx" of this shape, beside like."""
+    return {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+
+
 class _BatchBuffers:
     """Output/gradient buffers of one layer, allocated once per batch size so
     that a steady-state training step allocates nothing."""
@@ -189,8 +194,7 @@ class Activation(Layer):
         self._x = None  # so `logits` exists (and the loss fusion is decided) before the first forward
 
     def _make_buffers(self, batch, like):
-        shape = (batch,) + self.input_shape
-        return {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+        return _io_buffers((batch,) + self.input_shape, like)
 
     def forward(self, x, training=False):
         self._check_input(x)

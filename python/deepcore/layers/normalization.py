@@ -11,7 +11,7 @@ from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..backend import assign, contiguous, empty, ops, to_host
 from .base import Layer
-from .core import _BatchBuffers
+from .core import _BatchBuffers, _io_buffers
 
 __all__ = ["BatchNormalization", "Normalization"]
 
@@ -101,7 +101,7 @@ class _FeatureView:
         and "scale", the zero vector "zero" (never written), plus the transposed copies (xt, yt, dyt, dxt) when the
         layout needs them."""
         shape = (batch,) + self.input_shape
-        b = {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+        b = _io_buffers(shape, like)
         b.update({k: empty((self.C,), like=like) for k in ("mean", "inv_std", "scale", "zero")})
         if self.transposed:
             flat = (batch * self.a_per_sample * self.C,)

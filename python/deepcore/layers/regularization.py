@@ -16,7 +16,7 @@ import numpy as np
 from .. import random as _random
 from ..backend import empty, ops
 from .base import Layer
-from .core import _BatchBuffers
+from .core import _BatchBuffers, _io_buffers
 
 __all__ = ["Dropout", "AlphaDropout", "MCDropout"]
 
@@ -77,7 +77,7 @@ class _RandomLayer(Layer):
         words = (int(np.prod(shape)) + 31) // 32
 
         def make(_, like):
-            bufs = {"y": empty(shape, like=like), "dx": empty(shape, like=like)}
+            bufs = _io_buffers(shape, like)
             if keep_bits:
                 bufs["mask"] = empty((words,), "int32", like=like)
             return bufs
