@@ -161,6 +161,33 @@ def test_graph_training_equals_eager_and_cpu_adam_with_a_schedule(fake_cuda):
     np.testing.assert_array_equal(graph.predict(data()[0]), eager.predict(data()[0]))
 
 
+def test_device_training_reads_no_output_back_for_sparse_accuracy(fake_cuda, monkeypatch):
+    """Accuracy with sparse_categorical_crossentropy takes the loss kernel's
+    correct-row count (the graph's LossScalars): fit copies nothing but the
+    loss back per step, eagerly or as a graph, and still equals the CPU."""
+    from fake_cuda import FakeDeviceBuffer
+
+    h_cpu = train(mlp(graphs=False), "cpu")
+    for graphs in (False, True):
+        model = mlp(graphs=graphs).to("cuda")
+        copies = []
+        real = FakeDeviceBuffer.to_numpy
+        monkeypatch.setattr(FakeDeviceBuffer, "to_numpy", lambda self: copies.append(self.shape) or real(self))
+        h = train(model, "cuda")
+        monkeypatch.setattr(FakeDeviceBuffer, "to_numpy", real)
+        assert copies == [], graphs
+        assert h.history == h_cpu.history
+    # A metric that needs the output still gets it (one copy per step, after the graph ran).
+    class OnOutput(dc.metrics.SparseCategoricalAccuracy):
+        def _values(self, y_true, y_pred):
+            return np.argmax(y_pred, axis=-1) == y_true.reshape(-1)
+
+    model = mlp(graphs=True, metrics=(OnOutput(name="on_output"), "accuracy")).to("cuda")
+    h = train(model, "cuda")
+    assert h.history["accuracy"] == h_cpu.history["accuracy"]
+    assert h.history["on_output"] == h_cpu.history["accuracy"]
+
+
 def test_graph_training_follows_reduce_lr_on_plateau(fake_cuda):
     def plateau():
         return ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)

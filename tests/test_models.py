@@ -269,6 +269,40 @@ def test_evaluate_returns_loss_and_accuracy_list_or_dict():
     assert d["loss"] == pytest.approx(loss) and d["accuracy"] == pytest.approx(acc)
 
 
+def test_sparse_accuracy_comes_from_the_loss_kernels_count_and_equals_argmax(monkeypatch):
+    x, y = blobs(90)
+    model = small_classifier()
+    model.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    acc = model.compiled_metrics[0]
+    assert acc.counts_from_loss(model.loss)
+
+    def refuse(*args):
+        raise AssertionError("the output was read for a counted metric")
+
+    monkeypatch.setattr(acc, "update_state", refuse)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert 0.0 < history.history["accuracy"][-1] <= 1.0
+    _, got = model.evaluate(x, y, batch_size=16, verbose=0)
+    assert got == np.mean(model.predict(x).argmax(1) == y)
+
+
+def test_accuracy_reads_the_output_when_the_loss_does_not_count():
+    class Top1(metrics.SparseCategoricalAccuracy):
+        def _values(self, y_true, y_pred):  # redefined values: computed on the output
+            return np.argmax(y_pred, axis=-1) != y_true.reshape(-1)
+
+    x, y = blobs(90)
+    model = small_classifier()
+    model.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  metrics=[Top1(name="miss"), "accuracy"])
+    assert not model.compiled_metrics[0].counts_from_loss(model.loss)
+    d = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert d["miss"] == pytest.approx(1.0 - d["accuracy"])
+    # categorical_crossentropy counts nothing: its accuracy is computed on the output.
+    assert not metrics.CategoricalAccuracy().counts_from_loss(losses.get("categorical_crossentropy"))
+    assert not metrics.SparseCategoricalAccuracy().counts_from_loss(losses.get("mse"))
+
+
 def test_evaluate_without_metrics_returns_scalar_loss():
     x, y = blobs(30)
     model = small_classifier()

@@ -48,6 +48,12 @@ class Loss:
         """Mean loss over the batch; fills ``grad`` with dL/dy_pred (or dL/dlogits)."""
         raise NotImplementedError
 
+    def compute_and_count(self, y_pred, y_true, grad=None, from_logits=False):
+        """(compute(...), correct): correct is the number of rows whose
+        argmax is the label when the loss's kernel counts them on the way
+        (sparse categorical cross-entropy), else None."""
+        return self.compute(y_pred, y_true, grad, from_logits), None
+
     def __call__(self, y_true, y_pred) -> float:
         y_pred = np.ascontiguousarray(y_pred, dtype=np.float32)
         y_true = self.prepare_targets(y_true, y_pred.shape[1:])
@@ -169,8 +175,13 @@ class SparseCategoricalCrossentropy(Loss):
         return np.ascontiguousarray(y, dtype=np.int32)
 
     def compute(self, y_pred, y_true, grad=None, from_logits=False):
-        loss, _ = ops(y_pred).sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
-        return loss
+        return self.compute_and_count(y_pred, y_true, grad, from_logits)[0]
+
+    def compute_and_count(self, y_pred, y_true, grad=None, from_logits=False):
+        # The kernel counts the rows whose first largest entry is the label
+        # (a NaN entry loses, except in column 0), so accuracy needs no second
+        # pass over the output.
+        return ops(y_pred).sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
 
     has_graph_variant = True
 

@@ -138,7 +138,7 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
             pos += batch_size
             opt.learning_rate = float(lr)
             xb, yb = x[idx], y[idx]  # host batches, copied to the model's device
-            loss, _ = model._train_step(model._on_device(xb, ("x", len(xb))), model._on_device(yb, ("y", len(yb))))
+            loss = model._train_step(model._on_device(xb, ("x", len(xb))), model._on_device(yb, ("y", len(yb))))[0]
             loss = float(loss)
             losses.append(loss)
             avg = smoothing * avg + (1 - smoothing) * loss

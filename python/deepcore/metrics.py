@@ -26,15 +26,34 @@ class Metric:
     def result(self) -> float:
         return self._total / self._count if self._count else 0.0
 
+    def counts_from_loss(self, loss) -> bool:
+        """Whether update_count can take the correct-row count that ``loss``
+        computes on the way (Loss.compute_and_count) instead of the output."""
+        return False
+
+    def update_count(self, correct, count):
+        """Add ``correct`` hits out of ``count`` rows (see counts_from_loss)."""
+        self._total += int(correct)
+        self._count += int(count)
+
     def _values(self, y_true, y_pred):
         raise NotImplementedError
 
 
 class SparseCategoricalAccuracy(Metric):
+    """Fraction of rows whose largest output (the first, on ties) is the label.
+    With sparse_categorical_crossentropy the loss kernel counts these rows on
+    the way (over the logits when it absorbs the softmax, which has the same
+    argmax), so training and evaluation read no output back for it."""
+
     name = "sparse_categorical_accuracy"
 
     def _values(self, y_true, y_pred):
         return np.argmax(y_pred, axis=-1) == y_true.reshape(-1)
+
+    def counts_from_loss(self, loss):
+        # A subclass that redefines the values computes them itself.
+        return getattr(loss, "sparse", False) and type(self)._values is SparseCategoricalAccuracy._values
 
 
 class CategoricalAccuracy(Metric):

@@ -9,7 +9,8 @@ is copied into the graph's fixed input buffers (Model._on_device), the
 optimizer's hyperparameters for this step (schedule, bias corrections) go to
 a DeviceHyper, and each random layer's device call counter is rewritten when
 the host count moved without the graph (an eager step in between). After it:
-one read of the LossScalars (mean loss), then the host counters advance as an
+one read of the LossScalars (the mean loss, and the correct rows that
+accuracy takes instead of the output), then the host counters advance as an
 eager step advances them (optimizer.iterations, each random layer's call
 count), so eager, graph and CPU steps can follow one another and continue
 the same sequences.
@@ -115,7 +116,8 @@ class GraphTrainer:
 
     # --------------------------------------------------------------- step
     def train_step(self, xb, yb, n):
-        """(loss, output buffer) of one step run as a graph, or None: run the eager step."""
+        """(loss, output buffer, correct rows) of one step run as a graph, or
+        None: run the eager step."""
         reason = self._blocker()
         if reason is not None:
             self._warn(reason)
@@ -234,8 +236,8 @@ class GraphTrainer:
             layer._call = layer._calls & _WORD
             layer._calls += 1
             counters[layer][1] = layer._calls & _WORD
-        loss, _, _ = step.scalars.read()
+        loss, correct, _ = step.scalars.read()
         m.optimizer._step_done()
         if step.table.penalties:
             loss += step.table.read_result()[0]
-        return loss, step.out
+        return loss, step.out, correct

@@ -434,24 +434,24 @@ class Model:
         out = self._forward(xb, True)
         grad = self._batch_buffer(("grad", out.shape), out.shape, "float32")
         if self._fused:
-            loss = self.loss.compute(self._output_layer().logits, yb, grad, from_logits=True)
+            loss, correct = self.loss.compute_and_count(self._output_layer().logits, yb, grad, from_logits=True)
         else:
-            loss = self.loss.compute(out, yb, grad)
+            loss, correct = self.loss.compute_and_count(out, yb, grad)
         if guard and not math.isfinite(loss):
-            return self._reject_step(state, loss, out)
+            return self._reject_step(state, loss, out, correct)
         self._backward(grad, self._fused)
         if guard:
             if ops(self._flat_grads).count_nonfinite(self._flat_grads):
-                return self._reject_step(state, loss, out)
+                return self._reject_step(state, loss, out, correct)
             backup = self._batch_buffer(("params_backup",), self._flat_params.shape, "float32")
             backup[...] = self._flat_params
         penalty = self.optimizer.apply(self._flat_params, self._flat_grads, self._segments)
         if guard and ops(self._flat_params).count_nonfinite(self._flat_params):
             self._flat_params[...] = backup
-            return self._reject_step(state, loss + penalty, out)
+            return self._reject_step(state, loss + penalty, out, correct)
         for var in self._constrained:
             var.constraint.apply(var.value)
-        return loss + penalty, out
+        return loss + penalty, out, correct
 
     def _forward_state_copy(self):
         """Copies of what a training forward updates besides the trainable
@@ -459,14 +459,14 @@ class Model:
         BatchNorm's moving statistics). Frozen layers are left out."""
         return [(v, v.value.copy()) for layer in self.layers if layer.trainable for v in layer.non_trainable_weights]
 
-    def _reject_step(self, state, loss, out):
+    def _reject_step(self, state, loss, out, correct):
         """Undo a non-finite step (TerminateOnNaN): the weights are already
         untouched or restored; put back the forward-updated state. The
         optimizer's slots and iteration count are not rolled back."""
         self._nonfinite_update_skipped = True
         for v, value in state:
             v.assign(value)
-        return loss, out
+        return loss, out, correct
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
@@ -511,6 +511,7 @@ class Model:
         self._skip_nonfinite_updates = False  # TerminateOnNaN turns it on for this fit
         seed, stream = _random.resolve(seed)
         metrics = self.compiled_metrics
+        counted = [m.counts_from_loss(self.loss) for m in metrics]
         on_host = self._device == "cpu"  # else each batch is copied to the device
 
         cb.call("on_train_begin", {})
@@ -538,15 +539,13 @@ class Model:
                 if cb.wants_batch_hooks:
                     cb.train_batch_begin(step, {})
                 if on_host:
-                    loss, out = self._train_step(xh, yh)
+                    loss, out, correct = self._train_step(xh, yh)
                 else:
-                    loss, out = self._device_train_step(xh, yh)
-                    if metrics:
-                        out = to_host(out)  # metrics compute on the host
+                    loss, out, correct = self._device_train_step(xh, yh)
                 loss_sum += loss * (hi - lo)
                 seen += hi - lo
-                for m in metrics:
-                    m.update_state(yh, out)
+                if metrics:
+                    _update_metrics(metrics, counted, correct, yh, out)
                 if cb.wants_batch_hooks or progbar is not None:
                     logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
                     if cb.wants_batch_hooks:
@@ -573,6 +572,7 @@ class Model:
     def _evaluate_arrays(self, x, y, batch_size, cb=None):
         """Loss and metrics over (x, y); cb (a CallbackList) gets the test hooks."""
         metrics = self.compiled_metrics
+        counted = [m.counts_from_loss(self.loss) for m in metrics]
         for m in metrics:
             m.reset_state()
         total = 0.0
@@ -589,14 +589,12 @@ class Model:
             out = self._forward(self._on_device(xh, ("x", n)), False)
             yb = self._on_device(yh, ("y", n))
             if fused:
-                loss = self.loss.compute(self._output_layer().logits, yb, None, from_logits=True)
+                loss, correct = self.loss.compute_and_count(self._output_layer().logits, yb, None, from_logits=True)
             else:
-                loss = self.loss.compute(out, yb, None)
+                loss, correct = self.loss.compute_and_count(out, yb, None)
             total += loss * n
             if metrics:
-                out_h = to_host(out)
-                for m in metrics:
-                    m.update_state(yh, out_h)
+                _update_metrics(metrics, counted, correct, yh, out)
             if batch_hooks:
                 seen = min(lo + batch_size, len(x))
                 cb.call("on_test_batch_end", step, {"loss": total / seen + penalty,
@@ -704,3 +702,17 @@ def _user_callbacks(callbacks, where):
                         + ("; wrap it in a list: callbacks=[...]" if isinstance(callbacks, _callbacks.Callback)
                            else ""))
     return list(callbacks)
+
+
+def _update_metrics(metrics, counted, correct, y_host, out):
+    """Add one batch to the metrics: those that counted[i] marks take the loss
+    kernel's correct-row count (when it gave one); the rest compute on the
+    output, copied to the host once if it lives on a device."""
+    out_host = None
+    for m, by_count in zip(metrics, counted):
+        if by_count and correct is not None:
+            m.update_count(correct, len(y_host))
+        else:
+            if out_host is None:
+                out_host = to_host(out)
+            m.update_state(y_host, out_host)
