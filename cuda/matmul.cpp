@@ -168,10 +168,13 @@ void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alp
     return;
   }
   // A bias that is not 16-byte aligned (a view into the packed parameters of
-  // an odd-sized layer) stays out of cuBLASLt's epilogue: the heuristic has no
-  // bias-alignment preference, and kernels that assume 16 bytes have faulted
-  // with "misaligned address" elsewhere. The GEMM runs without the epilogue
-  // and our kernel adds the bias (and the NaN-keeping ReLU) after it.
+  // an odd-sized layer) stays out of cuBLASLt's epilogue. There is no
+  // MIN_ALIGNMENT preference for the bias; cublasLt.h says the heuristic
+  // judges it from the BIAS_POINTER value in the descriptor (make_plan sets it
+  // before asking, and the plan key holds its alignment), yet kernels that
+  // assume 16 bytes have faulted with "misaligned address" on under-aligned
+  // biases (pytorch/pytorch#194497, sm_75, CUDA 13.3). The GEMM runs without
+  // the epilogue and our kernel adds the bias (and the NaN-keeping ReLU) after it.
   if (has_bias(ep) && alignment(bias) < 16) {
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, Epilogue::None, nullptr, caller);
     gemm_empty_inner(c, m, n, ldc, 1.0f, bias, ep == Epilogue::ReluBias);
