@@ -211,6 +211,25 @@ def test_rrelu_and_alpha_dropout_in_graphs_match_eager(fake_cuda):
     assert_same_training(eager, graph, h_eager, h_graph)
 
 
+@pytest.mark.parametrize("trainable", [True, False], ids=["learned-beta", "frozen-beta"])
+def test_swish_trains_as_a_graph_exactly_as_eager_and_on_the_cpu(fake_cuda, trainable):
+    """Swish's kernels read beta from the device and write its gradient there:
+    the step is captured, and each replay reads the beta the previous step's
+    update left (a beta baked into the graph would diverge from eager here)."""
+    extra = lambda: [L.Swish(beta=1.5, trainable=trainable, name="swish")]  # noqa: E731
+    h_cpu = train(cpu := mlp(extra=extra), "cpu", epochs=3)
+    h_eager = train(eager := mlp(graphs=False, extra=extra), "cuda", epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the eager step
+        h_graph = train(graph := mlp(extra=extra), "cuda", epochs=3)
+    assert FakeCuda.captures == 2 and FakeCuda.replays > 10
+    assert_same_training(eager, graph, h_eager, h_graph)
+    assert_same_training(cpu, graph, h_cpu, h_graph)
+    beta = graph.get_layer("swish").beta.numpy()
+    assert (beta != np.float32(1.5)) == trainable
+    assert graph.get_layer("swish").get_config()["beta"] == float(beta)
+
+
 def test_a_changed_trainable_set_recaptures(fake_cuda):
     x, y = data()
     eager, graph = mlp(graphs=False).to("cuda"), mlp().to("cuda")
