@@ -29,6 +29,11 @@ namespace cuda {
 void activation_forward(ActParams a, const float* x, float* y, index_t rows, index_t cols);
 void activation_backward(ActParams a, const float* x, const float* y, const float* dy, float* dx, index_t rows,
                          index_t cols);
+// beta and dbeta: one float each in device memory, read / written when the
+// kernels run; nothing waits (capturable). dbeta: a fixed-order double sum.
+void swish_forward(const float* x, float* y, index_t n, const float* beta);
+void swish_backward(const float* x, const float* dy, float* dx, index_t n, const float* beta);
+void swish_beta_grad(const float* x, const float* dy, index_t n, const float* beta, float* dbeta);
 
 // ops/philox.h
 void philox_uniform(float* out, index_t n, uint64_t seed, uint64_t stream, float low, float high);
@@ -100,9 +105,6 @@ void dense_forward(const float* x, const float* w, const float* b, float* z, flo
 void dense_backward(const float* x, const float* w, const float* z, const float* y, const float* dy, float* dz_buf,
                     float* dx, float* dw, float* db, index_t batch, index_t in, index_t out, ActParams act,
                     bool dy_is_dz, bool accumulate);
-
-// ops/activations.h. Synchronizes (the sum comes back to the host); fixed-order double sum.
-double swish_beta_grad(const float* x, const float* dy, index_t n, float beta);
 
 // ops/losses.h: every dense-target loss, the CPU's terms and gradients.
 // Synchronizes (the loss comes back to the host); fixed-order double sum.

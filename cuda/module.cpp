@@ -150,6 +150,14 @@ PreluView prelu_view(const DeviceBuffer& x, const DeviceBuffer& alpha, const cha
                              alpha.shape_str(), fn);
 }
 
+// A float32 scalar tensor (shape () or (1,)): Swish's beta and its gradient,
+// by the CPU binding's rules and words (bind/shared_checks.h).
+float* scalar_tensor(py::handle obj, const char* fn, const char* name) {
+  DeviceBuffer& b = dbuf(obj, fn, name, "float32");
+  bind::check_scalar_shape(std::vector<index_t>(b.shape().begin(), b.shape().end()), b.shape_str(), fn, name);
+  return p<float>(b);
+}
+
 py::dict device_properties(int i) {
   const int n = deepcore::cuda::device_count();
   if (i < 0 || i >= n)
@@ -345,15 +353,6 @@ void bind_dense_twins(py::module_& m) {
      "dL/dy_pred.");
 
   // ----------------------------------------------------------- reductions
-  m.def("swish_beta_grad", [](py::handle x_, py::handle dy_, float beta) {
-    const char* fn = "swish_beta_grad";
-    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32");
-    same_shape(x, dy, fn, "x", "dy");
-    py::gil_scoped_release nogil;
-    return deepcore::cuda::swish_beta_grad(p<float>(x), p<float>(dy), index_t(x.size()), beta);
-  }, py::arg("x"), py::arg("dy"), py::arg("beta"),
-     "sum dy x^2 s (1 - s), s = sigmoid(beta x), in double in a fixed order (synchronizes).");
-
   m.def("count_nonfinite", [](py::handle x_) {
     DeviceBuffer& x = dbuf(x_, "count_nonfinite", "x", "float32");
     py::gil_scoped_release nogil;
@@ -462,6 +461,42 @@ PYBIND11_MODULE(_cuda, m) {
     deepcore::cuda::activation_backward(a, p<float>(x), p<float>(y), p<float>(dy), p<float>(dx), rows, cols);
   }, py::arg("kind"), py::arg("x"), py::arg("y"), py::arg("dy"), py::arg("dx"), py::arg("alpha") = 0.0f,
      py::arg("beta") = 1.0f);
+
+  // Swish with a learnable beta: beta (and dbeta) live on the device and are
+  // read (written) by the kernels; nothing waits, so a graph can capture them.
+  m.def("swish_forward", [](py::handle x_, py::handle y_, py::handle beta_) {
+    const char* fn = "swish_forward";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(x, y, fn, "x", "y");
+    const float* beta = scalar_tensor(beta_, fn, "beta");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::swish_forward(p<float>(x), p<float>(y), index_t(x.size()), beta);
+  }, py::arg("x"), py::arg("y"), py::arg("beta"),
+     "y = x sigmoid(beta x); beta a float32 tensor of shape () or (1,), read when the kernel runs.");
+
+  m.def("swish_backward", [](py::handle x_, py::handle dy_, py::handle dx_, py::handle beta_) {
+    const char* fn = "swish_backward";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32"),
+                 &dx = dbuf(dx_, fn, "dx", "float32");
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(x, dx, fn, "x", "dx");
+    const float* beta = scalar_tensor(beta_, fn, "beta");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::swish_backward(p<float>(x), p<float>(dy), p<float>(dx), index_t(x.size()), beta);
+  }, py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("beta"),
+     "dx = dy (s + beta x s (1 - s)), s = sigmoid(beta x); beta as in swish_forward.");
+
+  m.def("swish_beta_grad", [](py::handle x_, py::handle dy_, py::handle beta_, py::handle dbeta_) {
+    const char* fn = "swish_beta_grad";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &dy = dbuf(dy_, fn, "dy", "float32");
+    same_shape(x, dy, fn, "x", "dy");
+    const float* beta = scalar_tensor(beta_, fn, "beta");
+    float* dbeta = scalar_tensor(dbeta_, fn, "dbeta");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::swish_beta_grad(p<float>(x), p<float>(dy), index_t(x.size()), beta, dbeta);
+  }, py::arg("x"), py::arg("dy"), py::arg("beta"), py::arg("dbeta"),
+     "dbeta = sum dy x^2 s (1 - s), s = sigmoid(beta x), summed in double and stored as float32 (overwritten); "
+     "beta and dbeta float32 tensors of shape () or (1,).");
 
   // ----------------------------------------------------------------- losses
   m.def("sparse_categorical_crossentropy", [](py::handle p_, py::handle l_, py::object g_, bool from_logits) {

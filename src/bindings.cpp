@@ -25,6 +25,7 @@
 #include "ops/perceptron.h"
 #include "ops/philox.h"
 #include "bind/common.h"
+#include "bind/shared_checks.h"
 
 namespace py = pybind11;
 using namespace deepcore;
@@ -73,6 +74,13 @@ class Buffer {
   size_t itemsize_ = 4, bytes_ = 0;
   void* data_ = nullptr;
 };
+
+// A float32 scalar tensor (shape () or (1,)), the CUDA bindings' rule (bind/shared_checks.h).
+py::array scalar_tensor(py::handle obj, const char* fn, const char* name, bool writable) {
+  py::array a = checked<float>(obj, fn, name, writable);
+  check_scalar_shape(std::vector<index_t>(a.shape(), a.shape() + a.ndim()), shape_str(a), fn, name);
+  return a;
+}
 
 }  // namespace
 
@@ -123,13 +131,40 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("kind"), py::arg("x"), py::arg("y"), py::arg("dy"), py::arg("dx"), py::arg("alpha") = 0.0f,
      py::arg("beta") = 1.0f);
 
-  m.def("swish_beta_grad", [](py::handle x_, py::handle dy_, float beta) {
+  // Swish with a learnable beta: beta (and the gradient dbeta) are float32
+  // scalar tensors, read (written) by the kernel, as on the device.
+  m.def("swish_forward", [](py::handle x_, py::handle y_, py::handle beta_) {
+    const char* fn = "swish_forward";
+    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
+    same_shape(x, y, fn, "x", "y");
+    py::array beta = scalar_tensor(beta_, fn, "beta", false);
+    py::gil_scoped_release nogil;
+    swish_forward(cptr<float>(x), ptr<float>(y), index_t(x.size()), cptr<float>(beta));
+  }, py::arg("x"), py::arg("y"), py::arg("beta"),
+     "y = x sigmoid(beta x); beta a float32 tensor of shape () or (1,), read when the kernel runs.");
+
+  m.def("swish_backward", [](py::handle x_, py::handle dy_, py::handle dx_, py::handle beta_) {
+    const char* fn = "swish_backward";
+    py::array x = checked<float>(x_, fn, "x"), dy = checked<float>(dy_, fn, "dy"),
+              dx = checked<float>(dx_, fn, "dx", true);
+    same_shape(x, dy, fn, "x", "dy");
+    same_shape(x, dx, fn, "x", "dx");
+    py::array beta = scalar_tensor(beta_, fn, "beta", false);
+    py::gil_scoped_release nogil;
+    swish_backward(cptr<float>(x), cptr<float>(dy), ptr<float>(dx), index_t(x.size()), cptr<float>(beta));
+  }, py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("beta"),
+     "dx = dy (s + beta x s (1 - s)), s = sigmoid(beta x); beta as in swish_forward.");
+
+  m.def("swish_beta_grad", [](py::handle x_, py::handle dy_, py::handle beta_, py::handle dbeta_) {
     const char* fn = "swish_beta_grad";
     py::array x = checked<float>(x_, fn, "x"), dy = checked<float>(dy_, fn, "dy");
     same_shape(x, dy, fn, "x", "dy");
+    py::array beta = scalar_tensor(beta_, fn, "beta", false), dbeta = scalar_tensor(dbeta_, fn, "dbeta", true);
     py::gil_scoped_release nogil;
-    return swish_beta_grad(cptr<float>(x), cptr<float>(dy), index_t(x.size()), beta);
-  }, py::arg("x"), py::arg("dy"), py::arg("beta"));
+    swish_beta_grad(cptr<float>(x), cptr<float>(dy), index_t(x.size()), cptr<float>(beta), ptr<float>(dbeta));
+  }, py::arg("x"), py::arg("dy"), py::arg("beta"), py::arg("dbeta"),
+     "dbeta = sum dy x^2 s (1 - s), s = sigmoid(beta x), summed in double and stored as float32 (overwritten); "
+     "beta and dbeta float32 tensors of shape () or (1,).");
 
   // ------------------------------------------------------------------ dense
   m.def("sgemm", [](py::handle a_, py::handle b_, py::handle c_, bool ta, bool tb, float alpha, float beta) {

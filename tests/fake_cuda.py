@@ -19,8 +19,8 @@ runs them: between ``capture_begin`` and ``capture_end`` a kernel is recorded,
 not executed, with its arguments (device tensors by reference, numbers by
 value: baked in); ``replay`` runs the records in order. A call that needs the
 host (``to_numpy``, ``copy_from``, a copy from a NumPy array, the eager
-``optimizer_step``, losses, ``count_nonfinite``, ``swish_beta_grad``,
-``gather_rows``, ``DeviceHyper.set``, the read methods) raises
+``optimizer_step``, losses, ``count_nonfinite``, ``gather_rows``,
+``DeviceHyper.set``, the read methods) raises
 ``CaptureError`` during a capture and aborts it, as cuda/graph.h does. The
 device step state is read when a replay runs: a step whose learning rate or
 dropout call was passed as a Python number during the capture repeats that
@@ -96,8 +96,9 @@ def _real_parse(name, args, kwargs):
 # the same arguments): every twin. Host-only functions (philox_permutation,
 # perceptron_epoch, threads, BLAS info) are deliberately absent.
 TWINS = (
-    "activation_forward", "activation_backward", "swish_beta_grad", "sgemm", "dense_forward", "dense_backward",
-    "loss_forward_backward", "sparse_categorical_crossentropy", "philox_uniform", "philox_normal", "sgd_update",
+    "activation_forward", "activation_backward", "swish_forward", "swish_backward", "swish_beta_grad", "sgemm",
+    "dense_forward", "dense_backward", "loss_forward_backward", "sparse_categorical_crossentropy", "philox_uniform",
+    "philox_normal", "sgd_update",
     "optimizer_step", "max_norm", "batchnorm_forward_train", "batchnorm_forward_inference", "batchnorm_backward",
     "channel_affine", "dropout_forward", "dropout_backward", "dropout_mask", "alpha_dropout_forward",
     "alpha_dropout_backward", "rrelu_forward", "rrelu_backward", "prelu_forward", "prelu_backward",
@@ -106,7 +107,7 @@ TWINS = (
 # Twins that wait for the device (they return a host value or read host
 # memory): refused during a capture, as by ensure_not_capturing in cuda/.
 _SYNCING = {"optimizer_step", "sparse_categorical_crossentropy", "loss_forward_backward", "count_nonfinite",
-            "swish_beta_grad", "gather_rows"}
+            "gather_rows"}
 # Arguments that stay NumPy arrays on the host (by position and by name).
 _HOST_ARGS = {"optimizer_step": ({6, 7, 8}, {"offsets", "l1", "l2"}), "gather_rows": ({1}, {"indices"})}
 

@@ -1,5 +1,6 @@
-"""Activation kernels (deepcore._core.activation_forward / activation_backward /
-swish_beta_grad) and the public deepcore.activations functions.
+"""Activation kernels (deepcore._core.activation_forward / activation_backward,
+and swish_forward / swish_backward / swish_beta_grad with beta in a tensor)
+and the public deepcore.activations functions.
 
 Every kernel result is compared with a float64 NumPy reference written here,
 independently of src/ops/activations.h:
@@ -24,6 +25,7 @@ from deepcore.activations import _CODES
 from activation_reference import (
     GELU_COEF, SELU_ALPHA, SELU_SCALE, SQRT_2_OVER_PI, _erfc, _sigmoid, _softmax, _softplus, ref_forward,
 )
+from finite_differences import central_difference
 
 
 def ref_derivative(name, x, alpha, beta):
@@ -370,37 +372,117 @@ def test_large_tensor_parallel_path_matches_reference(name, alpha, beta):
 
 
 # --------------------------------------------------------------------------
-# swish_beta_grad
+# Swish with beta in a tensor: swish_forward, swish_backward, swish_beta_grad
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("beta", [1.0, 1.7, 0.5, -0.8])
-def test_swish_beta_grad_matches_finite_differences_in_beta(beta):
-    rng = np.random.default_rng(16)
-    x = np.concatenate([rng.normal(0.0, 3.0, size=60), [0.0, -30.0, 30.0, 90.0, -90.0]]).astype(np.float32)
-    dy = rng.normal(size=x.shape).astype(np.float32)
-    got = C.swish_beta_grad(x, dy, beta)
-    assert isinstance(got, float)
+def scalar(value, shape=()):
+    """beta (or dbeta) as the kernels take it: a float32 tensor of shape () or (1,)."""
+    return np.full(shape, value, np.float32)
+
+
+def swish_inputs(seed, n=60):
+    """Normals with std 3 and the special values (0, +-30, +-90)."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.0, 3.0, size=n), [0.0, -30.0, 30.0, 90.0, -90.0]]).astype(np.float32)
+    return x, rng.normal(size=x.shape).astype(np.float32)
+
+
+def swish_beta_grad64(x, dy, beta):
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-
-    def loss(b):
-        return float(np.sum(dy64 * x64 * _sigmoid(b * x64)))
-
-    h = 1e-6
-    fd = (loss(beta + h) - loss(beta - h)) / (2 * h)
     s = _sigmoid(beta * x64)
-    analytic = float(np.sum(dy64 * x64 * x64 * s * (1 - s)))
-    scale = float(np.sum(np.abs(dy64 * x64 * x64 * s * (1 - s))))
+    return np.sum(dy64 * x64 * x64 * s * (1 - s)), np.sum(np.abs(dy64 * x64 * x64 * s * (1 - s)))
+
+
+SWISH_BETAS = [1.0, 1.7, 0.5, -0.8]
+
+
+@pytest.mark.parametrize("beta", SWISH_BETAS)
+@pytest.mark.parametrize("shape", [(), (1,)], ids=["0d", "1"])
+def test_swish_forward_and_backward_match_float64_reference_and_finite_differences(beta, shape):
+    x, dy = swish_inputs(20)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    C.swish_forward(x, y, scalar(beta, shape))
+    C.swish_backward(x, dy, dx, scalar(beta, shape))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(y, ref_forward("swish", x64, 0.0, beta), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, dy * ref_derivative("swish", x64, 0.0, beta), rtol=1e-5, atol=1e-6)
+    fd = central_difference(lambda v: np.sum(dy * ref_forward("swish", v, 0.0, beta)), x64)
+    np.testing.assert_allclose(dx, fd, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta", SWISH_BETAS)
+@pytest.mark.parametrize("n", [7, (1 << 20) + 3], ids=["small", "parallel"])
+def test_swish_forward_and_backward_equal_the_activation_kernels_bit_for_bit(beta, n):
+    """Beta in a tensor computes exactly what activation_forward / backward
+    compute with the same beta as a number (the Activation("swish") path)."""
+    rng = np.random.default_rng(21)
+    x = rng.normal(0.0, 3.0, size=n).astype(np.float32)
+    dy = rng.normal(size=n).astype(np.float32)
+    want_y, want_dx = np.empty_like(x), np.empty_like(x)
+    C.activation_forward(_CODES["swish"], x, want_y, 0.0, beta)
+    C.activation_backward(_CODES["swish"], x, want_y, dy, want_dx, 0.0, beta)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    C.swish_forward(x, y, scalar(beta))
+    C.swish_backward(x, dy, dx, scalar(beta))
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+    C.swish_forward(x, x, scalar(beta))  # in place
+    C.swish_backward(want_y, dy, dy, scalar(beta, (1,)))  # dx == dy
+    np.testing.assert_array_equal(x, want_y)
+
+
+@pytest.mark.parametrize("beta", SWISH_BETAS)
+def test_swish_beta_grad_matches_finite_differences_in_beta(beta):
+    x, dy = swish_inputs(16)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    dbeta = scalar(np.nan)
+    C.swish_beta_grad(x, dy, scalar(beta), dbeta)
+    assert dbeta.dtype == np.float32 and dbeta.shape == ()
+    analytic, scale = swish_beta_grad64(x, dy, beta)
+    fd = central_difference(lambda b: np.sum(dy64 * x64 * _sigmoid(b[0] * x64)), [beta])[0]
     assert abs(fd - analytic) <= 1e-6 * scale  # the references agree
-    assert abs(got - fd) <= 1e-5 * scale + 1e-9
+    assert abs(float(dbeta) - fd) <= 1e-5 * scale + 1e-9
 
 
-def test_swish_beta_grad_of_2d_input_is_sum_over_all_elements():
+@pytest.mark.parametrize("n", [65, (1 << 20) + 3], ids=["small", "parallel"])
+def test_swish_beta_grad_matches_a_float64_sum_and_is_deterministic(n):
+    """Terms and sum in double, rounded to float32 at the end (the parallel
+    path sums per thread, then the threads' sums)."""
+    rng = np.random.default_rng(22)
+    x = rng.normal(0.0, 3.0, size=n).astype(np.float32)
+    dy = rng.normal(size=n).astype(np.float32)
+    dbeta = scalar(0.0, (1,))
+    C.swish_beta_grad(x, dy, scalar(1.3), dbeta)
+    want, scale = swish_beta_grad64(x, dy, 1.3)
+    assert abs(float(dbeta[0]) - want) <= 1e-6 * scale
+    again = scalar(0.0)
+    C.swish_beta_grad(x, dy, scalar(1.3), again)
+    assert again == dbeta[0]
+
+
+def test_swish_beta_grad_of_2d_input_is_sum_over_all_elements_and_overwrites():
     rng = np.random.default_rng(17)
     x = rng.normal(size=(5, 7)).astype(np.float32)
     dy = rng.normal(size=(5, 7)).astype(np.float32)
-    whole = C.swish_beta_grad(x, dy, 1.3)
-    parts = sum(C.swish_beta_grad(x[i].copy(), dy[i].copy(), 1.3) for i in range(5))
-    assert whole == pytest.approx(parts, rel=1e-6)
-    assert whole != 0.0
+    whole, part = scalar(123.0), scalar(0.0)
+    C.swish_beta_grad(x, dy, scalar(1.3), whole)
+    parts = 0.0
+    for i in range(5):
+        C.swish_beta_grad(x[i].copy(), dy[i].copy(), scalar(1.3), part)
+        parts += float(part)
+    assert float(whole) == pytest.approx(parts, rel=1e-6)
+    assert float(whole) != 0.0
+
+
+def test_swish_kernels_read_beta_when_they_run():
+    """The value in the tensor at the call is the one used (nothing cached)."""
+    x, dy = swish_inputs(23)
+    beta, y, dbeta = scalar(1.0), np.empty_like(x), scalar(0.0)
+    for value in (0.5, 2.0):
+        beta[...] = value
+        C.swish_forward(x, y, beta)
+        np.testing.assert_array_equal(y, k_forward("swish", x, 0.0, value))
+        C.swish_beta_grad(x, dy, beta, dbeta)
+        assert float(dbeta) == pytest.approx(swish_beta_grad64(x, dy, value)[0], rel=1e-5, abs=1e-9)
 
 
 # --------------------------------------------------------------------------

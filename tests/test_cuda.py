@@ -158,6 +158,30 @@ def test_activation_forward_and_backward_match_cpu(G, name, alpha, beta, shape):
     np.testing.assert_allclose(dxd.to_numpy(), dx_cpu, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("beta", [1.7, 1.0, -0.6])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_swish_forward_and_backward_with_beta_on_the_device_match_cpu(G, beta, shape):
+    """beta read from a device scalar: the CPU's results, and on the device
+    those of activation_forward / activation_backward with beta as a number."""
+    x = activation_inputs(*shape, seed=4)
+    dy = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    b = np.full((), beta, np.float32)
+    y_cpu, dx_cpu = np.empty_like(x), np.empty_like(x)
+    C.swish_forward(x, y_cpu, b)
+    C.swish_backward(x, dy, dx_cpu, b)
+    xd, dyd, bd = dev(G, x), dev(G, dy), dev(G, b)
+    yd, dxd = G.DeviceBuffer(shape), G.DeviceBuffer(shape)
+    G.swish_forward(xd, yd, bd)
+    G.swish_backward(xd, dyd, dxd, bd)
+    np.testing.assert_allclose(yd.to_numpy(), y_cpu, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dxd.to_numpy(), dx_cpu, rtol=RTOL, atol=ATOL)
+    ya, dxa = G.DeviceBuffer(shape), G.DeviceBuffer(shape)
+    G.activation_forward(_CODES["swish"], xd, ya, 0.0, beta)
+    G.activation_backward(_CODES["swish"], xd, ya, dyd, dxa, 0.0, beta)
+    np.testing.assert_allclose(yd.to_numpy(), ya.to_numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dxd.to_numpy(), dxa.to_numpy(), rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("name", ["relu", "gelu", "softmax"])
 def test_activation_in_place_matches_out_of_place(G, name):
     x = activation_inputs(37, 100, seed=3)

@@ -1,5 +1,5 @@
 """The GPU Dense layer (cuBLASLt, loaded at run time) and the other CUDA twins
-of issue 5 (loss_forward_backward, swish_beta_grad, count_nonfinite,
+of issue 5 (loss_forward_backward, the Swish kernels, count_nonfinite,
 gather_rows), against the CPU kernels of deepcore._core.
 
 Runs everywhere: the twins exist under the CPU's names with the CPU's
@@ -39,8 +39,8 @@ GEMM_REL_FP32 = 1e-5
 GEMM_REL_TF32 = 2e-3
 
 LOSSES = {"mse": 0, "mae": 1, "huber": 2, "bce": 3, "bce_logits": 4, "cce": 5, "cce_logits": 6}
-TWINS = ["sgemm", "dense_forward", "dense_backward", "loss_forward_backward", "swish_beta_grad",
-         "count_nonfinite", "gather_rows"]
+TWINS = ["sgemm", "dense_forward", "dense_backward", "loss_forward_backward", "swish_forward", "swish_backward",
+         "swish_beta_grad", "count_nonfinite", "gather_rows"]
 
 
 def cuda_module():
@@ -119,7 +119,7 @@ def test_twins_refuse_host_arrays_and_bad_codes_before_touching_the_device():
     with pytest.raises(TypeError, match="loss_forward_backward: y_pred must be a deepcore._cuda.DeviceBuffer"):
         G.loss_forward_backward(0, z, z, None)
     with pytest.raises(TypeError, match="swish_beta_grad: x must be a deepcore._cuda.DeviceBuffer"):
-        G.swish_beta_grad(x, x, 1.0)
+        G.swish_beta_grad(x, x, np.ones((), np.float32), np.zeros((), np.float32))
     with pytest.raises(TypeError, match="count_nonfinite: x must be a deepcore._cuda.DeviceBuffer"):
         G.count_nonfinite(x)
     with pytest.raises(TypeError, match="gather_rows: src and dst must be deepcore._cuda.DeviceBuffers"):
@@ -616,26 +616,45 @@ def test_loss_bad_input_raises_like_cpu(G):
 
 
 # ------------------------------------------------------------- reductions
-@pytest.mark.parametrize("n", [1, 1000, (1 << 20) + 3])
+@pytest.mark.parametrize("n", [0, 1, 1000, (1 << 20) + 3])
 @pytest.mark.parametrize("beta", [1.0, 0.37])
-def test_swish_beta_grad_matches_cpu(G, n, beta):
+def test_swish_beta_grad_matches_cpu_on_the_device(G, n, beta):
+    """beta read from and dbeta written to device scalars; fixed-order double
+    sums (the CPU's order differs), deterministic across calls."""
     rng = np.random.default_rng(18)
     x = rng.normal(scale=3.0, size=n).astype(np.float32)
     dy = rng.normal(size=n).astype(np.float32)
-    want = C.swish_beta_grad(x, dy, beta)
-    got = G.swish_beta_grad(dev(G, x), dev(G, dy), beta)
+    want = np.full((), np.nan, np.float32)
+    C.swish_beta_grad(x, dy, np.float32(beta).reshape(()), want)
+    xd, dyd, beta_d = dev(G, x), dev(G, dy), dev(G, np.full((), beta, np.float32))
+    got = dev(G, np.full((), np.nan, np.float32))
+    G.swish_beta_grad(xd, dyd, beta_d, got)
     scale = float(np.sum(np.abs(dy.astype(np.float64)) * x.astype(np.float64) ** 2))
-    assert abs(got - want) <= RTOL * scale
-    assert G.swish_beta_grad(dev(G, x), dev(G, dy), beta) == got  # deterministic
+    assert abs(float(got.to_numpy()) - float(want)) <= RTOL * scale
+    again = dev(G, np.full((1,), np.nan, np.float32))
+    G.swish_beta_grad(xd, dyd, beta_d, again)
+    assert again.to_numpy()[0] == got.to_numpy()  # deterministic, and a (1,) dbeta takes the same value
 
 
-def test_swish_beta_grad_bad_input_raises_like_cpu(G):
+def test_swish_kernels_bad_input_raises_like_cpu(G):
     x = np.zeros((4, 3), np.float32)
-    with pytest.raises(ValueError) as cpu_err:
-        C.swish_beta_grad(x, x[:2].copy(), 1.0)
-    with pytest.raises(ValueError) as gpu_err:
-        G.swish_beta_grad(dev(G, x), dev(G, x[:2]), 1.0)
-    assert str(gpu_err.value) == str(cpu_err.value)
+    one, two = np.ones((), np.float32), np.ones(2, np.float32)
+    cases = [("swish_beta_grad", (x, x[:2].copy(), one, one.copy())),
+             ("swish_beta_grad", (x, x, two, one.copy())),
+             ("swish_beta_grad", (x, x, one, two.copy())),
+             ("swish_forward", (x, x[:, :2].copy(), one)),
+             ("swish_forward", (x, x.copy(), np.ones((1, 1), np.float32))),
+             ("swish_backward", (x, x, x.copy(), two))]
+    for name, host_args in cases:
+        with pytest.raises(ValueError) as cpu_err:
+            getattr(C, name)(*host_args)
+        with pytest.raises(ValueError) as gpu_err:
+            getattr(G, name)(*[dev(G, a) for a in host_args])
+        assert str(gpu_err.value) == str(cpu_err.value)
+    with pytest.raises(TypeError, match="swish_forward: beta must have dtype float32, got int32"):
+        G.swish_forward(dev(G, x), dev(G, x), G.DeviceBuffer((), "int32"))
+    with pytest.raises(TypeError, match="swish_backward: beta must be a deepcore._cuda.DeviceBuffer"):
+        G.swish_backward(dev(G, x), dev(G, x), dev(G, x), 1.0)  # a number would need a host round trip
 
 
 @pytest.mark.parametrize("n", [0, 1, 1000, (1 << 20) + 3])

@@ -170,15 +170,10 @@ def test_every_layer_through_fit_fold_mc_lr_find_and_moves_on_the_device(fake_cu
     assert all(isinstance(w.value, FakeDeviceBuffer) for w in m.weights)
 
 
-# Steps that read a device tensor on the host while they are captured, so that cuda_graphs=True falls back to
-# eager steps (with a warning): Swish reads its trainable beta (activation_layers.py, Swish.forward). (A frozen
+# Every layer's step is captured: Swish's kernels read its trainable beta from the device, a frozen
 # BatchNormalization's backward runs on the device, and Normalization recomputes its scale only when its
-# variance is assigned: both are captured.)
-_NOT_CAPTURED = {0: "Swish.forward reads beta on the host (to_host) inside the capture"}
-
-
-@pytest.mark.parametrize("k", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=_NOT_CAPTURED[k]))
-                               if k in _NOT_CAPTURED else k for k in range(len(ZOO))])
+# variance is assigned.
+@pytest.mark.parametrize("k", range(len(ZOO)))
 def test_every_layer_trains_under_cuda_graphs_without_falling_back(fake_cuda, k):
     x, y = blobs()
     m = mlp(ZOO[k], graphs=True).to("cuda")

@@ -15,6 +15,7 @@ import pytest
 
 import deepcore as dc
 from deepcore.activations import _CODES
+from deepcore.backend import to_host
 from deepcore.callbacks import Callback, ReduceLROnPlateau, TerminateOnNaN
 from deepcore.schedules import ExponentialDecay
 from device_data import assert_steps_agree, blobs
@@ -237,6 +238,25 @@ def test_rrelu_and_alpha_dropout_in_graphs_match_eager(fake_cuda):
     assert_same_training(eager, graph, h_eager, h_graph)
 
 
+@pytest.mark.parametrize("trainable", [True, False], ids=["learned-beta", "frozen-beta"])
+def test_swish_trains_as_a_graph_exactly_as_eager_and_on_the_cpu(fake_cuda, trainable):
+    """Swish's kernels read beta from the device and write its gradient there:
+    the step is captured, and each replay reads the beta the previous step's
+    update left (a beta baked into the graph would diverge from eager here)."""
+    extra = lambda: [L.Swish(beta=1.5, trainable=trainable, name="swish")]  # noqa: E731
+    h_cpu = train(cpu := mlp(extra=extra), "cpu", epochs=3)
+    h_eager = train(eager := mlp(graphs=False, extra=extra), "cuda", epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the eager step
+        h_graph = train(graph := mlp(extra=extra), "cuda", epochs=3)
+    assert FakeCuda.captures == 2 and FakeCuda.replays > 10
+    assert_same_training(eager, graph, h_eager, h_graph)
+    assert_same_training(cpu, graph, h_cpu, h_graph)
+    beta = graph.get_layer("swish").beta.numpy()
+    assert (beta != np.float32(1.5)) == trainable
+    assert graph.get_layer("swish").get_config()["beta"] == float(beta)
+
+
 def test_a_changed_trainable_set_recaptures(fake_cuda):
     x, y = data()
     eager, graph = mlp(graphs=False).to("cuda"), mlp().to("cuda")
@@ -272,8 +292,21 @@ def test_a_loss_without_a_graph_variant_runs_eagerly_with_one_warning(fake_cuda)
     assert_same_training(eager, graph, h_eager, h_graph)
 
 
+class TanhReadingTheHost(L.Activation):
+    """tanh that also copies a device tensor to the host in each forward (as
+    Swish did with its beta before its kernels read it on the device): a step
+    with it cannot be captured."""
+
+    def __init__(self, **kwargs):
+        super().__init__("tanh", **kwargs)
+
+    def forward(self, x, training=False):
+        to_host(x[0])
+        return super().forward(x, training)
+
+
 def test_a_layer_that_needs_the_host_falls_back_once_per_batch_size(fake_cuda):
-    extra = lambda: [L.Swish(name="swish")]  # noqa: E731  (reads beta on the host each step)
+    extra = lambda: [TanhReadingTheHost(name="host")]  # noqa: E731
     h_eager = train(eager := mlp(graphs=False, extra=extra), "cuda", epochs=3)
     with pytest.warns(RuntimeWarning, match="could not be captured"):
         h_graph = train(graph := mlp(extra=extra), "cuda", epochs=3)

@@ -37,9 +37,15 @@ BINDINGS = {
     "activation_backward": (
         lambda: dict(kind=1, x=_z(3, 4), y=_z(3, 4), dy=_z(3, 4), dx=_z(3, 4)),
         {"x": (f32, False), "y": (f32, False), "dy": (f32, False), "dx": (f32, True)}),
+    "swish_forward": (
+        lambda: dict(x=_z(3, 4), y=_z(3, 4), beta=_z(1)),
+        {"x": (f32, False), "y": (f32, True), "beta": (f32, False)}),
+    "swish_backward": (
+        lambda: dict(x=_z(3, 4), dy=_z(3, 4), dx=_z(3, 4), beta=_z(1)),
+        {"x": (f32, False), "dy": (f32, False), "dx": (f32, True), "beta": (f32, False)}),
     "swish_beta_grad": (
-        lambda: dict(x=_z(3, 4), dy=_z(3, 4), beta=1.0),
-        {"x": (f32, False), "dy": (f32, False)}),
+        lambda: dict(x=_z(3, 4), dy=_z(3, 4), beta=_z(1), dbeta=_z(1)),
+        {"x": (f32, False), "dy": (f32, False), "beta": (f32, False), "dbeta": (f32, True)}),
     "sgemm": (
         lambda: dict(a=_z(3, 4), b=_z(4, 5), c=_z(3, 5)),
         {"a": (f32, False), "b": (f32, False), "c": (f32, True)}),
@@ -152,7 +158,8 @@ def test_other_float32_lookalikes_are_type_errors(fn, arg):
             call(fn, **{arg: bad})
 
 
-@pytest.mark.parametrize("fn,arg", ARRAY_ARGS)
+# (A one-element array, such as Swish's beta, is C-contiguous whatever its strides.)
+@pytest.mark.parametrize("fn,arg", [p for p in ARRAY_ARGS if BINDINGS[p.values[0]][0]()[p.values[1]].size > 1])
 def test_non_contiguous_array_is_value_error_naming_c_contiguous(fn, arg):
     good = BINDINGS[fn][0]()[arg]
     with pytest.raises(ValueError) as ei:
@@ -200,7 +207,15 @@ SHAPE_CASES = [
     ("activation_backward", dict(y=_z(4, 3)), "y", ["(3, 4)", "(4, 3)"]),
     ("activation_backward", dict(dy=_z(3, 5)), "dy", ["(3, 4)", "(3, 5)"]),
     ("activation_backward", dict(dx=_z(3, 4, 1)), "dx", ["(3, 4)", "(3, 4, 1)"]),
+    ("swish_forward", dict(y=_z(3, 5)), "y", ["(3, 4)", "(3, 5)"]),
+    ("swish_forward", dict(beta=_z(2)), "beta", ["()", "(1,)", "(2,)"]),
+    ("swish_forward", dict(beta=_z(1, 1)), "beta", ["()", "(1,)", "(1, 1)"]),
+    ("swish_backward", dict(dy=_z(4, 3)), "dy", ["(3, 4)", "(4, 3)"]),
+    ("swish_backward", dict(dx=_z(12)), "dx", ["(3, 4)", "(12,)"]),
+    ("swish_backward", dict(beta=_z(0)), "beta", ["()", "(1,)", "(0,)"]),
     ("swish_beta_grad", dict(dy=_z(3, 5)), "dy", ["(3, 4)", "(3, 5)"]),
+    ("swish_beta_grad", dict(beta=_z(3, 4)), "beta", ["()", "(1,)", "(3, 4)"]),
+    ("swish_beta_grad", dict(dbeta=_z(2)), "dbeta", ["()", "(1,)", "(2,)"]),
     ("sgemm", dict(a=_z(12)), "a", ["(12,)"]),
     ("sgemm", dict(b=_z(4, 5, 1)), "b", ["(4, 5, 1)"]),
     ("sgemm", dict(c=_z(5, 3)), "c", ["(3, 5)", "(5, 3)"]),
@@ -255,6 +270,17 @@ def test_zero_dimensional_array_is_value_error():
         C.loss_forward_backward(0, x, x.copy(), None, 1.0)
     with pytest.raises(ValueError):
         C.gather_rows(x, np.zeros(0, i64), np.zeros((), f32))
+
+
+def test_swish_beta_as_a_number_is_type_error_naming_beta():
+    # beta is a tensor the kernel reads (so that it can stay on the device), not a number.
+    x = _z(3, 4)
+    for call_ in (lambda b: C.swish_forward(x, x.copy(), b), lambda b: C.swish_backward(x, x, x.copy(), b),
+                  lambda b: C.swish_beta_grad(x, x, b, _z(1))):
+        with pytest.raises(TypeError, match=r"beta must be a numpy float32 array"):
+            call_(1.0)
+    with pytest.raises(TypeError, match=r"dbeta must have dtype float32, got float64"):
+        C.swish_beta_grad(x, x, _z(1), np.zeros((), np.float64))
 
 
 # --------------------------------------------------------------------------
@@ -360,7 +386,11 @@ def test_zero_sized_arrays_are_handled_without_crashing():
     e = np.zeros((0, 4), f32)
     C.activation_forward(12, e, e.copy())
     C.activation_backward(12, e, e.copy(), e.copy(), e.copy())
-    assert C.swish_beta_grad(np.zeros(0, f32), np.zeros(0, f32), 1.0) == 0.0
+    dbeta = np.full((), 7.0, f32)
+    C.swish_beta_grad(np.zeros(0, f32), np.zeros(0, f32), np.ones((), f32), dbeta)
+    assert dbeta == 0.0  # the gradient over no elements is zero
+    C.swish_forward(e, e.copy(), np.ones((), f32))
+    C.swish_backward(e, e.copy(), e.copy(), np.ones((), f32))
     assert C.count_nonfinite(np.zeros(0, f32)) == 0
     C.philox_uniform(np.zeros(0, f32), 0, 0)
     C.philox_normal(np.zeros(0, f32), 0, 0, 0.0, 1.0, True)

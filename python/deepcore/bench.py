@@ -193,6 +193,33 @@ def bench_kernels(quick=False, use_torch=True):
         table.add(f"{name} fwd+bwd", "256x300", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
                   _ratio(t_np, t_dc), _ratio(t_th, t_dc))
 
+    # The Swish layer's step: beta read from a tensor, dL/dbeta written to one
+    # (s = sigmoid(beta x); dx = dy (s + beta x s (1 - s)); dbeta = sum dy x^2 s (1 - s)).
+    beta, dbeta = np.full((), 1.5, np.float32), np.zeros((), np.float32)
+    sig = lambda v: np.float32(1) / (np.float32(1) + np.exp(-v))  # noqa: E731
+
+    def np_swish():
+        s = sig(beta * x)
+        np.multiply(x, s, out=y)
+        np.multiply(dy, s + beta * x * s * (1 - s), out=dx)
+        return np.sum(dy * x * x * s * (1 - s), dtype=np.float64)
+
+    def dc_swish():
+        core.swish_forward(x, y, beta)
+        core.swish_beta_grad(x, dy, beta, dbeta)
+        core.swish_backward(x, dy, dx, beta)
+
+    t_np = _median_time(np_swish, mt)
+    t_dc = _median_time(dc_swish, mt)
+    t_th = None
+    if torch is not None:
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        tbeta = torch.tensor(1.5, requires_grad=True)
+        tdy = torch.from_numpy(dy)
+        t_th = _median_time(lambda: torch.autograd.grad(tx * torch.sigmoid(tbeta * tx), (tx, tbeta), tdy), mt)
+    table.add("swish fwd+bwd (incl. dbeta)", "256x300", _fmt_time(t_np), _fmt_time(t_dc), _fmt_time(t_th),
+              _ratio(t_np, t_dc), _ratio(t_th, t_dc))
+
     for rows in (32, 256):
         logits = rng.standard_normal((rows, 10), dtype=np.float32)
         labels = rng.integers(0, 10, rows).astype(np.int32)

@@ -87,6 +87,15 @@ inline void check_batch(index_t n, const char* fn) {
                           std::to_string(n) + " (a batch of one sample cannot be normalized in training mode)");
 }
 
+// A learnable scalar passed as a tensor (Swish's beta and its gradient):
+// shape () or (1,), so that the kernel reads or writes its one element.
+inline void check_scalar_shape(const std::vector<index_t>& shape, const std::string& shape_str, const char* fn,
+                               const char* name) {
+  if (shape.empty() || (shape.size() == 1 && shape[0] == 1)) return;
+  throw py::value_error(std::string(fn) + ": " + name + " must be a scalar tensor of shape () or (1,), got " +
+                        shape_str);
+}
+
 // PReLU's view of x (batch, d1..dk) and alpha (k dims, 1 at shared axes) as
 // x (B, P, S, Q) and alpha (P, Q). Shared axes may form a leading group
 // (merged into B) and one more group between unshared ones.

@@ -152,14 +152,28 @@ void bias_activation_forward(ActParams a, float* z, float* y, const float* b, in
   }
 }
 
-double swish_beta_grad(const float* x, const float* dy, index_t n, float beta) {
+// Swish with beta read from *beta: the Act::Swish paths above, so the same
+// code (and the same bits) as activation_forward / activation_backward with
+// that beta as a number.
+void swish_forward(const float* x, float* y, index_t n, const float* beta) {
+  activation_forward(ActParams{Act::Swish, 0.0f, *beta}, x, y, 1, n);
+}
+
+void swish_backward(const float* x, const float* dy, float* dx, index_t n, const float* beta) {
+  // Swish's derivative reads x only: x stands in for the unused y.
+  activation_backward(ActParams{Act::Swish, 0.0f, *beta}, x, x, dy, dx, 1, n);
+}
+
+// dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i), s_i = sigmoid(beta x_i).
+void swish_beta_grad(const float* x, const float* dy, index_t n, const float* beta, float* dbeta) {
+  const float b = *beta;
   double acc = 0.0;
 #pragma omp parallel for reduction(+ : acc) if (n >= kParallelThreshold)
   for (index_t i = 0; i < n; ++i) {
-    const float s = fast_sigmoid(beta * x[i]);
+    const float s = fast_sigmoid(b * x[i]);
     acc += double(dy[i]) * x[i] * x[i] * s * (1.0f - s);
   }
-  return acc;
+  *dbeta = float(acc);
 }
 
 }  // namespace deepcore

@@ -108,7 +108,18 @@ void activation_backward(ActParams a, const float* x, const float* y, const floa
 // One pass over a row-major (rows, cols) tensor: z += b (per column), y = act(z).
 // y == z is allowed. This is the dense layer's epilogue.
 void bias_activation_forward(ActParams a, float* z, float* y, const float* b, index_t rows, index_t cols);
-// Swish with a learnable beta: dL/dbeta = sum dy * x^2 s (1 - s).
-double swish_beta_grad(const float* x, const float* dy, index_t n, float beta);
+
+// Swish with a learnable beta (the Swish layer): y = x s, s = sigmoid(beta x),
+// over n elements, with beta read from memory (*beta, one float) when the
+// kernel runs, device memory on CUDA. So the value never passes through the
+// host, and a step captured as a CUDA graph reads each replay's beta. The math
+// is act_forward_scalar / act_backward_scalar's Act::Swish, bit for bit.
+// y == x and dx == dy are allowed.
+void swish_forward(const float* x, float* y, index_t n, const float* beta);
+// dx = dy (s + beta x s (1 - s)).
+void swish_backward(const float* x, const float* dy, float* dx, index_t n, const float* beta);
+// *dbeta = dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i): each term and the sum in
+// double, rounded once to float. Overwrites *dbeta (0 when n == 0).
+void swish_beta_grad(const float* x, const float* dy, index_t n, const float* beta, float* dbeta);
 
 }  // namespace deepcore

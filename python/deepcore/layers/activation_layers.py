@@ -3,7 +3,8 @@ LeakyReLU, PReLU, RReLU, ELU, Swish, GELU, Mish.
 
 LeakyReLU, ELU, GELU and Mish run the activation kernels of
 ``deepcore.activations``; PReLU and RReLU have their own fused kernels
-(src/ops/dropout.h); Swish learns its beta with the swish_beta_grad kernel.
+(src/ops/dropout.h); Swish has its own kernels (swish_forward, swish_backward,
+swish_beta_grad) that read its learnable beta from the beta tensor.
 """
 from __future__ import annotations
 
@@ -97,23 +98,23 @@ class Swish(Activation):
     def build(self, input_shape):
         self.beta = self.add_weight("beta", (), _initializers.Constant(self.initial_beta))
 
+    # The kernels read beta from its tensor (device memory on CUDA) when they
+    # run and write dL/dbeta into beta.grad: the step never reads beta on the
+    # host, so it can be captured as a CUDA graph that sees each step's beta.
     def forward(self, x, training=False):
         self._check_input(x)
         b = self._bufs.get(x.shape[0], self._make_buffers, x)
-        # The kernels take beta as a number (a device-to-host read on CUDA).
-        self._beta_used = float(to_host(self.beta.value))
-        ops(x).activation_forward(self.activation.code, x, b["y"], 0.0, self._beta_used)
+        ops(x).swish_forward(x, b["y"], self.beta.value)
         self._x, self._cur = x, b
         return b["y"]
 
     def backward(self, dy, need_dx=True, dy_is_dz=False):
-        beta = self._beta_used
         if self.trainable:
-            self.beta.grad[...] = ops(dy).swish_beta_grad(self._x, dy, beta)
+            ops(dy).swish_beta_grad(self._x, dy, self.beta.value, self.beta.grad)
         if not need_dx:
             return None
         b = self._cur
-        ops(dy).activation_backward(self.activation.code, self._x, b["y"], dy, b["dx"], 0.0, beta)
+        ops(dy).swish_backward(self._x, dy, b["dx"], self.beta.value)
         return b["dx"]
 
     def get_config(self):

@@ -24,8 +24,9 @@ The eager step runs instead (one warning per reason and model) when the step
 cannot be a graph: TerminateOnNaN's guard (it checks each step on the host),
 a loss without a graph variant (only sparse_categorical_crossentropy has
 one), GradientDiagnostics (it reads every layer's output), or a capture that
-failed (a layer or constraint that needs the host, e.g. Swish's beta or a
-frozen BatchNormalization's backward). A model on the CPU ignores the flag.
+failed (a layer or constraint that needs the host during the step, e.g. a
+custom device layer that copies a tensor to NumPy). A model on the CPU
+ignores the flag.
 """
 from __future__ import annotations
 
