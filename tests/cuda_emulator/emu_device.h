@@ -139,12 +139,45 @@ inline T atomicAdd(T* p, T v) {
   return old;
 }
 
-// Round-to-nearest arithmetic intrinsics: never contracted into an FMA (the
-// emulated sources are compiled with -ffp-contract=off).
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+// Round-to-nearest arithmetic intrinsics. nvcc never fuses them into an FMA
+// (while it does contract plain a * b + c, as the emulated sources are compiled
+// to do where the host has FMA, see CMakeLists.txt): the empty asm statements
+// hide the operands and results from the compiler's contraction.
+#define DEEPCORE_EMU_OPAQUE(v) __asm__("" : "+x"(v))
+inline float __fadd_rn(float a, float b) {
+  DEEPCORE_EMU_OPAQUE(a);
+  DEEPCORE_EMU_OPAQUE(b);
+  float r = a + b;
+  DEEPCORE_EMU_OPAQUE(r);
+  return r;
+}
+inline float __fsub_rn(float a, float b) {
+  DEEPCORE_EMU_OPAQUE(a);
+  DEEPCORE_EMU_OPAQUE(b);
+  float r = a - b;
+  DEEPCORE_EMU_OPAQUE(r);
+  return r;
+}
+inline float __fmul_rn(float a, float b) {
+  DEEPCORE_EMU_OPAQUE(a);
+  DEEPCORE_EMU_OPAQUE(b);
+  float r = a * b;
+  DEEPCORE_EMU_OPAQUE(r);
+  return r;
+}
 inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) {
+  DEEPCORE_EMU_OPAQUE(a);
+  DEEPCORE_EMU_OPAQUE(b);
+  double r = a + b;
+  DEEPCORE_EMU_OPAQUE(r);
+  return r;
+}
+inline double __dmul_rn(double a, double b) {
+  DEEPCORE_EMU_OPAQUE(a);
+  DEEPCORE_EMU_OPAQUE(b);
+  double r = a * b;
+  DEEPCORE_EMU_OPAQUE(r);
+  return r;
+}
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
