@@ -30,15 +30,28 @@ if [ -z "$CUDA_INC" ]; then
   exit 0
 fi
 
+# Build tools: the CMake and Ninja wheels and pybind11 when the machine has none.
+if ! command -v cmake >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; then "$PY" -m pip install -q cmake ninja; fi
+"$PY" -m pybind11 --cmakedir >/dev/null 2>&1 || "$PY" -m pip install -q pybind11
+
 ASAN=OFF
 [ "${DEEPCORE_EMU_ASAN:-0}" != "0" ] && ASAN=ON
 start=$(date +%s)
 cmake -S "$ROOT/tests/cuda_emulator" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Emulator \
   -DCUDA_HOME="$(dirname "$CUDA_INC")" -DDEEPCORE_EMU_ASAN=$ASAN \
   -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null
-ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" >/dev/null
+ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest >/dev/null
 MOD="$(ls "$BUILD"/_cuda*.so)"
 echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels run on the CPU; this is not a GPU run)"
+
+# The emulator's own checks, and the kernel bugs it must report (abort, naming the kernel).
+"$BUILD/emu_selftest"
+for bug in divergent_barrier early_exit_shuffle deadlock; do
+  if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
+    echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1
+  fi
+done
+echo "CUDA host emulator: self-test ok (block/warp scheduling, capture and replay, bug reports)"
 
 export DEEPCORE_CUDA_EMULATOR="$MOD"
 if [ "$ASAN" = ON ]; then
