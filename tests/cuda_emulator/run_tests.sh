@@ -7,7 +7,8 @@
 #
 #   tests/cuda_emulator/run_tests.sh [BUILD_DIR] [-- extra pytest arguments]
 #
-# DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded).
+# DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded);
+# DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD="${1:-${TMPDIR:-/tmp}/deepcore-cuda-emulator}"
@@ -60,7 +61,8 @@ if [ "$ASAN" = ON ]; then
 fi
 cd "$ROOT"
 start=$(date +%s)
-"$PY" -m pytest -q -p no:cacheprovider \
-  tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py \
-  tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py "$@"
+TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py
+  tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py}"
+# shellcheck disable=SC2086
+"$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
 echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"
