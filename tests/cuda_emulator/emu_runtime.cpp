@@ -1,0 +1,623 @@
+// Host emulator of the CUDA runtime API (a test tool; nothing here runs on a
+// GPU): the part of libcudart that deepcore._cuda calls, executed on the CPU.
+//
+// - Device memory is host memory (posix_memalign, 256-byte aligned, exact
+//   size, so AddressSanitizer sees overruns); a device pointer is a host pointer.
+// - One emulated device, "deepcore host emulator (not a GPU)", sm_90.
+// - Streams execute their work at once, in the calling thread (so they are
+//   trivially in order, and events are complete when recorded), EXCEPT while a
+//   stream is being captured: then kernel launches, copies and memsets queued
+//   on it are recorded into the graph and run only when the instantiated graph
+//   is launched, with the arguments and pointers they were captured with.
+// - The calls the real runtime refuses during a capture fail with its error
+//   codes and invalidate the capture (cudaStreamEndCapture then returns
+//   cudaErrorStreamCaptureInvalidated), following its capture modes.
+// - cudaGetLastError / cudaPeekAtLastError: per thread, every failing call
+//   sets it, cudaGetLastError clears it (the emulator has no sticky errors: a
+//   faulting kernel crashes the process, under ASan with a report).
+// - deepcore_emu_enqueue(): the entry for other emulated libraries (the fake
+//   cuBLASLt): run a host function as work on a stream (README.md).
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "emu_internal.h"
+
+namespace deepcore_emu {
+
+[[noreturn]] void fatal(const std::string& msg) {
+  std::fprintf(stderr, "%s\n", msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+namespace {
+
+constexpr size_t kTotalMemory = size_t(16) << 30;  // what the emulated device reports
+constexpr const char* kDeviceName = "deepcore host emulator (not a GPU)";
+
+using Node = std::function<void()>;
+
+struct Graph {
+  std::vector<Node> nodes;
+};
+struct GraphExec {
+  std::vector<Node> nodes;
+};
+
+struct Stream {
+  bool capturing = false;
+  bool invalidated = false;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  std::thread::id thread;  // that began the capture
+  Graph* graph = nullptr;
+  unsigned long long capture_id = 0;
+};
+
+struct Event {
+  unsigned long long captured_in = 0;  // capture id of its last record, 0: recorded outside a capture
+};
+
+struct Alloc {
+  size_t size;
+  cudaMemoryType type;
+};
+
+std::recursive_mutex& mu() {
+  static auto* m = new std::recursive_mutex();  // never destroyed: streams may be used at exit
+  return *m;
+}
+struct State {
+  std::map<uintptr_t, Alloc> allocs;  // start -> allocation (device and pinned host)
+  size_t device_bytes = 0;
+  std::set<Stream*> streams;
+  std::set<Event*> events;
+  std::set<Graph*> graphs;
+  std::set<GraphExec*> execs;
+  unsigned long long next_capture = 1;
+};
+State& st() {
+  static auto* s = new State();
+  return *s;
+}
+Stream& legacy_stream() {  // stream 0, cudaStreamLegacy and cudaStreamPerThread: never captured here
+  static auto* s = new Stream();
+  return *s;
+}
+
+thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local cudaStreamCaptureMode t_mode = cudaStreamCaptureModeGlobal;
+thread_local int t_device = 0;
+
+cudaError_t fail(cudaError_t e) {
+  if (e != cudaSuccess) t_last_error = e;
+  return e;
+}
+
+bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+
+// The stream behind a handle, or null for an unknown handle.
+Stream* stream_of(cudaStream_t s) {
+  if (is_legacy(s)) return &legacy_stream();
+  auto* p = reinterpret_cast<Stream*>(s);
+  return st().streams.count(p) ? p : nullptr;
+}
+
+// The captures a "potentially unsafe" call (cudaMalloc, cudaFree, a
+// synchronous copy, cudaDeviceSynchronize, ...) from this thread conflicts
+// with, following cudaThreadExchangeStreamCaptureMode's rules: a thread in
+// relaxed mode never conflicts; otherwise its own non-relaxed captures do, and
+// in global mode also other threads' global captures.
+std::vector<Stream*> conflicting_captures() {
+  std::vector<Stream*> out;
+  if (t_mode == cudaStreamCaptureModeRelaxed) return out;
+  const auto me = std::this_thread::get_id();
+  for (Stream* s : st().streams) {
+    if (!s->capturing || s->mode == cudaStreamCaptureModeRelaxed) continue;
+    if (s->thread == me || (t_mode == cudaStreamCaptureModeGlobal && s->mode == cudaStreamCaptureModeGlobal))
+      out.push_back(s);
+  }
+  return out;
+}
+
+// cudaErrorStreamCaptureUnsupported, invalidating the conflicting captures, when
+// the call is not allowed now; cudaSuccess when it is.
+cudaError_t refuse_if_unsafe() {
+  auto c = conflicting_captures();
+  if (c.empty()) return cudaSuccess;
+  for (Stream* s : c) s->invalidated = true;
+  return cudaErrorStreamCaptureUnsupported;
+}
+
+const Alloc* find_alloc(const void* p, uintptr_t* base = nullptr) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  auto it = st().allocs.upper_bound(a);
+  if (it == st().allocs.begin()) return nullptr;
+  --it;
+  if (a >= it->first + std::max<size_t>(it->second.size, 1)) return nullptr;
+  if (base) *base = it->first;
+  return &it->second;
+}
+
+bool is_pinned(const void* p) {
+  const Alloc* a = find_alloc(p);
+  return a && a->type == cudaMemoryTypeHost;
+}
+
+// Queues `node` on `s`: runs it now, or records it into the stream's capture.
+cudaError_t enqueue(cudaStream_t s, Node node) {
+  Stream* str = stream_of(s);
+  if (!str) return cudaErrorInvalidResourceHandle;
+  if (str->capturing) {
+    if (!str->invalidated) str->graph->nodes.push_back(std::move(node));
+    return cudaSuccess;
+  }
+  node();
+  return cudaSuccess;
+}
+
+cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  Stream* str = stream_of(s);
+  if (!str) return cudaErrorInvalidResourceHandle;
+  if (n == 0) return cudaSuccess;
+  if (!dst || !src) return cudaErrorInvalidValue;
+  if (str->capturing) {
+    // A capture may only copy between device memory and pinned host memory.
+    const bool host_src = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost ||
+                          (kind == cudaMemcpyDefault && !find_alloc(src));
+    const bool host_dst = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost ||
+                          (kind == cudaMemcpyDefault && !find_alloc(dst));
+    if ((host_src && !is_pinned(src)) || (host_dst && !is_pinned(dst))) {
+      str->invalidated = true;
+      return cudaErrorStreamCaptureUnsupported;
+    }
+  }
+  return enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+}
+
+}  // namespace
+
+void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
+                   std::shared_ptr<void> args) {
+  std::lock_guard<std::recursive_mutex> lock(mu());
+  const unsigned long long threads = 1ull * block.x * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 ||
+      threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
+    fail(cudaErrorInvalidConfiguration);
+    return;
+  }
+  if (shmem > 0) {  // no kernel of deepcore uses dynamic shared memory; the emulator has none
+    fail(cudaErrorInvalidValue);
+    return;
+  }
+  KernelLaunch k{name, grid, block, body, std::move(args)};
+  const cudaError_t e = enqueue(stream, [k] { run_kernel(k); });
+  if (e != cudaSuccess) fail(e);
+}
+
+}  // namespace deepcore_emu
+
+using namespace deepcore_emu;
+
+#define EMU_LOCK std::lock_guard<std::recursive_mutex> emu_lock(mu())
+
+// Default visibility: a fake library loaded beside the emulated module (the
+// fake cuBLASLt) resolves the runtime API and deepcore_emu_enqueue from it
+// when the module is loaded with RTLD_GLOBAL (tests/conftest.py does).
+#pragma GCC visibility push(default)
+extern "C" {
+
+// The contract for other emulated libraries (README.md): `fn(arg)` runs as one
+// piece of work on `stream`, in order with the kernels and copies queued there:
+// at once, or, while the stream is being captured, at each launch of the graph.
+// `arg` must stay valid as long as a graph holding the call may be launched.
+void deepcore_emu_enqueue(cudaStream_t stream, void (*fn)(void*), void* arg) {
+  EMU_LOCK;
+  const cudaError_t e = enqueue(stream, [fn, arg] { fn(arg); });
+  if (e != cudaSuccess) fail(e);
+}
+
+// ------------------------------------------------------------------ errors
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = t_last_error;
+  t_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return t_last_error; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+#define NAME(x) \
+  case x: return #x;
+    NAME(cudaSuccess)
+    NAME(cudaErrorInvalidValue)
+    NAME(cudaErrorMemoryAllocation)
+    NAME(cudaErrorInvalidConfiguration)
+    NAME(cudaErrorInvalidDevice)
+    NAME(cudaErrorInvalidResourceHandle)
+    NAME(cudaErrorNotReady)
+    NAME(cudaErrorIllegalState)
+    NAME(cudaErrorStreamCaptureUnsupported)
+    NAME(cudaErrorStreamCaptureInvalidated)
+    NAME(cudaErrorStreamCaptureUnjoined)
+    NAME(cudaErrorStreamCaptureIsolation)
+    NAME(cudaErrorCapturedEvent)
+    NAME(cudaErrorStreamCaptureWrongThread)
+    NAME(cudaErrorNoDevice)
+    NAME(cudaErrorInsufficientDriver)
+    NAME(cudaErrorInvalidDeviceFunction)
+    NAME(cudaErrorNoKernelImageForDevice)
+    NAME(cudaErrorLaunchOutOfResources)
+#undef NAME
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalState: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureIsolation:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
+    default: return "unknown error (host emulator)";
+  }
+}
+
+// ------------------------------------------------------------------ device
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = t_device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) {
+  if (d != 0) return fail(cudaErrorInvalidDevice);
+  t_device = d;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (d != 0) return fail(cudaErrorInvalidDevice);
+  std::memset(p, 0, sizeof(*p));
+  std::snprintf(p->name, sizeof(p->name), "%s", kDeviceName);
+  p->major = 9;
+  p->minor = 0;
+  p->totalGlobalMem = kTotalMemory;
+  p->multiProcessorCount = 1;
+  p->l2CacheSize = 1 << 20;
+  p->sharedMemPerBlock = 48 << 10;
+  p->sharedMemPerBlockOptin = 48 << 10;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 0x7fffffff;
+  p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int d) {
+  if (d != 0) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *v = 1; return cudaSuccess;
+    case cudaDevAttrWarpSize: *v = 32; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; return cudaSuccess;
+    default: return fail(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* fn) {
+  if (!fn) return fail(cudaErrorInvalidDeviceFunction);
+  std::memset(a, 0, sizeof(*a));
+  a->maxThreadsPerBlock = 1024;
+  a->ptxVersion = a->binaryVersion = 90;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+  EMU_LOCK;
+  // Work has already run; a capture in progress cannot be waited for.
+  bool any = false;
+  for (Stream* s : st().streams)
+    if (s->capturing) s->invalidated = true, any = true;
+  return any ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+}
+
+// ------------------------------------------------------------------ memory
+cudaError_t cudaMalloc(void** p, size_t n) {
+  EMU_LOCK;
+  if (!p) return fail(cudaErrorInvalidValue);
+  *p = nullptr;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  if (n == 0) return cudaSuccess;
+  if (n > kTotalMemory - st().device_bytes) return fail(cudaErrorMemoryAllocation);
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, n) != 0 || !q) return fail(cudaErrorMemoryAllocation);
+  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeDevice};
+  st().device_bytes += n;
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  EMU_LOCK;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  if (!p) return cudaSuccess;
+  auto it = st().allocs.find(reinterpret_cast<uintptr_t>(p));
+  if (it == st().allocs.end() || it->second.type != cudaMemoryTypeDevice) return fail(cudaErrorInvalidValue);
+  st().device_bytes -= it->second.size;
+  st().allocs.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
+  EMU_LOCK;
+  if (!p) return fail(cudaErrorInvalidValue);
+  *p = nullptr;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, std::max<size_t>(n, 1)) != 0 || !q) return fail(cudaErrorMemoryAllocation);
+  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeHost};
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** p, size_t n) { return cudaHostAlloc(p, n, 0); }
+cudaError_t cudaFreeHost(void* p) {
+  EMU_LOCK;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  if (!p) return cudaSuccess;
+  auto it = st().allocs.find(reinterpret_cast<uintptr_t>(p));
+  if (it == st().allocs.end() || it->second.type != cudaMemoryTypeHost) return fail(cudaErrorInvalidValue);
+  st().allocs.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  EMU_LOCK;
+  *free_b = kTotalMemory - st().device_bytes;
+  *total_b = kTotalMemory;
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  EMU_LOCK;
+  if (!a) return fail(cudaErrorInvalidValue);
+  std::memset(a, 0, sizeof(*a));
+  uintptr_t base = 0;
+  const Alloc* al = find_alloc(p, &base);
+  a->device = 0;
+  if (!al) {
+    a->type = cudaMemoryTypeUnregistered;
+    a->device = -2;
+    return cudaSuccess;
+  }
+  a->type = al->type;
+  a->devicePointer = const_cast<void*>(p);
+  a->hostPointer = al->type == cudaMemoryTypeHost ? const_cast<void*>(p) : nullptr;
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  EMU_LOCK;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  return fail(copy_async(dst, src, n, kind, nullptr));
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  EMU_LOCK;
+  return fail(copy_async(dst, src, n, kind, s));
+}
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
+  EMU_LOCK;
+  if (n == 0) return cudaSuccess;
+  if (!p) return fail(cudaErrorInvalidValue);
+  return fail(enqueue(s, [p, v, n] { std::memset(p, v, n); }));
+}
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+  EMU_LOCK;
+  if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  return cudaMemsetAsync(p, v, n, nullptr);
+}
+
+// ------------------------------------------------------------------ streams
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+  EMU_LOCK;
+  auto* str = new Stream();
+  st().streams.insert(str);
+  *s = reinterpret_cast<cudaStream_t>(str);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  EMU_LOCK;
+  auto* str = reinterpret_cast<Stream*>(s);
+  if (is_legacy(s) || !st().streams.count(str)) return fail(cudaErrorInvalidResourceHandle);
+  if (str->capturing) return fail(cudaErrorStreamCaptureUnsupported);
+  st().streams.erase(str);
+  delete str;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  EMU_LOCK;
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  if (str->capturing) {  // captured work runs only at replay: waiting for it is refused
+    str->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  if (is_legacy(s)) {  // the legacy stream waits for the blocking streams: not allowed with unsafe captures
+    if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  EMU_LOCK;
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  if (str->capturing) {
+    str->invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  EMU_LOCK;
+  if (is_legacy(s)) return fail(cudaErrorStreamCaptureUnsupported);
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  if (str->capturing) return fail(cudaErrorIllegalState);
+  str->capturing = true;
+  str->invalidated = false;
+  str->mode = mode;
+  str->thread = std::this_thread::get_id();
+  str->graph = new Graph();
+  str->capture_id = st().next_capture++;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
+  EMU_LOCK;
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  if (!str->capturing) return fail(cudaErrorIllegalState);
+  if (str->mode != cudaStreamCaptureModeRelaxed && str->thread != std::this_thread::get_id())
+    return fail(cudaErrorStreamCaptureWrongThread);
+  str->capturing = false;
+  Graph* graph = str->graph;
+  str->graph = nullptr;
+  if (str->invalidated) {
+    str->invalidated = false;
+    delete graph;
+    *g = nullptr;
+    return fail(cudaErrorStreamCaptureInvalidated);
+  }
+  st().graphs.insert(graph);
+  *g = reinterpret_cast<cudaGraph_t>(graph);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  EMU_LOCK;
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  *status = !str->capturing    ? cudaStreamCaptureStatusNone
+            : str->invalidated ? cudaStreamCaptureStatusInvalidated
+                               : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
+  if (!mode) return fail(cudaErrorInvalidValue);
+  const cudaStreamCaptureMode old = t_mode;
+  t_mode = *mode;
+  *mode = old;
+  return cudaSuccess;
+}
+
+// ------------------------------------------------------------------ events
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) {
+  EMU_LOCK;
+  auto* ev = new Event();
+  st().events.insert(ev);
+  *e = reinterpret_cast<cudaEvent_t>(ev);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  EMU_LOCK;
+  auto* ev = reinterpret_cast<Event*>(e);
+  if (!st().events.erase(ev)) return fail(cudaErrorInvalidResourceHandle);
+  delete ev;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  EMU_LOCK;
+  auto* ev = reinterpret_cast<Event*>(e);
+  Stream* str = stream_of(s);
+  if (!st().events.count(ev) || !str) return fail(cudaErrorInvalidResourceHandle);
+  ev->captured_in = str->capturing ? str->capture_id : 0;  // outside a capture: complete at once
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  EMU_LOCK;
+  auto* ev = reinterpret_cast<Event*>(e);
+  if (!st().events.count(ev)) return fail(cudaErrorInvalidResourceHandle);
+  if (ev->captured_in) return fail(cudaErrorCapturedEvent);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  EMU_LOCK;
+  auto* ev = reinterpret_cast<Event*>(e);
+  Stream* str = stream_of(s);
+  if (!st().events.count(ev) || !str) return fail(cudaErrorInvalidResourceHandle);
+  const unsigned long long here = str->capturing ? str->capture_id : 0;
+  if (ev->captured_in != here) {
+    // Joining another stream into a capture (fork/join) is not emulated; a wait
+    // across the capture's boundary is an error on a GPU too.
+    if (str->capturing) str->invalidated = true;
+    return fail(cudaErrorStreamCaptureIsolation);
+  }
+  return cudaSuccess;  // the event's work is already done (or earlier in the same capture)
+}
+
+// ------------------------------------------------------------------ graphs
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
+  EMU_LOCK;
+  auto* graph = reinterpret_cast<Graph*>(g);
+  if (!st().graphs.count(graph)) return fail(cudaErrorInvalidValue);
+  auto* x = new GraphExec{graph->nodes};
+  st().execs.insert(x);
+  *exec = reinterpret_cast<cudaGraphExec_t>(x);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  EMU_LOCK;
+  auto* graph = reinterpret_cast<Graph*>(g);
+  if (!st().graphs.erase(graph)) return fail(cudaErrorInvalidValue);
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) {
+  EMU_LOCK;
+  auto* exec = reinterpret_cast<GraphExec*>(x);
+  if (!st().execs.erase(exec)) return fail(cudaErrorInvalidValue);
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
+  EMU_LOCK;
+  auto* exec = reinterpret_cast<GraphExec*>(x);
+  if (!st().execs.count(exec)) return fail(cudaErrorInvalidValue);
+  Stream* str = stream_of(s);
+  if (!str) return fail(cudaErrorInvalidResourceHandle);
+  if (str->capturing) {
+    for (const Node& n : exec->nodes)
+      if (!str->invalidated) str->graph->nodes.push_back(n);
+    return cudaSuccess;
+  }
+  for (const Node& n : exec->nodes) n();
+  return cudaSuccess;
+}
+
+}  // extern "C"
+#pragma GCC visibility pop

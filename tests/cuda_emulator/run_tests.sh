@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the CUDA host emulator's deepcore._cuda (README.md: the real cuda/
+# sources compiled for the CPU; NOT a GPU run) and runs the CUDA test files
+# against it. Exits 0 with a message, without testing, only when a C++
+# compiler or the CUDA toolkit's headers are missing; any build or test
+# failure fails.
+#
+#   tests/cuda_emulator/run_tests.sh [BUILD_DIR] [-- extra pytest arguments]
+#
+# DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded);
+# DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BUILD="${1:-${TMPDIR:-/tmp}/deepcore-cuda-emulator}"
+shift || true
+[ "${1:-}" = "--" ] && shift
+PY="${PYTHON:-python}"
+
+CXX_BIN="${CXX:-c++}"
+if ! command -v "$CXX_BIN" >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
+  echo "CUDA host emulator: skipped (no C++ compiler)"
+  exit 0
+fi
+CUDA_INC=""
+for c in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc 2>/dev/null || echo /nonexistent/bin/nvcc)")")")" \
+         /usr/local/cuda /usr/local/cuda-*; do
+  if [ -n "$c" ] && [ -f "$c/include/cuda_runtime.h" ]; then CUDA_INC="$c/include"; break; fi
+done
+if [ -z "$CUDA_INC" ]; then
+  echo "CUDA host emulator: skipped (no CUDA toolkit headers: cuda_runtime.h not found; set CUDA_HOME)"
+  exit 0
+fi
+
+# Build tools: the CMake and Ninja wheels and pybind11 when the machine has none.
+if ! command -v cmake >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; then "$PY" -m pip install -q cmake ninja; fi
+"$PY" -m pybind11 --cmakedir >/dev/null 2>&1 || "$PY" -m pip install -q pybind11
+
+ASAN=OFF
+[ "${DEEPCORE_EMU_ASAN:-0}" != "0" ] && ASAN=ON
+start=$(date +%s)
+cmake -S "$ROOT/tests/cuda_emulator" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Emulator \
+  -DCUDA_HOME="$(dirname "$CUDA_INC")" -DDEEPCORE_EMU_ASAN=$ASAN \
+  -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null
+ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest >/dev/null
+MOD="$(ls "$BUILD"/_cuda*.so)"
+echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels run on the CPU; this is not a GPU run)"
+
+# The emulator's own checks, and the kernel bugs it must report (abort, naming the kernel).
+"$BUILD/emu_selftest"
+for bug in divergent_barrier early_exit_shuffle deadlock; do
+  if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
+    echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1
+  fi
+done
+echo "CUDA host emulator: self-test ok (block/warp scheduling, capture and replay, bug reports)"
+
+export DEEPCORE_CUDA_EMULATOR="$MOD"
+if [ "$ASAN" = ON ]; then
+  export LD_PRELOAD="$("${CXX_BIN}" -print-file-name=libasan.so) $("${CXX_BIN}" -print-file-name=libubsan.so)"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0}"
+fi
+cd "$ROOT"
+start=$(date +%s)
+TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py
+  tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py}"
+# shellcheck disable=SC2086
+"$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
+echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"

@@ -1,0 +1,162 @@
+// Self-test of the CUDA host emulator (not a GPU test): the scheduler's block
+// and warp semantics, launch argument capture, graph capture and replay, and
+// the detection of kernel bugs. Built by ../CMakeLists.txt, run by ../run_tests.sh.
+//
+//   emu_selftest            runs the checks, prints "ok"
+//   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
+//                           early_exit_shuffle, deadlock); the emulator must abort naming it
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CHECK(c)                                                     \
+  do {                                                               \
+    if (!(c)) {                                                      \
+      std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #c);     \
+      std::exit(1);                                                  \
+    }                                                                \
+  } while (0)
+
+// Block sum through warp shuffles and shared memory, as cuda/launch.cuh does.
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__global__ void block_sum_kernel(const float* x, int n, float* out) {
+  __shared__ float part[32];
+  float v = 0.0f;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) v += x[i];
+  v = warp_sum(v);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) out[blockIdx.x] = v;
+  }
+}
+
+// Warps run different numbers of shuffle rounds: warp w does w + 1 rounds.
+__global__ void uneven_warps_kernel(int* out) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int v = lane;
+  for (int r = 0; r <= warp; ++r) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  out[threadIdx.x] = v;  // lane ^ 1 after an odd number of rounds, lane after an even one
+}
+
+template <class T>
+__global__ void fill_kernel(T* p, int n, T v) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = v;
+}
+
+__global__ void add_from_device_kernel(float* p, int n, const float* scalar) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) p[i] += *scalar;
+}
+
+__global__ void divergent_barrier_kernel(float* p) {
+  if (threadIdx.x < 16) return;
+  __syncthreads();
+  p[threadIdx.x] = 1.0f;
+}
+__global__ void early_exit_shuffle_kernel(float* p) {
+  if (threadIdx.x == 5) return;
+  p[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+__global__ void deadlock_kernel(float* p) {
+  if (threadIdx.x % 32 == 0) {
+    __syncthreads();
+  } else {
+    p[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);  // lane 0 never comes
+    __syncthreads();
+  }
+}
+
+int main(int argc, char** argv) {
+  float* d = nullptr;
+  CHECK(cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess);
+  if (argc > 1) {
+    if (!std::strcmp(argv[1], "divergent_barrier")) divergent_barrier_kernel<<<1, 64>>>(d);
+    if (!std::strcmp(argv[1], "early_exit_shuffle")) early_exit_shuffle_kernel<<<1, 32>>>(d);
+    if (!std::strcmp(argv[1], "deadlock")) deadlock_kernel<<<1, 64>>>(d);
+    std::printf("the emulator did not report %s\n", argv[1]);
+    return 0;  // the caller expects an abort
+  }
+  cudaStream_t s;
+  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+
+  // Block reduction: 3 blocks of 256 over 3000 elements.
+  std::vector<float> h(3000);
+  double want = 0;
+  for (int i = 0; i < 3000; ++i) h[i] = float(i % 7), want += h[i];
+  float* out = nullptr;
+  CHECK(cudaMalloc(&out, 3 * sizeof(float)) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(d, h.data(), 3000 * sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  block_sum_kernel<<<3, 256, 0, s>>>(d, 3000, out);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  float parts[3];
+  CHECK(cudaMemcpyAsync(parts, out, sizeof(parts), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(double(parts[0]) + parts[1] + parts[2] == want);
+
+  // Warps with different numbers of exchanges.
+  int* lanes = nullptr;
+  CHECK(cudaMalloc(&lanes, 128 * sizeof(int)) == cudaSuccess);
+  uneven_warps_kernel<<<1, 128, 0, s>>>(lanes);
+  int hl[128];
+  CHECK(cudaMemcpyAsync(hl, lanes, sizeof(hl), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  for (int t = 0; t < 128; ++t) CHECK(hl[t] == ((t / 32) % 2 == 0 ? (t % 32) ^ 1 : t % 32));
+
+  // Launch errors are reported by cudaGetLastError once, and do not stick.
+  fill_kernel<<<1, 2048, 0, s>>>(d, 10, 1.0f);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  CHECK(cudaGetLastError() == cudaSuccess);
+
+  // Capture: nothing runs; replay uses the captured arguments and reads device memory at replay time.
+  float* scalar = nullptr;
+  CHECK(cudaMalloc(&scalar, sizeof(float)) == cudaSuccess);
+  fill_kernel<<<4, 256, 0, s>>>(d, 1000, 0.0f);
+  float one = 1.0f;
+  CHECK(cudaMemcpyAsync(scalar, &one, sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  int n = 1000;
+  add_from_device_kernel<<<4, 256, 0, s>>>(d, n, scalar);
+  n = 5;  // the captured launch keeps n == 1000
+  float pageable = 0;
+  CHECK(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported);  // refused, and invalidates
+  cudaGraph_t g = nullptr;
+  CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && g == nullptr);
+  CHECK(cudaGetLastError() == cudaErrorStreamCaptureInvalidated);
+  CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  add_from_device_kernel<<<4, 256, 0, s>>>(d, 1000, scalar);
+  CHECK(cudaMemcpyAsync(&pageable, d, sizeof(float), cudaMemcpyDeviceToHost, s) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  add_from_device_kernel<<<4, 256, 0, s>>>(d, n == 5 ? 1000 : 0, scalar);
+  void* m = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  CHECK(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+  CHECK(cudaMalloc(&m, 16) == cudaSuccess);  // allowed in relaxed mode
+  CHECK(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+  CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess && g != nullptr);
+  cudaGraphExec_t x = nullptr;
+  CHECK(cudaGraphInstantiate(&x, g, 0) == cudaSuccess);
+  CHECK(cudaGraphDestroy(g) == cudaSuccess);
+  float hd[1000];
+  CHECK(cudaMemcpyAsync(hd, d, sizeof(hd), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  for (float v : hd) CHECK(v == 0.0f);  // the capture ran nothing
+  float two = 2.0f;
+  CHECK(cudaMemcpyAsync(scalar, &two, sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  CHECK(cudaGraphLaunch(x, s) == cudaSuccess);
+  CHECK(cudaGraphLaunch(x, s) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(hd, d, sizeof(hd), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  for (float v : hd) CHECK(v == 4.0f);  // two replays, each reading *scalar == 2 at replay time
+  CHECK(cudaGraphExecDestroy(x) == cudaSuccess);
+  std::printf("ok\n");
+  return 0;
+}
