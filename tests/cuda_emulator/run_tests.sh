@@ -41,7 +41,7 @@ start=$(date +%s)
 cmake -S "$ROOT/tests/cuda_emulator" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Emulator \
   -DCUDA_HOME="$(dirname "$CUDA_INC")" -DDEEPCORE_EMU_ASAN=$ASAN \
   -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null
-ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest >/dev/null
+ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest fake_cublaslt >/dev/null
 MOD="$(ls "$BUILD"/_cuda*.so)"
 echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels run on the CPU; this is not a GPU run)"
 
@@ -55,6 +55,8 @@ done
 echo "CUDA host emulator: self-test ok (block/warp scheduling, capture and replay, bug reports)"
 
 export DEEPCORE_CUDA_EMULATOR="$MOD"
+# The Dense layer's GEMMs: the host fake of cuBLASLt (README_cublaslt.md), not NVIDIA's library.
+export DEEPCORE_CUBLASLT_PATH="$BUILD/fake_cublaslt/libcublasLt.so.13"
 if [ "$ASAN" = ON ]; then
   export LD_PRELOAD="$("${CXX_BIN}" -print-file-name=libasan.so) $("${CXX_BIN}" -print-file-name=libubsan.so)"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0}"
