@@ -32,4 +32,4 @@ def assert_steps_agree(cpu, dev, x, y, starts, batch=32):
 
 def dev(G, a):
     """A device copy of the array a, through the CUDA module G."""
-    return G.to_device(np.ascontiguousarray(a))
+    return G.to_device(np.asarray(a, order="C"))  # (ascontiguousarray would make a 0-d array 1-d)

@@ -625,7 +625,7 @@ def test_swish_beta_grad_matches_cpu_on_the_device(G, n, beta):
     x = rng.normal(scale=3.0, size=n).astype(np.float32)
     dy = rng.normal(size=n).astype(np.float32)
     want = np.full((), np.nan, np.float32)
-    C.swish_beta_grad(x, dy, np.float32(beta).reshape(()), want)
+    C.swish_beta_grad(x, dy, np.full((), beta, np.float32), want)
     xd, dyd, beta_d = dev(G, x), dev(G, dy), dev(G, np.full((), beta, np.float32))
     got = dev(G, np.full((), np.nan, np.float32))
     G.swish_beta_grad(xd, dyd, beta_d, got)
