@@ -189,6 +189,24 @@ def test_device_training_reads_no_output_back_for_sparse_accuracy(fake_cuda, mon
     assert h.history["on_output"] == h_cpu.history["accuracy"]
 
 
+def test_set_weights_between_graph_steps_keeps_the_capture_and_matches_the_cpu(fake_cuda):
+    """Weights and BatchNorm's moving statistics live in device memory, read at
+    replay: assigning them (set_weights, optimizer.set_state) needs no new
+    capture, and each replayed step equals the CPU's from the same state."""
+    x, y = data()
+    cpu, dev = mlp(graphs=False), mlp().to("cuda")
+    for step, lo in enumerate([0, 32, 64, 96, 128]):
+        dev.set_weights(cpu.get_weights())
+        if step:
+            dev.optimizer.set_state(cpu.optimizer.get_state())
+        a = cpu.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        b = dev.train_on_batch(x[lo:lo + 32], y[lo:lo + 32])
+        assert a == b
+        for wc, wd in zip(cpu.get_weights(), dev.get_weights()):
+            np.testing.assert_array_equal(wc, wd)
+    assert len(dev._graphs.steps) == 1 and FakeCuda.captures == 1 and FakeCuda.replays == 4
+
+
 def test_graph_training_follows_reduce_lr_on_plateau(fake_cuda):
     def plateau():
         return ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)

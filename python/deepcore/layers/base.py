@@ -130,6 +130,13 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(v.value.size for v in self._variables))
 
+    def _graph_baked_state(self):
+        """What a captured CUDA-graph step bakes in from this layer's host-side
+        state, as a value compared between steps (models/graph_step.py): a
+        change means the step is captured again. Weights themselves live in
+        device memory and are read at replay; the default is nothing."""
+        return None
+
     # ------------------------------------------------------------ building
     def build(self, input_shape) -> None:
         self.built = True

@@ -380,6 +380,11 @@ class Normalization(Layer):
             b["scale_of"] = key
         return b["scale"]
 
+    def _graph_baked_state(self):
+        # The scale buffer is recomputed on the host when the variance is
+        # assigned: a captured step would keep reading the old one.
+        return self.variance.version
+
     def forward(self, x, training=False):
         self._check_input(x)
         view = self._view

@@ -110,7 +110,7 @@ class GraphTrainer:
         objects = (m._flat_params, m._flat_grads, *opt._slot_args(), opt, m.loss, m._segments, xb, yb, *layers,
                    *(v.constraint for v in m._constrained), *(v.value for v in m.non_trainable_weights))
         values = (m._fused, _structure(h), getattr(ops(xb), "get_tf32", bool)(),
-                  tuple(v.version for v in m.non_trainable_weights),  # e.g. a re-adapted Normalization
+                  tuple(layer._graph_baked_state() for layer in layers),  # e.g. a re-adapted Normalization
                   tuple((layer.trainable, getattr(layer, "rate", None), getattr(layer, "momentum", None),
                          getattr(layer, "epsilon", None)) for layer in layers))
         return objects, values
