@@ -8,10 +8,12 @@
 // y = x s and dx = dy (s + beta x s (1 - s)), s = sigmoid(beta x): the inline
 // math of ops/activations.h (Act::Swish), as activation_forward_kernel runs it.
 //
-// dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i), each term and the sum in double as
-// on the CPU: fixed-order block sums, then the partials in order
-// (reduce.cuh), rounded once to float into *dbeta. The grid depends on n only,
-// so the same input gives the same bits on every run.
+// dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i), s in float, each term and the sum
+// in double: fixed-order block sums, then the partials in order (reduce.cuh),
+// rounded once to float into *dbeta. The grid depends on n only, so the same
+// input gives the same bits on every run. (The CPU computes each term in float
+// as t / (1 + t)^2 x^2 dy, t = e^{-|beta x|}, which avoids the 1 - s
+// cancellation here; the two agree to a tolerance, not bitwise.)
 #include "allocator.h"
 #include "kernels.h"
 #include "launch.cuh"

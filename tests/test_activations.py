@@ -443,10 +443,11 @@ def test_swish_beta_grad_matches_finite_differences_in_beta(beta):
     assert abs(float(dbeta) - fd) <= 1e-5 * scale + 1e-9
 
 
-@pytest.mark.parametrize("n", [65, (1 << 20) + 3], ids=["small", "parallel"])
+@pytest.mark.parametrize("n", [65, 4095, 4096, 4097, 3 * 4096 + 5, (1 << 20) + 3],
+                         ids=["small", "block-1", "block", "block+1", "3-blocks+5", "parallel"])
 def test_swish_beta_grad_matches_a_float64_sum_and_is_deterministic(n):
-    """Terms and sum in double, rounded to float32 at the end (the parallel
-    path sums per thread, then the threads' sums)."""
+    """Terms in float, summed in double in 4096-element blocks (the partial
+    block included) and the blocks in order, rounded to float32 at the end."""
     rng = np.random.default_rng(22)
     x = rng.normal(0.0, 3.0, size=n).astype(np.float32)
     dy = rng.normal(size=n).astype(np.float32)
@@ -457,6 +458,40 @@ def test_swish_beta_grad_matches_a_float64_sum_and_is_deterministic(n):
     again = scalar(0.0)
     C.swish_beta_grad(x, dy, scalar(1.3), again)
     assert again == dbeta[0]
+
+
+@pytest.mark.parametrize("n", [4096 * 3 + 1, (1 << 20) + 3, 3 * (1 << 20) + 4097], ids=["serial", "parallel", "parallel-uneven"])
+def test_swish_beta_grad_is_the_same_for_any_thread_count(n):
+    """Fixed blocks summed in block order: 1 and 2 threads give the same bits."""
+    rng = np.random.default_rng(24)
+    x = rng.normal(0.0, 3.0, size=n).astype(np.float32)
+    dy = rng.normal(size=n).astype(np.float32)
+    got = {}
+    old = deepcore.get_num_threads()
+    try:
+        for threads in (1, 2):
+            deepcore.set_num_threads(threads)
+            got[threads] = scalar(np.nan)
+            C.swish_beta_grad(x, dy, scalar(-0.7), got[threads])
+    finally:
+        deepcore.set_num_threads(old)
+    assert got[1].tobytes() == got[2].tobytes()
+    want, scale = swish_beta_grad64(x, dy, np.float32(-0.7))
+    assert abs(float(got[1]) - want) <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("beta", [1.0, -1.7])
+def test_swish_beta_grad_is_accurate_where_the_sigmoid_saturates(beta):
+    """|beta x| in [6, 20]: s (1 - s) is tiny and 1 - s from a float s would
+    keep few digits; the kernel's terms stay close to the float64 ones."""
+    rng = np.random.default_rng(25)
+    mag = rng.uniform(6.0, 20.0, size=5000) / abs(beta)
+    x = (mag * rng.choice([-1.0, 1.0], size=mag.size)).astype(np.float32)
+    dy = rng.normal(size=x.size).astype(np.float32)
+    dbeta = scalar(np.nan)
+    C.swish_beta_grad(x, dy, scalar(beta), dbeta)
+    want, scale = swish_beta_grad64(x, dy, np.float32(beta))
+    assert abs(float(dbeta) - want) <= 1e-6 * scale
 
 
 def test_swish_beta_grad_of_2d_input_is_sum_over_all_elements_and_overwrites():

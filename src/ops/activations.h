@@ -118,8 +118,10 @@ void bias_activation_forward(ActParams a, float* z, float* y, const float* b, in
 void swish_forward(const float* x, float* y, index_t n, const float* beta);
 // dx = dy (s + beta x s (1 - s)).
 void swish_backward(const float* x, const float* dy, float* dx, index_t n, const float* beta);
-// *dbeta = dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i): each term and the sum in
-// double, rounded once to float. Overwrites *dbeta (0 when n == 0).
+// *dbeta = dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i): each term in float
+// (on the CPU, s (1 - s) without cancellation), summed in double in a fixed
+// order that depends on n only (the same bits for any thread count), rounded
+// once to float. Overwrites *dbeta (0 when n == 0).
 void swish_beta_grad(const float* x, const float* dy, index_t n, const float* beta, float* dbeta);
 
 }  // namespace deepcore
