@@ -8,12 +8,12 @@
 // y = x s and dx = dy (s + beta x s (1 - s)), s = sigmoid(beta x): the inline
 // math of ops/activations.h (Act::Swish), as activation_forward_kernel runs it.
 //
-// dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i), s in float, each term and the sum
-// in double: fixed-order block sums, then the partials in order (reduce.cuh),
-// rounded once to float into *dbeta. The grid depends on n only, so the same
-// input gives the same bits on every run. (The CPU computes each term in float
-// as t / (1 + t)^2 x^2 dy, t = e^{-|beta x|}, which avoids the 1 - s
-// cancellation here; the two agree to a tolerance, not bitwise.)
+// dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i): each term in float as on the CPU
+// (swish_beta_grad_term, ops/activations.h), the sum in double: fixed-order
+// block sums, then the partials in order (reduce.cuh), rounded once to float
+// into *dbeta. The grid depends on n only, so the same input gives the same
+// bits on every run. (The CPU sums in another fixed order: the two agree to a
+// tolerance, not bitwise.)
 #include "allocator.h"
 #include "kernels.h"
 #include "launch.cuh"
@@ -43,10 +43,7 @@ __global__ void swish_beta_grad_kernel(const float* x, const float* dy, index_t 
   __shared__ double shared[kWarpsPerBlock];
   const float b = *beta;
   double acc = 0.0;
-  for (index_t i = grid_index(); i < n; i += grid_stride()) {
-    const float s = fast_sigmoid(b * x[i]);
-    acc += double(dy[i]) * x[i] * x[i] * s * (1.0f - s);
-  }
+  for (index_t i = grid_index(); i < n; i += grid_stride()) acc += double(swish_beta_grad_term(x[i], dy[i], b));
   acc = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }

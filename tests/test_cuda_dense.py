@@ -636,6 +636,23 @@ def test_swish_beta_grad_matches_cpu_on_the_device(G, n, beta):
     assert again.to_numpy()[0] == got.to_numpy()  # deterministic, and a (1,) dbeta takes the same value
 
 
+@pytest.mark.parametrize("beta", [1.0, -1.7])
+def test_swish_beta_grad_on_the_device_is_accurate_where_the_sigmoid_saturates(G, beta):
+    """|beta x| in [6, 20]: the terms come from the shared swish_beta_grad_term
+    (no 1 - s cancellation), so the device result is as close to float64 as
+    the CPU's."""
+    rng = np.random.default_rng(25)
+    mag = rng.uniform(6.0, 20.0, size=5000) / abs(beta)
+    x = (mag * rng.choice([-1.0, 1.0], size=mag.size)).astype(np.float32)
+    dy = rng.normal(size=x.size).astype(np.float32)
+    got = dev(G, np.full((), np.nan, np.float32))
+    G.swish_beta_grad(dev(G, x), dev(G, dy), dev(G, np.full((), beta, np.float32)), got)
+    x64, dy64, bx = x.astype(np.float64), dy.astype(np.float64), np.float64(np.float32(beta)) * x.astype(np.float64)
+    s = 1.0 / (1.0 + np.exp(-bx))
+    terms = dy64 * x64 ** 2 * s * (1.0 - s)
+    assert abs(float(got.to_numpy()) - terms.sum()) <= 1e-6 * np.abs(terms).sum()
+
+
 def test_swish_kernels_bad_input_raises_like_cpu(G):
     x = np.zeros((4, 3), np.float32)
     one, two = np.ones((), np.float32), np.ones(2, np.float32)

@@ -169,11 +169,9 @@ namespace {
 
 // dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i), s_i = sigmoid(beta x_i).
 //
-// Each term in float, with s (1 - s) = t / (1 + t)^2, t = e^{-|beta x|} in
-// (0, 1]: s (1 - s) is even in beta x, so this form has no 1 - s cancellation
-// (from a float s, 1 - s at beta x = 10 keeps about 3 digits) and no overflow;
-// a term is within a few float ulps of its exact value (plus the rounding of
-// beta x, as in any float sigmoid). The terms are summed in double, in a fixed
+// Each term in float (swish_beta_grad_term in ops/activations.h: no 1 - s
+// cancellation); a term is within a few float ulps of its exact value (plus
+// the rounding of beta x, as in any float sigmoid). The terms are summed in double, in a fixed
 // order that depends on n only: 8 lanes per block of kBetaGradBlock elements,
 // the lanes in order, then the blocks' partials in block order. Threads take
 // whole blocks, so any thread count gives the same bits.
@@ -191,11 +189,7 @@ DC_MULTIVERSION double swish_beta_grad_block(const float* __restrict x, const fl
     const float* xr = x + r;
     const float* dyr = dy + r;
 #pragma omp simd
-    for (index_t i = 0; i < m; ++i) {
-      const float t = fast_exp(-std::fabs(beta * xr[i]));
-      const float q = 1.0f / (1.0f + t);
-      term[i] = dyr[i] * xr[i] * xr[i] * (t * q * q);
-    }
+    for (index_t i = 0; i < m; ++i) term[i] = swish_beta_grad_term(xr[i], dyr[i], beta);
     index_t i = 0;
     for (; i + 8 <= m; i += 8)
       for (int l = 0; l < 8; ++l) lane[l] += double(term[i + l]);

@@ -119,9 +119,19 @@ void swish_forward(const float* x, float* y, index_t n, const float* beta);
 // dx = dy (s + beta x s (1 - s)).
 void swish_backward(const float* x, const float* dy, float* dx, index_t n, const float* beta);
 // *dbeta = dL/dbeta = sum_i dy_i x_i^2 s_i (1 - s_i): each term in float
-// (on the CPU, s (1 - s) without cancellation), summed in double in a fixed
-// order that depends on n only (the same bits for any thread count), rounded
-// once to float. Overwrites *dbeta (0 when n == 0).
+// (swish_beta_grad_term), summed in double in a fixed order that depends on n
+// only (the same bits for any thread count), rounded once to float.
+// Overwrites *dbeta (0 when n == 0).
 void swish_beta_grad(const float* x, const float* dy, index_t n, const float* beta, float* dbeta);
+
+// One term dy x^2 s (1 - s), s = sigmoid(beta x), in float, on both backends.
+// s (1 - s) = t / (1 + t)^2 with t = e^{-|beta x|} in (0, 1]: s (1 - s) is
+// even in beta x, so this form has no 1 - s cancellation (from a float s,
+// 1 - s at beta x = 10 keeps about 3 digits) and cannot overflow.
+DC_HD float swish_beta_grad_term(float x, float dy, float beta) {
+  const float t = fast_exp(-std::fabs(beta * x));
+  const float q = 1.0f / (1.0f + t);
+  return dy * x * x * (t * q * q);
+}
 
 }  // namespace deepcore
