@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cuda_toolkit import cuda_include_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cuda_include_dir():
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(str(Path(os.path.realpath(nvcc)).parent.parent))
-    candidates += ["/usr/local/cuda"] + sorted(str(p) for p in Path("/usr/local").glob("cuda-*"))
-    for c in candidates:
-        if c and (Path(c) / "include" / "cuda_runtime.h").exists():
-            return Path(c) / "include"
-    return None
 
 
 def test_private_pools_and_capture_abort_on_a_fake_runtime(tmp_path):

@@ -12,11 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cuda_toolkit import cuda_include_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests/cuda_emulator/fake_cublaslt.cpp"
@@ -30,18 +31,6 @@ DESC_COMPUTE_TYPE, DESC_SCALE_TYPE, DESC_TRANSA, DESC_TRANSB, DESC_EPILOGUE, DES
 EPI_DEFAULT, EPI_RELU, EPI_BIAS, EPI_RELU_BIAS = 1, 2, 4, 6
 PREF_MAX_WORKSPACE_BYTES = 1
 PREF_MIN_ALIGNMENT = {"A": 5, "B": 6, "C": 7, "D": 8}
-
-
-def cuda_include_dir():
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(str(Path(os.path.realpath(nvcc)).parent.parent))
-    candidates += ["/usr/local/cuda"] + sorted(str(p) for p in Path("/usr/local").glob("cuda-*"))
-    for c in candidates:
-        if c and (Path(c) / "include" / "cuda_runtime.h").exists():
-            return Path(c) / "include"
-    return None
 
 
 def compile_shared(cxx, source, out, extra=()):
