@@ -226,7 +226,7 @@ class LossScalarsBuffer {
     }
     if (h.first_bad != kNoBadLabel) throw_bad_label(h.bad_label, h.first_bad, h.bad_cols);
     const double loss = h.rows ? h.total / double(h.rows) : std::numeric_limits<double>::quiet_NaN();
-    return py::make_tuple(loss, h.hits, h.rows);
+    return py::make_tuple(loss, h.hits, h.rows, h.penalty);
   }
 
   // The `bad` word as an int32 DeviceBuffer of shape (1,), sharing the memory.
@@ -311,7 +311,8 @@ must synchronize with the host (to_numpy, the eager losses and optimizer_step,
 copies from host memory, synchronize, empty_cache, DeviceHyper.set, the read
 methods) raises CaptureError, and the capture is aborted (ended and discarded;
 the stream is usable again). Before each replay: refresh the inputs and
-DeviceHyper.set(hyper); after it: LossScalars.read(), SegmentTable.read_result().
+DeviceHyper.set(hyper); after it: LossScalars.read() (and SegmentTable.read_result()
+when the optimizer's reduction went to the table).
 Memory allocated during the capture stays reserved for the graph (its private
 pool) until reset() or the graph's destruction.)")
       .def(py::init<>())
@@ -384,8 +385,10 @@ penalties or want_norm), else (0.0, None); it synchronizes.)")
 
   py::class_<LossScalarsBuffer>(m, "LossScalars", R"(Where sparse_categorical_crossentropy_graph leaves its results, in device memory.
 
-read() -> (mean loss, correct, rows): synchronizes; raises the eager loss's
-ValueError when a call found a label out of range. reset() zeroes the sums (on
+read() -> (mean loss, correct, rows, penalty): synchronizes; raises the eager
+loss's ValueError when a call found a label out of range. penalty is the l1/l2
+penalty of the last optimizer_step_graph given this LossScalars as `scalars`
+after the last overwriting loss call (else 0.0): one copy brings back both. reset() zeroes the sums (on
 the stream; may be captured). bad_label_flag: an int32 DeviceBuffer (1,) that
 is 1 when the last call found a bad label; pass it as optimizer_step_graph's
 skip so that a bad batch leaves the weights unchanged, as in eager mode.)")
@@ -396,7 +399,8 @@ skip so that a bad batch leaves the weights unchanged, as in eager mode.)")
 
   // ------------------------------------------------------------ optimizer
   m.def("optimizer_step_graph", [](DeviceHyper& hyper, py::handle w_, py::handle g_, py::object s0_, py::object s1_,
-                                   py::object s2_, SegmentTable& table, bool want_norm, py::object skip_) {
+                                   py::object s2_, SegmentTable& table, bool want_norm, py::object skip_,
+                                   LossScalarsBuffer* scalars) {
     const char* fn = "optimizer_step_graph";
     if (!hyper.has_value())
       throw py::value_error(std::string(fn) + ": the DeviceHyper holds no hyperparameters yet (call set(hyper))");
@@ -413,17 +417,24 @@ skip so that a bad batch leaves the weights unchanged, as in eager mode.)")
     require_device(hyper.device(), fn, "the DeviceHyper");
     require_device(table.device(), fn, "the SegmentTable");
     const int32_t* skip = optional_flag(skip_, fn, "skip");
+    double* result = nullptr;  // the table's
+    if (scalars) {
+      require_device(scalars->device(), fn, "scalars");
+      result = &scalars->ptr()->penalty;
+    }
     hyper.freeze();
-    if (optimizer_step_graph_reduces(hp, table.tables(), want_norm)) table.note_reduction();
+    if (optimizer_step_graph_reduces(hp, table.tables(), want_norm) && !scalars) table.note_reduction();
     py::gil_scoped_release nogil;
     deepcore::cuda::optimizer_step_graph(hp, hyper.device_ptr(), p<float>(w), p<float>(g), p0, p1, p2,
-                                         table.tables(), want_norm, skip);
+                                         table.tables(), want_norm, skip, result);
   }, py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slot0"), py::arg("slot1"), py::arg("slot2"),
-     py::arg("table"), py::arg("want_norm") = false, py::arg("skip") = py::none(),
+     py::arg("table"), py::arg("want_norm") = false, py::arg("skip") = py::none(), py::arg("scalars") = py::none(),
      "optimizer_step for CUDA graphs: hyper a DeviceHyper (read on the device when the step runs), table a "
      "SegmentTable; params, grads, slots as in optimizer_step. Queues the update and returns None (no host "
-     "copy, no wait); the penalty and norm stay on the device (table.read_result()). skip: an optional int32 "
-     "DeviceBuffer (1,); while it holds a nonzero value the step leaves params and slots unchanged.");
+     "copy, no wait); the penalty and norm stay on the device: in table (table.read_result()), or with scalars "
+     "(a LossScalars) in it, so that scalars.read() returns the loss and the penalty in one copy. skip: an "
+     "optional int32 DeviceBuffer (1,); while it holds a nonzero value the step leaves params and slots "
+     "unchanged.");
 
   // ---------------------------------------------------------- dropout family
   def_keep_mask_forward_graph(m, "dropout_forward_graph", &deepcore::cuda::dropout_forward_graph,

@@ -151,8 +151,10 @@ DeviceSegments upload_segments(const int64_t* offsets, index_t nseg, const float
 // queued: the reduction runs when clipping by norm, with penalties, or when
 // want_norm, and then leaves the penalty and squared norm in t.result. While
 // *skip (device, may be null) is nonzero the update leaves everything unchanged.
+// result: where the reduction's (penalty, squared norm) go (nullptr: t.result).
 void optimizer_step_graph(const OptParams& structure, const OptParams* hyper, float* w, const float* g, float* s0,
-                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip);
+                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip,
+                          double* result = nullptr);
 bool optimizer_step_graph_reduces(const OptParams& structure, const DeviceSegments& t, bool want_norm);
 
 // The dropout family and RReLU with `call` (the Philox call word) read from a
@@ -186,6 +188,11 @@ struct LossScalars {
   int64_t bad_cols;     // and the class count of that call
   int32_t bad;          // 1 when the last call found a bad label (optimizer_step_graph's skip), else 0
   int32_t unused;
+  // The step's (penalty, squared norm) when optimizer_step_graph was given this
+  // LossScalars: one host copy then reads the loss and the penalty together.
+  // An overwriting loss call zeroes them (the step's optimizer writes after it).
+  double penalty;
+  double sq_norm;
 };
 constexpr uint64_t kNoBadLabel = ~uint64_t(0);
 // As sparse_categorical_crossentropy (same kernels, so the same loss and grad),

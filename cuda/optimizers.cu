@@ -445,7 +445,8 @@ DeviceSegments upload_segments(const int64_t* offsets, index_t nseg, const float
 }
 
 void optimizer_step_graph(const OptParams& structure, const OptParams* hyper, float* w, const float* g, float* s0,
-                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip) {
+                          float* s1, float* s2, const DeviceSegments& t, bool want_norm, const int32_t* skip,
+                          double* result) {
   if (t.nruns == 0) return;  // n == 0: nothing to update; the result stays zero
   const Tables tables{t.offsets, t.first_run, t.l1, t.l2, t.nseg};
   if (optimizer_step_graph_reduces(structure, t, want_norm)) {
@@ -453,7 +454,7 @@ void optimizer_step_graph(const OptParams& structure, const OptParams* hyper, fl
                                                                                      t.run_pen);
     check_launch("reduce_runs_kernel");
     finalize_device_kernel<<<1, kThreads, 0, current_stream()>>>(tables, t.run_sq, t.run_pen, hyper, t.scale,
-                                                                 t.result);
+                                                                 result ? result : t.result);
     check_launch("finalize_device_kernel");
     update_runs_device_kernel<<<blocks_for_runs(t.nruns), kThreads, 0, current_stream()>>>(
         hyper, w, g, s0, s1, s2, tables, t.nruns, t.scale, skip);

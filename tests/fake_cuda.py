@@ -523,6 +523,7 @@ class FakeSegmentTable:
 
     def read_result(self):
         _refuse_during_capture("SegmentTable.read_result", "it copies results to the host")
+        FakeCuda.calls["SegmentTable.read_result"] = FakeCuda.calls.get("SegmentTable.read_result", 0) + 1
         return (0.0, None) if self._result is None else self._result
 
 
@@ -532,6 +533,7 @@ class FakeLossScalars:
     def __init__(self):
         self._parts = []    # (mean loss, hits, rows) of each call since the last overwrite
         self._error = None  # the eager ValueError of a bad label
+        self._penalty = 0.0  # what an optimizer_step_graph given this as scalars left
         self._bad = FakeDeviceBuffer((1,), "int32")
 
     bad_label_flag = property(lambda self: self._bad)
@@ -546,12 +548,14 @@ class FakeLossScalars:
         _refuse_during_capture("LossScalars.read", "it copies results to the host")
         if self._error is not None:
             raise ValueError(str(self._error))
+        FakeCuda.calls["LossScalars.read"] = FakeCuda.calls.get("LossScalars.read", 0) + 1
         if not self._parts:
-            return float("nan"), 0, 0
+            return float("nan"), 0, 0, self._penalty
         if len(self._parts) == 1:
-            return self._parts[0]
+            return (*self._parts[0], self._penalty)
         rows = sum(r for _, _, r in self._parts)
-        return (sum(loss * r for loss, _, r in self._parts) / rows, sum(h for _, h, _ in self._parts), rows)
+        return (sum(loss * r for loss, _, r in self._parts) / rows, sum(h for _, h, _ in self._parts), rows,
+                self._penalty)
 
 
 def _call_word(call, fn):
@@ -605,11 +609,14 @@ def _graph_functions(mod):
         words = counter._a.reshape(-1).view(np.uint32)
         _queue(lambda: np.add(words, np.uint32(1), out=words))
 
-    def optimizer_step_graph(hyper, params, grads, slot0, slot1, slot2, table, want_norm=False, skip=None):
+    def optimizer_step_graph(hyper, params, grads, slot0, slot1, slot2, table, want_norm=False, skip=None,
+                             scalars=None):
         fn = "optimizer_step_graph"
         FakeCuda.calls[fn] = FakeCuda.calls.get(fn, 0) + 1
         if not isinstance(hyper, FakeDeviceHyper) or not isinstance(table, FakeSegmentTable):
             raise TypeError(f"{fn}: hyper must be a DeviceHyper and table a SegmentTable")
+        if scalars is not None and not isinstance(scalars, FakeLossScalars):
+            raise TypeError(f"{fn}: scalars must be a LossScalars or None")
         if not hyper.has_value:
             raise ValueError(f"{fn}: the DeviceHyper holds no hyperparameters yet (call set(hyper))")
         if params.size != table.size:
@@ -623,7 +630,11 @@ def _graph_functions(mod):
         def work():
             if flag is not None and flag.reshape(-1)[0] != 0:
                 return
-            table._result = _core.optimizer_step(hyper._value, *a, table._offsets, table._l1, table._l2)
+            result = _core.optimizer_step(hyper._value, *a, table._offsets, table._l1, table._l2, want_norm)
+            if scalars is None:
+                table._result = result
+            else:
+                scalars._penalty = result[0]
         _queue(work)
 
     def sparse_categorical_crossentropy_graph(y_pred, labels, grad, from_logits, out, accumulate=False):
@@ -635,7 +646,7 @@ def _graph_functions(mod):
 
         def work():
             if not accumulate:
-                out._parts, out._error = [], None
+                out._parts, out._error, out._penalty = [], None, 0.0
                 out._bad._a[...] = 0
             try:
                 loss, hits = _core.sparse_categorical_crossentropy(p, lab, g, from_logits)

@@ -41,7 +41,8 @@ def signature_args(fn):
 # runs everywhere
 # --------------------------------------------------------------------------
 GRAPH_FUNCTIONS = {
-    "optimizer_step_graph": ["hyper", "params", "grads", "slot0", "slot1", "slot2", "table", "want_norm", "skip"],
+    "optimizer_step_graph": ["hyper", "params", "grads", "slot0", "slot1", "slot2", "table", "want_norm", "skip",
+                             "scalars"],
     "dropout_forward_graph": ["x", "y", "rate", "seed", "stream", "call", "mask"],
     "dropout_backward_graph": ["dy", "dx", "rate", "seed", "stream", "call"],
     "dropout_mask_graph": ["mask", "rate", "seed", "stream", "call"],
@@ -217,6 +218,45 @@ def test_replayed_step_matches_eager_step_with_changing_lr(G):
         np.testing.assert_array_equal(mg.to_numpy(), me.to_numpy(), err_msg=f"m at step {t}")
         np.testing.assert_array_equal(vg.to_numpy(), ve.to_numpy(), err_msg=f"v at step {t}")
         assert table.read_result() == (pen, norm)
+
+
+def test_penalty_comes_back_with_the_loss_in_one_read(G):
+    """optimizer_step_graph(..., scalars=s) leaves the step's penalty in s, so
+    one s.read() returns loss and penalty (what fit's replayed step reads);
+    the table then holds no result, and an overwriting loss call zeroes it."""
+    rng = np.random.default_rng(1)
+    rows, cols = 16, 5
+    n = rows * cols
+    offsets = np.array([0, 30, n], np.int64)
+    l1, l2 = np.array([1e-3, 0.0], np.float32), np.array([2e-3, 5e-4], np.float32)
+    pred = dev(G, rng.normal(size=(rows, cols)).astype(np.float32))
+    labels = dev(G, rng.integers(0, cols, rows).astype(np.int32))
+    w0 = rng.normal(size=n).astype(np.float32)
+    wg, we = dev(G, w0), dev(G, w0)
+    grad_g, grad_e = G.DeviceBuffer((rows, cols)), G.DeviceBuffer((rows, cols))
+    hyper, table, out = G.DeviceHyper(sgd(0.1)), G.SegmentTable(n, offsets, l1, l2), G.LossScalars()
+
+    def step():
+        G.sparse_categorical_crossentropy_graph(pred, labels, grad_g, True, out)
+        G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, scalars=out)
+
+    g = G.Graph()
+    step()  # warm-up
+    with g.capture():
+        step()
+    for t in range(3):
+        if t:
+            g.replay()
+        loss, correct = G.sparse_categorical_crossentropy(pred, labels, grad_e, True)
+        pen, _ = G.optimizer_step(sgd(0.1), we, grad_e.reshape(-1), None, None, None, offsets, l1, l2)
+        assert pen > 0.0
+        assert out.read() == (loss, correct, rows, pen)
+        np.testing.assert_array_equal(wg.to_numpy(), we.to_numpy())
+    assert table.read_result() == (0.0, None)  # the reduction went to out
+    G.sparse_categorical_crossentropy_graph(pred, labels, None, True, out)
+    assert out.read()[3] == 0.0
+    with pytest.raises(TypeError):
+        G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, scalars=table)
 
 
 def test_swish_kernels_are_captured_and_each_replay_reads_beta(G):
@@ -501,7 +541,7 @@ def test_loss_under_replay_equals_eager_loss(G):
         ld.copy_from(lab)
         g.replay()
         loss, correct = G.sparse_categorical_crossentropy(pd, ld, grad_e, True)
-        assert out.read() == (loss, correct, rows)
+        assert out.read() == (loss, correct, rows, 0.0)
         np.testing.assert_array_equal(grad_g.to_numpy(), grad_e.to_numpy())
         assert out.bad_label_flag.to_numpy()[0] == 0
 
@@ -517,11 +557,12 @@ def test_loss_under_replay_equals_eager_loss(G):
         loss, correct = G.sparse_categorical_crossentropy(pd, ld, None, True)
         losses.append(loss)
         hits += correct
-    mean, correct, n = acc.read()
+    mean, correct, n, penalty = acc.read()
+    assert penalty == 0.0
     assert (correct, n) == (hits, 3 * rows)
     assert mean == pytest.approx(np.mean(losses), rel=1e-12)
     acc.reset()
-    assert acc.read()[1:] == (0, 0)
+    assert acc.read()[1:] == (0, 0, 0.0)
 
 
 def test_bad_label_under_replay_raises_like_eager_and_skips_the_update(G):

@@ -423,8 +423,12 @@ def test_every_optimizer_with_penalties_and_max_norm_trains_identically_as_a_gra
     extra = lambda: [L.Dense(24, activation="elu", kernel_regularizer=dc.regularizers.l2(1e-3),  # noqa: E731
                              kernel_constraint=dc.constraints.MaxNorm(1.0), name="reg")]
     h_eager = train(eager := mlp(optimizer, graphs=False, extra=extra), "cuda", epochs=3)
+    reads = FakeCuda.calls.get("LossScalars.read", 0)
     h_graph = train(graph := mlp(optimizer, extra=extra), "cuda", epochs=3)
     assert FakeCuda.captures == 2
+    # one host read per replayed step: the penalty comes back with the loss
+    assert FakeCuda.calls.get("LossScalars.read", 0) - reads == FakeCuda.replays > 0
+    assert FakeCuda.calls.get("SegmentTable.read_result", 0) == 0
     assert_same_training(eager, graph, h_eager, h_graph)
 
 

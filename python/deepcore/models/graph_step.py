@@ -196,7 +196,7 @@ class GraphTrainer:
                 m.loss.compute_graph(pred, yb, grad, scalars, from_logits=m._fused)
                 m._backward(grad, m._fused)
                 mod.optimizer_step_graph(self.hyper, m._flat_params, m._flat_grads, *opt._slot_args(), table,
-                                         skip=scalars.bad_label_flag)
+                                         skip=scalars.bad_label_flag, scalars=scalars)
                 for var in m._constrained:
                     var.constraint.apply(var.value)
                 drawn = [layer for layer, calls, _ in saved if layer._calls != calls]
@@ -237,8 +237,6 @@ class GraphTrainer:
             layer._call = layer._calls & _WORD
             layer._calls += 1
             counters[layer][1] = layer._calls & _WORD
-        loss, correct, _ = step.scalars.read()
+        loss, correct, _, penalty = step.scalars.read()  # one host copy: the penalty came with the loss
         m.optimizer._step_done()
-        if step.table.penalties:
-            loss += step.table.read_result()[0]
-        return loss, step.out, correct
+        return loss + penalty, step.out, correct
