@@ -127,7 +127,7 @@ __global__ void sum_rows_kernel(const double* row_loss, const int* row_hit, inde
 // accumulating; a bad label leaves the sums alone and records where it was.
 __global__ void loss_scalars_kernel(const SceResult* res, const int32_t* labels, index_t rows, index_t cols,
                                     LossScalars* out, bool accumulate) {
-  if (!accumulate) *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0};
+  if (!accumulate) *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0, 0.0, 0.0};
   const bool bad = res->first_bad != kNoBadRow;
   out->bad = bad ? 1 : 0;
   if (bad) {
@@ -144,7 +144,9 @@ __global__ void loss_scalars_kernel(const SceResult* res, const int32_t* labels,
   out->steps += 1;
 }
 
-__global__ void reset_loss_scalars_kernel(LossScalars* out) { *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0}; }
+__global__ void reset_loss_scalars_kernel(LossScalars* out) {
+  *out = LossScalars{0.0, 0, 0, 0, kNoBadLabel, 0, 0, 0, 0, 0.0, 0.0};
+}
 
 // Scratch layout: [SceResult][row_loss: rows doubles][row_hit: rows ints]
 constexpr size_t kResBytes = 32;

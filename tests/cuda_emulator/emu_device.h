@@ -33,21 +33,26 @@
 #define __host__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
-// One OS thread runs all the threads of a block (as fibers) and blocks run one
-// after another, so a thread_local static is exactly one block's shared memory.
-// (It keeps its contents from one block to the next, where a GPU leaves them
-// undefined; a kernel that reads shared memory before writing it is not caught.)
-#define __shared__ static thread_local
+// Blocks run one at a time in the whole process (the runtime's lock is held
+// through a launch), so a static is exactly one block's shared memory. Every
+// __shared__ variable lives in the section deepcore_emu_shared, which the
+// scheduler fills with 0xff bytes before each block: shared memory starts
+// undefined, as on a GPU, and a kernel that reads it before writing it reads
+// NaN (float, double) or -1 (integers) instead of the last block's values.
+#define __shared__ static __attribute__((section("deepcore_emu_shared")))
 #define __constant__
 
 namespace deepcore_emu {
 
 // The emulated thread's coordinates, set by the scheduler before it resumes a
 // thread. Reading them after a barrier is safe: the barrier is an opaque call.
-extern thread_local uint3 t_thread_idx;
-extern thread_local uint3 t_block_idx;
-extern thread_local dim3 t_block_dim;
-extern thread_local dim3 t_grid_dim;
+// (Plain globals, not thread_local: kernels run one at a time in the whole
+// process, under the runtime's lock, and a thread_local in a shared library
+// costs a __tls_get_addr call on every read.)
+extern uint3 t_thread_idx;
+extern uint3 t_block_idx;
+extern dim3 t_block_dim;
+extern dim3 t_grid_dim;
 
 // Barriers and warp exchanges (emu_runtime.cpp). A value is exchanged as its
 // 8 bytes; the scheduler aborts, naming the kernel, on a divergent barrier.

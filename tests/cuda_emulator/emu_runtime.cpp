@@ -3,6 +3,8 @@
 //
 // - Device memory is host memory (posix_memalign, 256-byte aligned, exact
 //   size, so AddressSanitizer sees overruns); a device pointer is a host pointer.
+//   New device and pinned allocations are filled with 0xff bytes (NaN, -1):
+//   reading memory nothing wrote does not find zeros, as it may not on a GPU.
 // - One emulated device, "deepcore host emulator (not a GPU)", sm_90.
 // - Streams execute their work at once, in the calling thread (so they are
 //   trivially in order, and events are complete when recorded), EXCEPT while a
@@ -359,6 +361,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   if (n > kTotalMemory - st().device_bytes) return fail(cudaErrorMemoryAllocation);
   void* q = nullptr;
   if (posix_memalign(&q, 256, n) != 0 || !q) return fail(cudaErrorMemoryAllocation);
+  std::memset(q, 0xff, n);  // undefined, as cudaMalloc's (fresh host pages would read as zeros)
   st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeDevice};
   st().device_bytes += n;
   *p = q;
@@ -382,6 +385,7 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
   void* q = nullptr;
   if (posix_memalign(&q, 256, std::max<size_t>(n, 1)) != 0 || !q) return fail(cudaErrorMemoryAllocation);
+  std::memset(q, 0xff, n);  // undefined, as cudaHostAlloc's
   st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeHost};
   *p = q;
   return cudaSuccess;

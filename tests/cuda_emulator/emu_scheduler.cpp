@@ -2,7 +2,7 @@
 // GPU): the fiber scheduler behind emu_device.h.
 //
 // A launch runs its blocks one after another on the calling OS thread. The
-// threads of a block are fibers (ucontext): a fiber runs emulated threads one
+// threads of a block are fibers (see switch_context): a fiber runs emulated threads one
 // after another for as long as none of them waits, so a kernel without
 // barriers runs straight through on one fiber per block; a thread that reaches
 // __syncthreads, __syncwarp or __shfl_xor_sync parks, and the scheduler starts
@@ -12,11 +12,14 @@
 // iterations). A barrier that can never open (threads of the block exited, or
 // wait at different kinds of barrier) is a bug in the kernel: the emulator
 // prints what every thread is doing, names the kernel, and aborts.
+// Blocks and threads start in index order, or in reverse (DEEPCORE_EMU_ORDER).
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <vector>
 
@@ -33,12 +36,66 @@
 #endif
 #endif
 
+// Fiber switches. On x86-64 (without ASan) a hand-written switch saves the
+// callee-saved registers, MXCSR and the x87 control word on the fiber's stack
+// and swaps stack pointers: swapcontext also saves the signal mask with a
+// system call on every switch, which took about 40% of the test time. Under
+// ASan, and on other machines, ucontext (which ASan knows how to follow).
+#if defined(__x86_64__) && !DEEPCORE_EMU_ASAN
+#define DEEPCORE_EMU_FAST_SWITCH 1
+// deepcore_emu_switch(save, load): saves this context's stack pointer in
+// *save, continues the one saved at load. deepcore_emu_fiber_start: where a
+// new fiber begins (its first switch "returns" there); calls the function
+// whose address make_context left in r12 (it never returns).
+asm(R"(
+  .text
+  .p2align 4
+  .globl deepcore_emu_switch
+  .hidden deepcore_emu_switch
+  .type deepcore_emu_switch, @function
+deepcore_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size deepcore_emu_switch, .-deepcore_emu_switch
+
+  .p2align 4
+  .globl deepcore_emu_fiber_start
+  .hidden deepcore_emu_fiber_start
+  .type deepcore_emu_fiber_start, @function
+deepcore_emu_fiber_start:
+  callq *%r12
+  ud2
+  .size deepcore_emu_fiber_start, .-deepcore_emu_fiber_start
+)");
+extern "C" void deepcore_emu_switch(void** save, void* load);
+extern "C" void deepcore_emu_fiber_start();
+#endif
+
 namespace deepcore_emu {
 
-thread_local uint3 t_thread_idx;
-thread_local uint3 t_block_idx;
-thread_local dim3 t_block_dim;
-thread_local dim3 t_grid_dim;
+uint3 t_thread_idx;
+uint3 t_block_idx;
+dim3 t_block_dim;
+dim3 t_grid_dim;
 
 namespace {
 
@@ -52,8 +109,45 @@ constexpr size_t kGuardBytes = 4096;
 enum class Wait { Running, Block, Warp, Done };
 enum WarpOp { kNoOp = 0, kShuffle = 1, kSyncwarp = 2 };
 
+#if DEEPCORE_EMU_FAST_SWITCH
+struct Context {
+  void* sp = nullptr;  // the saved stack pointer (deepcore_emu_switch's frame)
+};
+void switch_context(Context* from, Context* to) { deepcore_emu_switch(&from->sp, to->sp); }
+// A context that starts entry() on [stack, stack + size): the frame that
+// deepcore_emu_switch pops (MXCSR and x87 control word of this thread, six
+// registers with r12 = entry), returning to deepcore_emu_fiber_start with the
+// stack 16-byte aligned at its call, as the ABI wants.
+void make_context(Context* c, char* stack, size_t size, void (*entry)()) {
+  auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<uint64_t*>(top - 16 - 8 * 8);
+  uint32_t mxcsr;
+  uint16_t fpcw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpcw));
+  sp[0] = uint64_t(mxcsr) | (uint64_t(fpcw) << 32);
+  sp[1] = sp[2] = sp[3] = 0;                      // r15, r14, r13
+  sp[4] = reinterpret_cast<uint64_t>(entry);      // r12
+  sp[5] = sp[6] = 0;                              // rbx, rbp
+  sp[7] = reinterpret_cast<uint64_t>(&deepcore_emu_fiber_start);
+  c->sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+void switch_context(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
+void make_context(Context* c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, entry, 0);
+}
+#endif
+
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   char* stack = nullptr;  // usable part (above the guard page)
   int thread = -1;        // the emulated thread it runs now
   Wait wait = Wait::Running;
@@ -86,7 +180,8 @@ struct BlockRun {
   std::deque<Fiber*> ready;
   std::vector<Fiber*> live;
   Fiber* current = nullptr;
-  ucontext_t scheduler;
+  Context scheduler;
+  std::vector<uint3> coords;      // per thread: its threadIdx
   std::vector<int> thread_state;  // per thread: 0 not started, 1 running, 2 barrier, 3 warp op, 4 exited
 #if DEEPCORE_EMU_ASAN
   const void* scheduler_stack = nullptr;
@@ -95,8 +190,35 @@ struct BlockRun {
 #endif
 };
 
-thread_local BlockRun* t_run = nullptr;
-thread_local std::vector<char*> t_free_stacks;
+// The __shared__ variables of the module (emu_device.h puts them in this
+// section; the linker defines its bounds, weak: a module may have none).
+extern "C" char __start_deepcore_emu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_deepcore_emu_shared[] __attribute__((weak, visibility("hidden")));
+
+// Shared memory is undefined when a block starts: 0xff bytes (NaN, -1).
+void poison_shared_memory() {
+  char* b = __start_deepcore_emu_shared;
+  char* e = __stop_deepcore_emu_shared;
+  if (b && e > b) std::memset(b, 0xff, size_t(e - b));
+}
+
+// DEEPCORE_EMU_ORDER=reverse runs the blocks of a grid and the threads of a
+// block in reverse order (last first). A kernel whose result depends on the
+// order in which its threads or blocks run (a missing barrier, a race between
+// blocks) gives a different result in the two orders.
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char* e = std::getenv("DEEPCORE_EMU_ORDER");
+    if (!e || !*e || !std::strcmp(e, "forward")) return false;
+    if (!std::strcmp(e, "reverse")) return true;
+    fatal(std::string("deepcore host emulator: DEEPCORE_EMU_ORDER must be forward or reverse, got ") + e);
+  }();
+  return reverse;
+}
+
+// The launch running now (one at a time: the runtime's lock is held).
+BlockRun* t_run = nullptr;
+std::vector<char*> t_free_stacks;
 
 char* take_stack() {
   if (!t_free_stacks.empty()) {
@@ -111,10 +233,7 @@ char* take_stack() {
   return static_cast<char*>(m) + kGuardBytes;
 }
 
-void set_thread_idx(int t) {
-  const dim3 b = t_block_dim;
-  t_thread_idx = uint3{unsigned(t) % b.x, unsigned(t) / b.x % b.y, unsigned(t) / (b.x * b.y)};
-}
+void set_thread_idx(int t) { t_thread_idx = t_run->coords[t]; }
 
 const char* state_name(int s) {
   static const char* names[] = {"not started", "running", "waiting at __syncthreads",
@@ -143,7 +262,7 @@ void park(BlockRun& r, Fiber* f) {
   __sanitizer_start_switch_fiber(f->wait == Wait::Done ? nullptr : &f->fake_stack, r.scheduler_stack,
                                  r.scheduler_stack_size);
 #endif
-  swapcontext(&f->ctx, &r.scheduler);
+  switch_context(&f->ctx, &r.scheduler);
 #if DEEPCORE_EMU_ASAN
   __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
 #endif
@@ -158,7 +277,7 @@ void resume(BlockRun& r, Fiber* f) {
 #if DEEPCORE_EMU_ASAN
   __sanitizer_start_switch_fiber(&r.scheduler_fake_stack, f->stack, kStackBytes);
 #endif
-  swapcontext(&r.scheduler, &f->ctx);
+  switch_context(&r.scheduler, &f->ctx);
 #if DEEPCORE_EMU_ASAN
   __sanitizer_finish_switch_fiber(r.scheduler_fake_stack, nullptr, nullptr);
 #endif
@@ -185,8 +304,10 @@ void fiber_main() {
 #if DEEPCORE_EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &r.scheduler_stack, &r.scheduler_stack_size);
 #endif
+  const bool reverse = reverse_order();
   while (r.next_thread < r.nthreads) {
-    const int t = r.next_thread++;
+    const int i = r.next_thread++;
+    const int t = reverse ? r.nthreads - 1 - i : i;
     f->thread = t;
     r.thread_state[t] = 1;
     set_thread_idx(t);
@@ -201,16 +322,13 @@ void fiber_main() {
 Fiber* new_fiber(BlockRun& r) {
   auto* f = new Fiber();
   f->stack = take_stack();
-  getcontext(&f->ctx);
-  f->ctx.uc_stack.ss_sp = f->stack;
-  f->ctx.uc_stack.ss_size = kStackBytes;
-  f->ctx.uc_link = nullptr;
-  makecontext(&f->ctx, fiber_main, 0);
+  make_context(&f->ctx, f->stack, kStackBytes, fiber_main);
   r.live.push_back(f);
   return f;
 }
 
 void run_block(BlockRun& r) {
+  poison_shared_memory();
   r.next_thread = 0;
   r.exited = 0;
   r.barrier_arrived = 0;
@@ -326,15 +444,20 @@ void run_kernel(const KernelLaunch& k) {
   r.body = k.body;
   r.args = k.args.get();
   r.nthreads = int(k.block.x * k.block.y * k.block.z);
+  r.coords.resize(r.nthreads);
+  for (unsigned t = 0; t < unsigned(r.nthreads); ++t)
+    r.coords[t] = uint3{t % k.block.x, t / k.block.x % k.block.y, t / (k.block.x * k.block.y)};
   t_block_dim = k.block;
   t_grid_dim = k.grid;
   t_run = &r;
-  for (unsigned z = 0; z < k.grid.z; ++z)
-    for (unsigned y = 0; y < k.grid.y; ++y)
-      for (unsigned x = 0; x < k.grid.x; ++x) {
-        t_block_idx = uint3{x, y, z};
-        run_block(r);
-      }
+  const unsigned long long nblocks = 1ull * k.grid.x * k.grid.y * k.grid.z;
+  const bool reverse = reverse_order();
+  for (unsigned long long i = 0; i < nblocks; ++i) {
+    const unsigned long long b = reverse ? nblocks - 1 - i : i;
+    t_block_idx = uint3{unsigned(b % k.grid.x), unsigned(b / k.grid.x % k.grid.y),
+                        unsigned(b / (1ull * k.grid.x * k.grid.y))};
+    run_block(r);
+  }
   t_run = nullptr;
 }
 

@@ -8,7 +8,8 @@
 #   tests/cuda_emulator/run_tests.sh [BUILD_DIR] [-- extra pytest arguments]
 #
 # DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded);
-# DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files.
+# DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files;
+# DEEPCORE_EMU_REVERSE_TESTS the files run again in reverse block and thread order ("" for none).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 # One default build folder per checkout (CMake refuses a folder configured for another source tree).
@@ -48,6 +49,7 @@ echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels ru
 
 # The emulator's own checks, and the kernel bugs it must report (abort, naming the kernel).
 "$BUILD/emu_selftest"
+DEEPCORE_EMU_ORDER=reverse "$BUILD/emu_selftest"
 for bug in divergent_barrier early_exit_shuffle deadlock; do
   if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
     echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1
@@ -73,3 +75,14 @@ TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/
 # shellcheck disable=SC2086
 "$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
 echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"
+
+# The kernel tests again with blocks and threads started in reverse order: a
+# kernel whose result depends on that order (a missing barrier, a race between
+# blocks) fails one of the two runs. DEEPCORE_EMU_REVERSE_TESTS="" skips it.
+REVERSE="${DEEPCORE_EMU_REVERSE_TESTS-tests/test_cuda.py tests/test_cuda_dense.py tests/test_cuda_graph.py}"
+if [ -n "$REVERSE" ]; then
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  DEEPCORE_EMU_ORDER=reverse "$PY" -m pytest -q -p no:cacheprovider $REVERSE "$@"
+  echo "CUDA host emulator: the kernel tests in reverse block and thread order took $(( $(date +%s) - start )) s"
+fi

@@ -2,7 +2,7 @@
 // and warp semantics, launch argument capture, graph capture and replay, and
 // the detection of kernel bugs. Built by ../CMakeLists.txt, run by ../run_tests.sh.
 //
-//   emu_selftest            runs the checks, prints "ok"
+//   emu_selftest            runs the checks, prints "ok" (DEEPCORE_EMU_ORDER=reverse: in reverse order)
 //   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
 //                           early_exit_shuffle, deadlock); the emulator must abort naming it
 #include <cuda_runtime.h>
@@ -76,6 +76,18 @@ __global__ void deadlock_kernel(float* p) {
   }
 }
 
+// Block 0 writes its shared word; every block then reports what it found
+// there before writing: shared memory starts undefined in each block.
+__global__ void stale_shared_kernel(float* seen) {
+  __shared__ float word;
+  if (threadIdx.x == 0) seen[blockIdx.x] = word, word = 1.0f;
+}
+
+// A race on purpose: every thread of every block writes its own index into
+// one word, so the last thread to run wins: (grid, block) (1, 63) in index
+// order, (0, 0) with DEEPCORE_EMU_ORDER=reverse.
+__global__ void last_writer_kernel(int* who) { *who = blockIdx.x * blockDim.x + threadIdx.x; }
+
 int main(int argc, char** argv) {
   float* d = nullptr;
   CHECK(cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess);
@@ -110,6 +122,24 @@ int main(int argc, char** argv) {
   int hl[128];
   CHECK(cudaMemcpyAsync(hl, lanes, sizeof(hl), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   for (int t = 0; t < 128; ++t) CHECK(hl[t] == ((t / 32) % 2 == 0 ? (t % 32) ^ 1 : t % 32));
+
+  // Shared memory starts as NaN in every block, whatever the last block left;
+  // so does a new allocation (a kernel reading what nothing wrote sees NaN).
+  float* seen = nullptr;
+  CHECK(cudaMalloc(&seen, 3 * sizeof(float)) == cudaSuccess);
+  float hs[3] = {0, 0, 0};
+  CHECK(cudaMemcpyAsync(hs, seen, sizeof(hs), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  for (float v : hs) CHECK(v != v);
+  stale_shared_kernel<<<3, 32, 0, s>>>(seen);
+  CHECK(cudaMemcpyAsync(hs, seen, sizeof(hs), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  for (float v : hs) CHECK(v != v);
+
+  // The order blocks and threads run in.
+  const char* order = std::getenv("DEEPCORE_EMU_ORDER");
+  const bool reverse = order && !std::strcmp(order, "reverse");
+  last_writer_kernel<<<2, 64, 0, s>>>(lanes);
+  CHECK(cudaMemcpyAsync(hl, lanes, sizeof(int), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(hl[0] == (reverse ? 0 : 127));
 
   // Launch errors are reported by cudaGetLastError once, and do not stick.
   fill_kernel<<<1, 2048, 0, s>>>(d, 10, 1.0f);
