@@ -6,11 +6,19 @@
 //   New device and pinned allocations are filled with 0xff bytes (NaN, -1):
 //   reading memory nothing wrote does not find zeros, as it may not on a GPU.
 // - One emulated device, "deepcore host emulator (not a GPU)", sm_90.
-// - Streams execute their work at once, in the calling thread (so they are
-//   trivially in order, and events are complete when recorded), EXCEPT while a
-//   stream is being captured: then kernel launches, copies and memsets queued
-//   on it are recorded into the graph and run only when the instantiated graph
-//   is launched, with the arguments and pointers they were captured with.
+// - Work queued on a stream (kernels, async copies and memsets, graph
+//   launches, deepcore_emu_enqueue) is deferred: it runs, in order, only when
+//   the host has to wait for it (cudaStreamSynchronize, cudaEventSynchronize,
+//   cudaDeviceSynchronize, a copy to pageable host memory, the synchronous
+//   cudaMemcpy/cudaMemset, cudaFree, cudaFreeHost, cudaStreamDestroy), or
+//   when work on another stream that waits for it (cudaStreamWaitEvent) runs.
+//   So a host that reads pinned memory, or overwrites a pinned source, before
+//   waiting for the copy sees what a GPU may show it: the old contents. A
+//   copy from pageable host memory reads its source at the call (the runtime
+//   stages it). DEEPCORE_EMU_DEFERRED=0 runs all work at once instead.
+// - While a stream is being captured, its work is recorded into the graph and
+//   runs only when the instantiated graph is launched, with the arguments and
+//   pointers it was captured with.
 // - The calls the real runtime refuses during a capture fail with its error
 //   codes and invalidate the capture (cudaStreamEndCapture then returns
 //   cudaErrorStreamCaptureInvalidated), following its capture modes.
@@ -24,7 +32,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <map>
 #include <mutex>
 #include <set>
@@ -52,7 +62,7 @@ struct Graph {
   std::vector<Node> nodes;
 };
 struct GraphExec {
-  std::vector<Node> nodes;
+  std::shared_ptr<const std::vector<Node>> nodes;  // shared with launches still queued
 };
 
 struct Stream {
@@ -62,10 +72,15 @@ struct Stream {
   std::thread::id thread;  // that began the capture
   Graph* graph = nullptr;
   unsigned long long capture_id = 0;
+  std::deque<Node> queue;             // deferred work, oldest first
+  unsigned long long queued = 0;      // work items ever queued
+  unsigned long long executed = 0;    // of those, run (or running)
 };
 
 struct Event {
   unsigned long long captured_in = 0;  // capture id of its last record, 0: recorded outside a capture
+  Stream* stream = nullptr;            // recorded outside a capture: complete once stream->executed >= upto
+  unsigned long long upto = 0;
 };
 
 struct Alloc {
@@ -154,7 +169,32 @@ bool is_pinned(const void* p) {
   return a && a->type == cudaMemoryTypeHost;
 }
 
-// Queues `node` on `s`: runs it now, or records it into the stream's capture.
+bool deferred() {
+  static const bool d = [] {
+    const char* e = std::getenv("DEEPCORE_EMU_DEFERRED");
+    return !(e && !std::strcmp(e, "0"));
+  }();
+  return d;
+}
+
+// Runs the stream's queued work up to item `upto` (counted from its creation).
+// A running item may run other streams' work (a cudaStreamWaitEvent).
+void run_until(Stream* s, unsigned long long upto) {
+  while (s->executed < upto && !s->queue.empty()) {
+    Node n = std::move(s->queue.front());
+    s->queue.pop_front();
+    ++s->executed;
+    n();
+  }
+}
+void run_stream(Stream* s) { run_until(s, s->queued); }
+void run_all() {
+  run_stream(&legacy_stream());
+  for (Stream* s : std::vector<Stream*>(st().streams.begin(), st().streams.end())) run_stream(s);
+}
+
+// Queues `node` on `s` (deferred, see the top of this file; or run now), or
+// records it into the stream's capture.
 cudaError_t enqueue(cudaStream_t s, Node node) {
   Stream* str = stream_of(s);
   if (!str) return cudaErrorInvalidResourceHandle;
@@ -162,7 +202,9 @@ cudaError_t enqueue(cudaStream_t s, Node node) {
     if (!str->invalidated) str->graph->nodes.push_back(std::move(node));
     return cudaSuccess;
   }
-  node();
+  str->queue.push_back(std::move(node));
+  ++str->queued;
+  if (!deferred()) run_stream(str);
   return cudaSuccess;
 }
 
@@ -181,8 +223,22 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
       str->invalidated = true;
       return cudaErrorStreamCaptureUnsupported;
     }
+    return enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
   }
-  return enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+  const bool host_src = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost ||
+                        (kind == cudaMemcpyDefault && !find_alloc(src));
+  const bool host_dst = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost ||
+                        (kind == cudaMemcpyDefault && !find_alloc(dst));
+  cudaError_t e;
+  if (host_src && !is_pinned(src)) {  // pageable: staged at the call, so the caller may reuse it at once
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
+    e = enqueue(s, [dst, staged] { std::memmove(dst, staged->data(), staged->size()); });
+  } else {
+    e = enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+  }
+  // To pageable memory the call returns once the copy is done.
+  if (e == cudaSuccess && host_dst && !is_pinned(dst)) run_stream(str);
+  return e;
 }
 
 }  // namespace
@@ -219,7 +275,8 @@ extern "C" {
 
 // The contract for other emulated libraries (README.md): `fn(arg)` runs as one
 // piece of work on `stream`, in order with the kernels and copies queued there:
-// at once, or, while the stream is being captured, at each launch of the graph.
+// deferred like them (when the host waits), or, while the stream is being
+// captured, at each launch of the graph.
 // `arg` must stay valid as long as a graph holding the call may be launched.
 void deepcore_emu_enqueue(cudaStream_t stream, void (*fn)(void*), void* arg) {
   EMU_LOCK;
@@ -344,11 +401,13 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* fn) {
 }
 cudaError_t cudaDeviceSynchronize(void) {
   EMU_LOCK;
-  // Work has already run; a capture in progress cannot be waited for.
+  // A capture in progress cannot be waited for.
   bool any = false;
   for (Stream* s : st().streams)
     if (s->capturing) s->invalidated = true, any = true;
-  return any ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+  if (any) return fail(cudaErrorStreamCaptureUnsupported);
+  run_all();
+  return cudaSuccess;
 }
 
 // ------------------------------------------------------------------ memory
@@ -373,6 +432,7 @@ cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   auto it = st().allocs.find(reinterpret_cast<uintptr_t>(p));
   if (it == st().allocs.end() || it->second.type != cudaMemoryTypeDevice) return fail(cudaErrorInvalidValue);
+  run_all();  // cudaFree waits for the device
   st().device_bytes -= it->second.size;
   st().allocs.erase(it);
   std::free(p);
@@ -397,6 +457,7 @@ cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
   auto it = st().allocs.find(reinterpret_cast<uintptr_t>(p));
   if (it == st().allocs.end() || it->second.type != cudaMemoryTypeHost) return fail(cudaErrorInvalidValue);
+  run_all();  // as cudaFree
   st().allocs.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -427,7 +488,9 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   EMU_LOCK;
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
-  return fail(copy_async(dst, src, n, kind, nullptr));
+  if (cudaError_t e = copy_async(dst, src, n, kind, nullptr)) return fail(e);
+  run_all();  // returns when the copy is done (after the work it is ordered behind)
+  return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   EMU_LOCK;
@@ -442,7 +505,9 @@ cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   EMU_LOCK;
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
-  return cudaMemsetAsync(p, v, n, nullptr);
+  if (cudaError_t e = cudaMemsetAsync(p, v, n, nullptr)) return e;
+  run_all();
+  return cudaSuccess;
 }
 
 // ------------------------------------------------------------------ streams
@@ -459,6 +524,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto* str = reinterpret_cast<Stream*>(s);
   if (is_legacy(s) || !st().streams.count(str)) return fail(cudaErrorInvalidResourceHandle);
   if (str->capturing) return fail(cudaErrorStreamCaptureUnsupported);
+  run_stream(str);  // its work completes first, as on a GPU
+  for (Event* ev : st().events)
+    if (ev->stream == str) ev->stream = nullptr;  // complete
   st().streams.erase(str);
   delete str;
   return cudaSuccess;
@@ -473,7 +541,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   }
   if (is_legacy(s)) {  // the legacy stream waits for the blocking streams: not allowed with unsafe captures
     if (cudaError_t e = refuse_if_unsafe()) return fail(e);
+    run_all();
+    return cudaSuccess;
   }
+  run_stream(str);
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
@@ -484,6 +555,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
     str->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
   }
+  run_stream(str);  // (deferred work completes when asked about)
   return cudaSuccess;
 }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
@@ -558,7 +630,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto* ev = reinterpret_cast<Event*>(e);
   Stream* str = stream_of(s);
   if (!st().events.count(ev) || !str) return fail(cudaErrorInvalidResourceHandle);
-  ev->captured_in = str->capturing ? str->capture_id : 0;  // outside a capture: complete at once
+  ev->captured_in = str->capturing ? str->capture_id : 0;
+  // Outside a capture: complete once the stream's work queued so far has run.
+  ev->stream = str->capturing ? nullptr : str;
+  ev->upto = str->queued;
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
@@ -566,6 +641,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   auto* ev = reinterpret_cast<Event*>(e);
   if (!st().events.count(ev)) return fail(cudaErrorInvalidResourceHandle);
   if (ev->captured_in) return fail(cudaErrorCapturedEvent);
+  if (ev->stream) run_until(ev->stream, ev->upto);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
@@ -581,7 +657,16 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
     if (str->capturing) str->invalidated = true;
     return fail(cudaErrorStreamCaptureIsolation);
   }
-  return cudaSuccess;  // the event's work is already done (or earlier in the same capture)
+  // In a capture, the event was recorded earlier in the same capture (in
+  // order). Outside: the stream's later work first runs the event's.
+  if (!str->capturing && ev->stream && ev->stream != str) {
+    Stream* src = ev->stream;
+    const unsigned long long upto = ev->upto;
+    return fail(enqueue(s, [src, upto] {
+      if (src == &legacy_stream() || st().streams.count(src)) run_until(src, upto);
+    }));
+  }
+  return cudaSuccess;
 }
 
 // ------------------------------------------------------------------ graphs
@@ -589,7 +674,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned 
   EMU_LOCK;
   auto* graph = reinterpret_cast<Graph*>(g);
   if (!st().graphs.count(graph)) return fail(cudaErrorInvalidValue);
-  auto* x = new GraphExec{graph->nodes};
+  auto* x = new GraphExec{std::make_shared<const std::vector<Node>>(graph->nodes)};
   st().execs.insert(x);
   *exec = reinterpret_cast<cudaGraphExec_t>(x);
   return cudaSuccess;
@@ -615,12 +700,15 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
   Stream* str = stream_of(s);
   if (!str) return fail(cudaErrorInvalidResourceHandle);
   if (str->capturing) {
-    for (const Node& n : exec->nodes)
+    for (const Node& n : *exec->nodes)
       if (!str->invalidated) str->graph->nodes.push_back(n);
     return cudaSuccess;
   }
-  for (const Node& n : exec->nodes) n();
-  return cudaSuccess;
+  // One piece of work: the nodes in capture order (the exec may be destroyed before it runs).
+  auto nodes = exec->nodes;
+  return fail(enqueue(s, [nodes] {
+    for (const Node& n : *nodes) n();
+  }));
 }
 
 }  // extern "C"

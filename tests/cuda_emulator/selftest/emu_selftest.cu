@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "divergent_barrier")) divergent_barrier_kernel<<<1, 64>>>(d);
     if (!std::strcmp(argv[1], "early_exit_shuffle")) early_exit_shuffle_kernel<<<1, 32>>>(d);
     if (!std::strcmp(argv[1], "deadlock")) deadlock_kernel<<<1, 64>>>(d);
+    (void)cudaDeviceSynchronize();  // the launch ran (deferred work runs when waited for)
     std::printf("the emulator did not report %s\n", argv[1]);
     return 0;  // the caller expects an abort
   }
@@ -133,6 +134,46 @@ int main(int argc, char** argv) {
   stale_shared_kernel<<<3, 32, 0, s>>>(seen);
   CHECK(cudaMemcpyAsync(hs, seen, sizeof(hs), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   for (float v : hs) CHECK(v != v);
+
+  // Deferred work (unless DEEPCORE_EMU_DEFERRED=0): a copy into pinned memory
+  // lands when the host waits for it; a pinned source is read when the copy
+  // runs, a pageable one at the call; a stream waiting for another's event
+  // runs that stream's work first.
+  const char* dflag = std::getenv("DEEPCORE_EMU_DEFERRED");
+  const bool deferred = !(dflag && !std::strcmp(dflag, "0"));
+  float* pin = nullptr;
+  CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pin), 4 * sizeof(float), 0) == cudaSuccess);
+  pin[0] = 0.0f;
+  fill_kernel<<<1, 32, 0, s>>>(d, 4, 7.0f);
+  CHECK(cudaMemcpyAsync(pin, d, 4 * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(pin[0] == (deferred ? 0.0f : 7.0f));
+  cudaEvent_t ev;
+  CHECK(cudaEventCreate(&ev) == cudaSuccess);
+  CHECK(cudaEventRecord(ev, s) == cudaSuccess);
+  CHECK(cudaEventSynchronize(ev) == cudaSuccess);
+  CHECK(pin[0] == 7.0f);
+  pin[0] = 1.0f;
+  CHECK(cudaMemcpyAsync(d, pin, sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  pin[0] = 2.0f;  // before the copy ran: a GPU may copy either value
+  float back = 0.0f;
+  CHECK(cudaMemcpyAsync(&back, d, sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);  // pageable: waits
+  CHECK(back == (deferred ? 2.0f : 1.0f));
+  float src = 3.0f;
+  CHECK(cudaMemcpyAsync(d, &src, sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  src = 4.0f;  // pageable: staged at the call
+  CHECK(cudaMemcpyAsync(&back, d, sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(back == 3.0f);
+  cudaStream_t s2;
+  CHECK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+  fill_kernel<<<1, 32, 0, s>>>(d, 4, 5.0f);
+  CHECK(cudaEventRecord(ev, s) == cudaSuccess);
+  CHECK(cudaStreamWaitEvent(s2, ev, 0) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(pin, d, 4 * sizeof(float), cudaMemcpyDeviceToHost, s2) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(s2) == cudaSuccess);
+  CHECK(pin[0] == 5.0f);
+  CHECK(cudaStreamDestroy(s2) == cudaSuccess);
+  CHECK(cudaEventDestroy(ev) == cudaSuccess);
+  CHECK(cudaFreeHost(pin) == cudaSuccess);
 
   // The order blocks and threads run in.
   const char* order = std::getenv("DEEPCORE_EMU_ORDER");
