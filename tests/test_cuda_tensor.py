@@ -526,6 +526,89 @@ def test_from_dlpack_rejects_what_it_cannot_hold(G):
         G.from_dlpack(object())
 
 
+class ForeignStream:
+    """Another library's stream, made with the CUDA runtime's C API through
+    ctypes: under the host emulator the runtime the module exports, on a GPU
+    libcudart (streams belong to the driver, shared by every runtime)."""
+
+    D2H = 2
+
+    def __init__(self, G):
+        import ctypes
+
+        rt = None
+        # the emulated module exports the runtime API; the real one links it statically and hidden
+        names = [G.__file__] if G.built_archs == "host-emulator" else ["libcudart.so", "libcudart.so.13",
+                                                                         "libcudart.so.12"]
+        for name in names:
+            try:
+                lib = ctypes.CDLL(name)
+                lib.cudaStreamCreateWithFlags  # noqa: B018 - raises AttributeError when absent
+            except (OSError, AttributeError):
+                continue
+            rt = lib
+            break
+        if rt is None:
+            pytest.skip("no CUDA runtime reachable through ctypes to make another library's stream with")
+        vp, sz = ctypes.c_void_p, ctypes.c_size_t
+        rt.cudaStreamCreateWithFlags.argtypes = [ctypes.POINTER(vp), ctypes.c_uint]
+        rt.cudaMemcpyAsync.argtypes = [vp, vp, sz, ctypes.c_int, vp]
+        rt.cudaMemsetAsync.argtypes = [vp, ctypes.c_int, sz, vp]
+        rt.cudaStreamSynchronize.argtypes = [vp]
+        rt.cudaStreamDestroy.argtypes = [vp]
+        self.rt, self.vp, self.handle = rt, vp, vp()
+        err = rt.cudaStreamCreateWithFlags(ctypes.byref(self.handle), 1)  # cudaStreamNonBlocking
+        if err != 0:
+            pytest.skip(f"{name}: cudaStreamCreateWithFlags returned error {err}")
+        self.value = self.handle.value
+
+    def read(self, buf, dtype=np.float32):
+        """buf's contents, copied on this stream into pageable memory."""
+        out = np.empty(buf.shape, dtype)
+        assert self.rt.cudaMemcpyAsync(self.vp(out.ctypes.data), self.vp(buf.data_ptr), out.nbytes, self.D2H,
+                                       self.handle) == 0
+        assert self.rt.cudaStreamSynchronize(self.handle) == 0
+        return out
+
+    def zero(self, buf):
+        """Queues a memset of buf's bytes on this stream (returns at once)."""
+        assert self.rt.cudaMemsetAsync(self.vp(buf.data_ptr), 0, buf.nbytes, self.handle) == 0
+
+    def close(self):
+        self.rt.cudaStreamSynchronize(self.handle)
+        self.rt.cudaStreamDestroy(self.handle)
+
+
+@pytest.fixture
+def foreign_stream(G):
+    s = ForeignStream(G)
+    yield s
+    s.close()
+
+
+def test_dlpack_export_makes_the_consumer_stream_wait_for_our_work(G, foreign_stream):
+    """__dlpack__(stream=theirs): their stream waits for the work we queued on
+    ours (here, a fill not yet run), so what they read on it is the result.
+    (Under the emulator, work runs only when waited for: without the wait,
+    their copy would read memory nothing had written yet.)"""
+    b = G.DeviceBuffer((1 << 16,))
+    b[...] = 3.0  # queued on deepcore's stream
+    capsule = b.__dlpack__(stream=foreign_stream.value)
+    np.testing.assert_array_equal(foreign_stream.read(b), np.full(1 << 16, 3.0, np.float32))
+    del capsule
+
+
+def test_cuda_array_interface_import_waits_for_the_producers_stream(G, foreign_stream):
+    """A __cuda_array_interface__ (v3) naming the producer's stream: our
+    stream waits for the work pending there (their memset) before ours reads."""
+    b = arange(G, 1 << 16)
+    G.synchronize()
+    foreign_stream.zero(b)  # queued on their stream
+    owner = ArrayInterfaceOnly(dict(b.__cuda_array_interface__, stream=foreign_stream.value))
+    owner.keep = b
+    np.testing.assert_array_equal(G.from_dlpack(owner).to_numpy(), np.zeros(1 << 16, np.float32))
+
+
 def test_dlpack_roundtrip_with_torch(G, torch_cuda):
     torch = torch_cuda
     b = arange(G, 3, 4)
