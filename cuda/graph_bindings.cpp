@@ -181,7 +181,9 @@ class SegmentTable {
 
   const DeviceSegments& tables() const { return t_; }
   int device() const { return device_; }
-  void note_reduction() { reduced_ = true; }
+  // Whether read_result() has a result: an optimizer_step_graph with this
+  // table queued the reduction into it (true), or into a LossScalars (false).
+  void note_reduction(bool into_table) { reduced_ = into_table; }
 
   py::tuple read_result() {
     if (!reduced_) return py::make_tuple(0.0, py::none());
@@ -419,11 +421,14 @@ skip so that a bad batch leaves the weights unchanged, as in eager mode.)")
     const int32_t* skip = optional_flag(skip_, fn, "skip");
     double* result = nullptr;  // the table's
     if (scalars) {
+      if (want_norm)
+        throw py::value_error(std::string(fn) + ": want_norm=True with scalars: LossScalars.read() returns the "
+                              "penalty, not the norm (leave scalars None and use table.read_result())");
       require_device(scalars->device(), fn, "scalars");
       result = &scalars->ptr()->penalty;
     }
     hyper.freeze();
-    if (optimizer_step_graph_reduces(hp, table.tables(), want_norm) && !scalars) table.note_reduction();
+    if (optimizer_step_graph_reduces(hp, table.tables(), want_norm)) table.note_reduction(!scalars);
     py::gil_scoped_release nogil;
     deepcore::cuda::optimizer_step_graph(hp, hyper.device_ptr(), p<float>(w), p<float>(g), p0, p1, p2,
                                          table.tables(), want_norm, skip, result);

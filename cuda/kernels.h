@@ -14,6 +14,7 @@
 // sequential by nature) and bias_activation_forward (the CPU dense layer's
 // epilogue, not bound; the GPU dense layer adds the bias in cuBLASLt's).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "ops/activations.h"
@@ -194,6 +195,8 @@ struct LossScalars {
   double penalty;
   double sq_norm;
 };
+static_assert(offsetof(LossScalars, sq_norm) == offsetof(LossScalars, penalty) + sizeof(double),
+              "optimizer_step_graph writes (penalty, squared norm) as two consecutive doubles");
 constexpr uint64_t kNoBadLabel = ~uint64_t(0);
 // As sparse_categorical_crossentropy (same kernels, so the same loss and grad),
 // without returning: overwrites *out (accumulate: adds to it). A bad label

@@ -540,7 +540,7 @@ class FakeLossScalars:
 
     def reset(self):
         def work():
-            self._parts, self._error = [], None
+            self._parts, self._error, self._penalty = [], None, 0.0
             self._bad._a[...] = 0
         _queue(work)
 
@@ -617,6 +617,9 @@ def _graph_functions(mod):
             raise TypeError(f"{fn}: hyper must be a DeviceHyper and table a SegmentTable")
         if scalars is not None and not isinstance(scalars, FakeLossScalars):
             raise TypeError(f"{fn}: scalars must be a LossScalars or None")
+        if scalars is not None and want_norm:
+            raise ValueError(f"{fn}: want_norm=True with scalars: LossScalars.read() returns the penalty, not the "
+                             f"norm (leave scalars None and use table.read_result())")
         if not hyper.has_value:
             raise ValueError(f"{fn}: the DeviceHyper holds no hyperparameters yet (call set(hyper))")
         if params.size != table.size:
@@ -635,6 +638,7 @@ def _graph_functions(mod):
                 table._result = result
             else:
                 scalars._penalty = result[0]
+                table._result = None
         _queue(work)
 
     def sparse_categorical_crossentropy_graph(y_pred, labels, grad, from_logits, out, accumulate=False):

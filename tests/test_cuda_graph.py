@@ -257,6 +257,13 @@ def test_penalty_comes_back_with_the_loss_in_one_read(G):
     assert out.read()[3] == 0.0
     with pytest.raises(TypeError):
         G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, scalars=table)
+    with pytest.raises(ValueError, match="want_norm=True with scalars"):
+        G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, True, scalars=out)
+    # a table that held a result holds none once the reduction goes to a LossScalars
+    G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, want_norm=True)
+    assert table.read_result()[1] is not None
+    G.optimizer_step_graph(hyper, wg, grad_g.reshape(-1), None, None, None, table, scalars=out)
+    assert table.read_result() == (0.0, None)
 
 
 def test_swish_kernels_are_captured_and_each_replay_reads_beta(G):

@@ -61,7 +61,8 @@ void warp_barrier(unsigned mask);
 uint64_t warp_exchange_xor(unsigned mask, uint64_t bits, int lane_mask, int width);
 
 // Type-erased kernel launch: `body(args)` runs once per emulated thread.
-// Executes at once, or is recorded into a graph when `stream` is capturing.
+// Queued on `stream` like any work (emu_runtime.cpp: it runs when the host
+// waits for it), or recorded into a graph when `stream` is capturing.
 void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
                    void (*body)(void*), std::shared_ptr<void> args);
 

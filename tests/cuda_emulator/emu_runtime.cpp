@@ -15,7 +15,13 @@
 //   So a host that reads pinned memory, or overwrites a pinned source, before
 //   waiting for the copy sees what a GPU may show it: the old contents. A
 //   copy from pageable host memory reads its source at the call (the runtime
-//   stages it). DEEPCORE_EMU_DEFERRED=0 runs all work at once instead.
+//   stages it). cudaStreamQuery and cudaEventQuery run the pending work and
+//   report it done. Work queued on the legacy stream waits for the work queued
+//   before it on the blocking streams (created without cudaStreamNonBlocking),
+//   and theirs for the legacy stream's, as on a GPU; the synchronous
+//   cudaMemcpy/cudaMemset and a legacy-stream sync run the legacy stream's
+//   work (so, through those waits, the blocking streams' before it), not the
+//   non-blocking streams'. DEEPCORE_EMU_DEFERRED=0 runs all work at once.
 // - While a stream is being captured, its work is recorded into the graph and
 //   runs only when the instantiated graph is launched, with the arguments and
 //   pointers it was captured with.
@@ -72,6 +78,8 @@ struct Stream {
   std::thread::id thread;  // that began the capture
   Graph* graph = nullptr;
   unsigned long long capture_id = 0;
+  bool blocking = true;               // created without cudaStreamNonBlocking: ordered with the legacy stream
+  unsigned long long id = 0;          // never reused (a queued wait names its stream by id)
   std::deque<Node> queue;             // deferred work, oldest first
   unsigned long long queued = 0;      // work items ever queued
   unsigned long long executed = 0;    // of those, run (or running)
@@ -100,6 +108,7 @@ struct State {
   std::set<Graph*> graphs;
   std::set<GraphExec*> execs;
   unsigned long long next_capture = 1;
+  unsigned long long next_stream_id = 1;  // 0: the legacy stream
 };
 State& st() {
   static auto* s = new State();
@@ -193,8 +202,23 @@ void run_all() {
   for (Stream* s : std::vector<Stream*>(st().streams.begin(), st().streams.end())) run_stream(s);
 }
 
+// A point in a stream's work: done once the stream has run `upto` items. The
+// stream is named by its id, so a destroyed stream (whose work ran at its
+// destruction) is never confused with a new one at the same address.
+struct Mark {
+  Stream* stream;
+  unsigned long long id, upto;
+};
+Mark mark_of(Stream* s) { return Mark{s, s->id, s->queued}; }
+void run_to(const Mark& m) {
+  if (m.stream == &legacy_stream() || (st().streams.count(m.stream) && m.stream->id == m.id))
+    run_until(m.stream, m.upto);
+}
+
 // Queues `node` on `s` (deferred, see the top of this file; or run now), or
-// records it into the stream's capture.
+// records it into the stream's capture. The legacy stream's work waits for
+// the work queued before it on the blocking streams, and a blocking stream's
+// for the legacy stream's, as on a GPU.
 cudaError_t enqueue(cudaStream_t s, Node node) {
   Stream* str = stream_of(s);
   if (!str) return cudaErrorInvalidResourceHandle;
@@ -202,6 +226,19 @@ cudaError_t enqueue(cudaStream_t s, Node node) {
     if (!str->invalidated) str->graph->nodes.push_back(std::move(node));
     return cudaSuccess;
   }
+  std::vector<Mark> before;
+  if (str == &legacy_stream()) {
+    for (Stream* b : st().streams)
+      if (b->blocking && b->queued > b->executed) before.push_back(mark_of(b));
+  } else if (str->blocking) {
+    Stream* l = &legacy_stream();
+    if (l->queued > l->executed) before.push_back(mark_of(l));
+  }
+  if (!before.empty())
+    node = [before = std::move(before), node = std::move(node)] {
+      for (const Mark& m : before) run_to(m);
+      node();
+    };
   str->queue.push_back(std::move(node));
   ++str->queued;
   if (!deferred()) run_stream(str);
@@ -489,7 +526,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   EMU_LOCK;
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
   if (cudaError_t e = copy_async(dst, src, n, kind, nullptr)) return fail(e);
-  run_all();  // returns when the copy is done (after the work it is ordered behind)
+  run_stream(&legacy_stream());  // returns when the copy is done (and the work it is ordered behind)
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
@@ -506,14 +543,16 @@ cudaError_t cudaMemset(void* p, int v, size_t n) {
   EMU_LOCK;
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
   if (cudaError_t e = cudaMemsetAsync(p, v, n, nullptr)) return e;
-  run_all();
+  run_stream(&legacy_stream());
   return cudaSuccess;
 }
 
 // ------------------------------------------------------------------ streams
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   EMU_LOCK;
   auto* str = new Stream();
+  str->blocking = !(flags & cudaStreamNonBlocking);
+  str->id = st().next_stream_id++;
   st().streams.insert(str);
   *s = reinterpret_cast<cudaStream_t>(str);
   return cudaSuccess;
@@ -541,7 +580,9 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   }
   if (is_legacy(s)) {  // the legacy stream waits for the blocking streams: not allowed with unsafe captures
     if (cudaError_t e = refuse_if_unsafe()) return fail(e);
-    run_all();
+    // Its work, and (queued inside it) the blocking streams' work before it;
+    // not the non-blocking streams'.
+    run_stream(str);
     return cudaSuccess;
   }
   run_stream(str);
@@ -660,11 +701,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   // In a capture, the event was recorded earlier in the same capture (in
   // order). Outside: the stream's later work first runs the event's.
   if (!str->capturing && ev->stream && ev->stream != str) {
-    Stream* src = ev->stream;
-    const unsigned long long upto = ev->upto;
-    return fail(enqueue(s, [src, upto] {
-      if (src == &legacy_stream() || st().streams.count(src)) run_until(src, upto);
-    }));
+    const Mark m{ev->stream, ev->stream->id, ev->upto};
+    return fail(enqueue(s, [m] { run_to(m); }));
   }
   return cudaSuccess;
 }

@@ -28,8 +28,9 @@
 // everything the call needs except the matrix data into an immutable parameter
 // block and hands (run_job, block) to the emulator's queue:
 //   extern "C" void deepcore_emu_enqueue(cudaStream_t, void (*fn)(void*), void* arg);
-// looked up at call time (see find_enqueue()); without it, the GEMM runs before
-// cublasLtMatmul returns. Blocks are interned (one per distinct parameter set)
+// looked up at call time (see find_enqueue()); without it (the fake tested on
+// its own, tests/test_fake_cublaslt.py, where nothing else is queued), the GEMM
+// runs before cublasLtMatmul returns. Blocks are interned (one per distinct parameter set)
 // and live until the library is unloaded, so a recorded closure can be replayed
 // any number of times and a steady training loop adds no memory.
 #include "cublaslt.h"

@@ -239,4 +239,6 @@ class GraphTrainer:
             counters[layer][1] = layer._calls & _WORD
         loss, correct, _, penalty = step.scalars.read()  # one host copy: the penalty came with the loss
         m.optimizer._step_done()
-        return loss + penalty, step.out, correct
+        if step.table.penalties:  # (else the reduction ran for clipping only: no penalty, as eagerly)
+            loss += penalty
+        return loss, step.out, correct

@@ -172,6 +172,22 @@ int main(int argc, char** argv) {
   CHECK(cudaStreamSynchronize(s2) == cudaSuccess);
   CHECK(pin[0] == 5.0f);
   CHECK(cudaStreamDestroy(s2) == cudaSuccess);
+  // The legacy stream and a blocking stream wait for each other's earlier
+  // work; a non-blocking stream (s) is not waited for by the legacy stream.
+  cudaStream_t blocking;
+  CHECK(cudaStreamCreate(&blocking) == cudaSuccess);
+  fill_kernel<<<1, 32, 0, blocking>>>(d, 4, 6.0f);
+  float h4[4] = {0, 0, 0, 0};
+  CHECK(cudaMemcpy(h4, d, sizeof(h4), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(h4[0] == 6.0f);
+  fill_kernel<<<1, 32>>>(d, 4, 9.0f);  // the legacy stream
+  CHECK(cudaMemcpyAsync(h4, d, sizeof(h4), cudaMemcpyDeviceToHost, blocking) == cudaSuccess);
+  CHECK(h4[0] == 9.0f);
+  fill_kernel<<<1, 32, 0, s>>>(d, 4, 8.0f);  // non-blocking: not waited for
+  CHECK(cudaMemcpy(h4, d, sizeof(h4), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(h4[0] == (deferred ? 9.0f : 8.0f));
+  CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(cudaStreamDestroy(blocking) == cudaSuccess);
   CHECK(cudaEventDestroy(ev) == cudaSuccess);
   CHECK(cudaFreeHost(pin) == cudaSuccess);
 
