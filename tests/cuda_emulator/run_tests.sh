@@ -10,6 +10,8 @@
 # DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded);
 # DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files;
 # DEEPCORE_EMU_REVERSE_TESTS the files run again in reverse block and thread order ("" for none).
+# (Emulator settings read at run time, see README.md: DEEPCORE_EMU_ORDER=forward|reverse,
+# DEEPCORE_EMU_DEFERRED=0 to run stream work at once instead of when the host waits.)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 # One default build folder per checkout (CMake refuses a folder configured for another source tree).
