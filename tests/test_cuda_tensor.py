@@ -536,10 +536,11 @@ class ForeignStream:
     def __init__(self, G):
         import ctypes
 
+        from cuda_toolkit import cudart_candidates
+
         rt = None
         # the emulated module exports the runtime API; the real one links it statically and hidden
-        names = [G.__file__] if G.built_archs == "host-emulator" else ["libcudart.so", "libcudart.so.13",
-                                                                         "libcudart.so.12"]
+        names = [G.__file__] if G.built_archs == "host-emulator" else cudart_candidates()
         for name in names:
             try:
                 lib = ctypes.CDLL(name)
