@@ -33,13 +33,18 @@
 #define __host__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
-// Blocks run one at a time in the whole process (the runtime's lock is held
-// through a launch), so a static is exactly one block's shared memory. Every
-// __shared__ variable lives in the section deepcore_emu_shared, which the
-// scheduler fills with 0xff bytes before each block: shared memory starts
-// undefined, as on a GPU, and a kernel that reads it before writing it reads
-// NaN (float, double) or -1 (integers) instead of the last block's values.
-#define __shared__ static __attribute__((section("deepcore_emu_shared")))
+// translate_launches.py rewrites every `__shared__ T a[n];` into
+// `static T a[n]; DEEPCORE_EMU_SHARED(a);`: blocks run one at a time in the
+// whole process (the runtime's lock is held through a launch), so a static is
+// exactly one block's shared memory. The registration (once per variable, at
+// its first use) lets the scheduler fill every shared variable with 0xff bytes
+// before each block: shared memory starts undefined, as on a GPU, and a kernel
+// that reads it before writing it reads NaN (float, double) or -1 (integers)
+// instead of the last block's values. The race checker also needs to know it.
+// A __shared__ left untranslated is a compile error naming this.
+#define __shared__ __shared___must_be_rewritten_by_translate_launches_py
+#define DEEPCORE_EMU_SHARED(v) \
+  [[maybe_unused]] static const bool deepcore_emu_shared_##v = ::deepcore_emu::register_shared(&(v), sizeof(v))
 #define __constant__
 
 namespace deepcore_emu {
@@ -57,6 +62,8 @@ extern dim3 t_grid_dim;
 // Barriers and warp exchanges (emu_runtime.cpp). A value is exchanged as its
 // 8 bytes; the scheduler aborts, naming the kernel, on a divergent barrier.
 void block_barrier();
+// Registers a __shared__ variable (see DEEPCORE_EMU_SHARED) and fills it with 0xff bytes.
+bool register_shared(void* p, size_t bytes);
 void warp_barrier(unsigned mask);
 uint64_t warp_exchange_xor(unsigned mask, uint64_t bits, int lane_mask, int width);
 
@@ -125,24 +132,37 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return ::deepcore_emu::shfl_xor(mask, v, lane_mask, width);
 }
 
-// Atomics: one OS thread runs a launch, so a plain read-modify-write is atomic.
+// Atomics, as compare-and-swap loops on the value's bits: one OS thread runs a
+// launch, so a plain read-modify-write would do, but the atomic built-ins let
+// the race checker (emu_racecheck.cpp) tell atomic accesses from plain ones.
+namespace deepcore_emu {
+template <class T, class F>
+inline T atomic_update(T* p, F f) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "atomics on 4- and 8-byte values only");
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  Bits* q = reinterpret_cast<Bits*>(p);
+  Bits old_bits = __atomic_load_n(q, __ATOMIC_RELAXED);
+  for (;;) {
+    T old;
+    std::memcpy(&old, &old_bits, sizeof(T));
+    const T next = f(old);
+    Bits next_bits;
+    std::memcpy(&next_bits, &next, sizeof(T));
+    if (__atomic_compare_exchange_n(q, &old_bits, next_bits, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old;
+  }
+}
+}  // namespace deepcore_emu
 template <class T>
 inline T atomicMin(T* p, T v) {
-  const T old = *p;
-  if (v < old) *p = v;
-  return old;
+  return ::deepcore_emu::atomic_update(p, [v](T old) { return v < old ? v : old; });
 }
 template <class T>
 inline T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (v > old) *p = v;
-  return old;
+  return ::deepcore_emu::atomic_update(p, [v](T old) { return v > old ? v : old; });
 }
 template <class T>
 inline T atomicAdd(T* p, T v) {
-  const T old = *p;
-  *p = old + v;
-  return old;
+  return ::deepcore_emu::atomic_update(p, [v](T old) { return old + v; });
 }
 
 // Round-to-nearest arithmetic intrinsics. nvcc never fuses them into an FMA

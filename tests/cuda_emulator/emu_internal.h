@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,26 @@ void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaSt
 
 // Runs every block of the launch on the calling thread (emu_scheduler.cpp).
 void run_kernel(const KernelLaunch& k);
+
+// Whether p is in a __shared__ variable that has run (emu_scheduler.cpp).
+bool in_shared_memory(const void* p);
+
+// The race checker's view of the scheduler (emu_racecheck.cpp, in builds
+// with DEEPCORE_EMU_RACECHECK=ON; elsewhere these calls compile to nothing).
+#if DEEPCORE_EMU_RACECHECK
+namespace racecheck {
+void begin_launch(const char* kernel, dim3 grid, dim3 block);
+void begin_block(uint32_t linear_block);
+void thread_runs(int thread, const char* stack, size_t stack_bytes);  // on this fiber's stack
+void thread_stops();                                                  // back in the scheduler
+void block_barrier_opened();
+void warp_barrier_opened(int warp);
+void end_launch();  // reports the launch's races (and aborts) if it had any
+}  // namespace racecheck
+#define DEEPCORE_EMU_RACECHECK_CALL(call) ::deepcore_emu::racecheck::call
+#else
+#define DEEPCORE_EMU_RACECHECK_CALL(call) ((void)0)
+#endif
 
 // Prints the message (a bug found in a kernel, or an emulator failure) and aborts.
 [[noreturn]] void fatal(const std::string& msg);

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -190,16 +191,17 @@ struct BlockRun {
 #endif
 };
 
-// The __shared__ variables of the module (emu_device.h puts them in this
-// section; the linker defines its bounds, weak: a module may have none).
-extern "C" char __start_deepcore_emu_shared[] __attribute__((weak, visibility("hidden")));
-extern "C" char __stop_deepcore_emu_shared[] __attribute__((weak, visibility("hidden")));
+// The __shared__ variables that have run (DEEPCORE_EMU_SHARED registers each
+// at its first use), sorted by address, with the span they cover.
+struct SharedRange {
+  uintptr_t lo, hi;
+};
+std::vector<SharedRange> g_shared;
+uintptr_t g_shared_lo = ~uintptr_t(0), g_shared_hi = 0;
 
 // Shared memory is undefined when a block starts: 0xff bytes (NaN, -1).
 void poison_shared_memory() {
-  char* b = __start_deepcore_emu_shared;
-  char* e = __stop_deepcore_emu_shared;
-  if (b && e > b) std::memset(b, 0xff, size_t(e - b));
+  for (const SharedRange& r : g_shared) std::memset(reinterpret_cast<void*>(r.lo), 0xff, r.hi - r.lo);
 }
 
 // DEEPCORE_EMU_ORDER=reverse runs the blocks of a grid and the threads of a
@@ -267,6 +269,7 @@ void park(BlockRun& r, Fiber* f) {
   __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
 #endif
   set_thread_idx(f->thread);
+  DEEPCORE_EMU_RACECHECK_CALL(thread_runs(f->thread, f->stack, kStackBytes));
 }
 
 // Scheduler -> fiber, and back when the fiber parks or ends.
@@ -281,6 +284,7 @@ void resume(BlockRun& r, Fiber* f) {
 #if DEEPCORE_EMU_ASAN
   __sanitizer_finish_switch_fiber(r.scheduler_fake_stack, nullptr, nullptr);
 #endif
+  DEEPCORE_EMU_RACECHECK_CALL(thread_stops());
   r.current = nullptr;
 }
 
@@ -311,6 +315,7 @@ void fiber_main() {
     f->thread = t;
     r.thread_state[t] = 1;
     set_thread_idx(t);
+    DEEPCORE_EMU_RACECHECK_CALL(thread_runs(t, f->stack, kStackBytes));
     r.body(r.args);
     thread_exited(r, t);
   }
@@ -388,6 +393,8 @@ WarpState& warp_arrive(BlockRun& r, int op, unsigned mask, uint64_t bits, const 
   w.op = op;
   w.buf[t % 32] = bits;
   if (++w.arrived == w.size) {
+    // __syncwarp orders the memory accesses of the warp's lanes; a shuffle only exchanges values.
+    if (op == kSyncwarp) DEEPCORE_EMU_RACECHECK_CALL(warp_barrier_opened(t / 32));
     std::memcpy(w.result, w.buf, sizeof(w.buf));
     w.arrived = 0;
     for (Fiber* g : w.waiting) r.ready.push_back(g);
@@ -403,6 +410,25 @@ WarpState& warp_arrive(BlockRun& r, int op, unsigned mask, uint64_t bits, const 
 
 }  // namespace
 
+bool register_shared(void* p, size_t bytes) {
+  const auto lo = reinterpret_cast<uintptr_t>(p);
+  std::memset(p, 0xff, bytes);  // registered by the first thread to reach it, before any use
+  g_shared.insert(std::upper_bound(g_shared.begin(), g_shared.end(), lo,
+                                   [](uintptr_t a, const SharedRange& r) { return a < r.lo; }),
+                  SharedRange{lo, lo + bytes});
+  g_shared_lo = std::min(g_shared_lo, lo);
+  g_shared_hi = std::max(g_shared_hi, lo + bytes);
+  return true;
+}
+
+bool in_shared_memory(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (a < g_shared_lo || a >= g_shared_hi) return false;
+  auto it = std::upper_bound(g_shared.begin(), g_shared.end(), a,
+                             [](uintptr_t x, const SharedRange& r) { return x < r.lo; });
+  return it != g_shared.begin() && a < (--it)->hi;
+}
+
 void block_barrier() {
   BlockRun& r = current_run("__syncthreads");
   Fiber* f = r.current;
@@ -413,6 +439,7 @@ void block_barrier() {
     kernel_bug(r, "thread " + std::to_string(f->thread) +
                       " reached __syncthreads while lanes of its warp wait at a warp operation: divergent code");
   if (++r.barrier_arrived == r.nthreads) {
+    DEEPCORE_EMU_RACECHECK_CALL(block_barrier_opened());
     r.barrier_arrived = 0;
     for (Fiber* g : r.barrier_waiting) r.ready.push_back(g);
     r.barrier_waiting.clear();
@@ -450,15 +477,18 @@ void run_kernel(const KernelLaunch& k) {
   t_block_dim = k.block;
   t_grid_dim = k.grid;
   t_run = &r;
+  DEEPCORE_EMU_RACECHECK_CALL(begin_launch(k.name, k.grid, k.block));
   const unsigned long long nblocks = 1ull * k.grid.x * k.grid.y * k.grid.z;
   const bool reverse = reverse_order();
   for (unsigned long long i = 0; i < nblocks; ++i) {
     const unsigned long long b = reverse ? nblocks - 1 - i : i;
     t_block_idx = uint3{unsigned(b % k.grid.x), unsigned(b / k.grid.x % k.grid.y),
                         unsigned(b / (1ull * k.grid.x * k.grid.y))};
+    DEEPCORE_EMU_RACECHECK_CALL(begin_block(uint32_t(b)));
     run_block(r);
   }
   t_run = nullptr;
+  DEEPCORE_EMU_RACECHECK_CALL(end_launch());
 }
 
 }  // namespace deepcore_emu

@@ -8,14 +8,20 @@
 #   tests/cuda_emulator/run_tests.sh [BUILD_DIR] [-- extra pytest arguments]
 #
 # DEEPCORE_EMU_ASAN=1 builds with AddressSanitizer (and runs Python with libasan preloaded);
+# DEEPCORE_EMU_RACECHECK=1 builds with the race checker (emu_racecheck.cpp: a data race
+# between the threads or blocks of a launch aborts the run, naming the kernel and the lines);
 # DEEPCORE_EMU_TESTS="tests/test_cuda.py ..." replaces the list of test files;
 # DEEPCORE_EMU_REVERSE_TESTS the files run again in reverse block and thread order ("" for none).
 # (Emulator settings read at run time, see README.md: DEEPCORE_EMU_ORDER=forward|reverse,
 # DEEPCORE_EMU_DEFERRED=0 to run stream work at once instead of when the host waits.)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-# One default build folder per checkout (CMake refuses a folder configured for another source tree).
-BUILD="${1:-${TMPDIR:-/tmp}/deepcore-cuda-emulator-$(printf %s "$ROOT" | cksum | cut -d' ' -f1)}"
+# One default build folder per checkout and kind of build (CMake refuses a folder configured
+# for another source tree).
+VARIANT=""
+[ "${DEEPCORE_EMU_ASAN:-0}" != "0" ] && VARIANT="-asan"
+[ "${DEEPCORE_EMU_RACECHECK:-0}" != "0" ] && VARIANT="$VARIANT-racecheck"
+BUILD="${1:-${TMPDIR:-/tmp}/deepcore-cuda-emulator-$(printf %s "$ROOT" | cksum | cut -d' ' -f1)$VARIANT}"
 shift || true
 [ "${1:-}" = "--" ] && shift
 PY="${PYTHON:-python}"
@@ -41,9 +47,11 @@ if ! command -v cmake >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; the
 
 ASAN=OFF
 [ "${DEEPCORE_EMU_ASAN:-0}" != "0" ] && ASAN=ON
+RACECHECK=OFF
+[ "${DEEPCORE_EMU_RACECHECK:-0}" != "0" ] && RACECHECK=ON
 start=$(date +%s)
 cmake -S "$ROOT/tests/cuda_emulator" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Emulator \
-  -DCUDA_HOME="$(dirname "$CUDA_INC")" -DDEEPCORE_EMU_ASAN=$ASAN \
+  -DCUDA_HOME="$(dirname "$CUDA_INC")" -DDEEPCORE_EMU_ASAN=$ASAN -DDEEPCORE_EMU_RACECHECK=$RACECHECK \
   -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null
 ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest fake_cublaslt >/dev/null
 MOD="$(ls "$BUILD"/_cuda*.so)"
@@ -52,12 +60,16 @@ echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels ru
 # The emulator's own checks, and the kernel bugs it must report (abort, naming the kernel).
 "$BUILD/emu_selftest"
 DEEPCORE_EMU_ORDER=reverse "$BUILD/emu_selftest"
-for bug in divergent_barrier early_exit_shuffle deadlock; do
+BUGS="divergent_barrier early_exit_shuffle deadlock"
+[ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence"
+for bug in $BUGS; do
   if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
     echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1
   fi
 done
 echo "CUDA host emulator: self-test ok (block/warp scheduling, capture and replay, bug reports)"
+# The race checker prints what it checked when the process exits.
+[ "$RACECHECK" = ON ] && export DEEPCORE_EMU_RACECHECK_SUMMARY=1
 
 export DEEPCORE_CUDA_EMULATOR="$MOD"
 # The Dense layer's GEMMs: the host fake of cuBLASLt (README_cublaslt.md), not NVIDIA's library.

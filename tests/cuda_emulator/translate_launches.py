@@ -12,7 +12,19 @@ becomes
     ::deepcore_emu::launch("name", grid, block, shmem, stream, [](auto&... a) { name(a...); }, args)
 
 (the generic lambda calls the kernel with the arguments copied at the launch,
-so template kernels deduce their template arguments as under nvcc; shmem and stream default to 0, as in CUDA). The copy starts with a #line
+so template kernels deduce their template arguments as under nvcc; shmem and stream default to 0, as in CUDA),
+and every __shared__ declaration
+
+    __shared__ double a[4][32], b;
+
+becomes static storage that registers itself with the emulator on first use
+
+    static double a[4][32], b; DEEPCORE_EMU_SHARED(a); DEEPCORE_EMU_SHARED(b);
+
+(emu_device.h: the scheduler refills registered shared memory with 0xff
+bytes before each block, and the race checker knows it for shared memory; a
+section attribute cannot do it, GCC ignores it on the static locals of
+templates). The copy starts with a #line
 directive naming the original file and keeps every newline, so compiler
 messages and sanitizer reports point at the real source. `<<<` inside comments
 and string literals is left alone. The sources themselves are never modified.
@@ -109,7 +121,45 @@ def kernel_name_start(text, mask, end):
     return m.start()
 
 
+SHARED_FIRST = re.compile(r"^(?P<type>.*?)\b(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)*)$", re.S)
+SHARED_NEXT = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)*)$", re.S)
+
+
+def translate_shared(text):
+    """Rewrite each `__shared__ T a[..], b;` as static storage registered with the emulator."""
+    mask = code_mask(text)
+    out, pos, count = [], 0, 0
+    for m in re.finditer(r"\b__shared__\b", text):
+        i = m.start()
+        if not mask[i]:
+            continue
+        if re.search(r"\bextern\s*$", text[max(0, i - 16):i]):
+            raise ValueError(f"extern __shared__ (dynamic shared memory) at offset {i} is not emulated")
+        end = next((j for j in range(m.end(), len(text)) if mask[j] and text[j] == ";"), -1)
+        if end < 0:
+            raise ValueError(f"__shared__ declaration at offset {i} without ';'")
+        decls = split_top_level(text[m.end():end])
+        if any("=" in d or "(" in d for d in decls):
+            raise ValueError(f"__shared__ declaration with an initializer at offset {i}: {text[i:end]}")
+        first = SHARED_FIRST.match(decls[0])
+        if not first or not first.group("type").strip():
+            raise ValueError(f"cannot read the __shared__ declaration at offset {i}: {text[i:end]}")
+        names = [first.group("name")]
+        for d in decls[1:]:
+            nxt = SHARED_NEXT.match(d)
+            if not nxt:
+                raise ValueError(f"cannot read the __shared__ declarator {d!r} at offset {i}")
+            names.append(nxt.group("name"))
+        out.append(text[pos:i])
+        out.append("static" + text[m.end():end + 1] + "".join(f" DEEPCORE_EMU_SHARED({n});" for n in names))
+        pos = end + 1
+        count += 1
+    out.append(text[pos:])
+    return "".join(out), count
+
+
 def translate(text):
+    text, _ = translate_shared(text)
     mask = code_mask(text)
     out, pos, count = [], 0, 0
     for m in re.finditer(r"<<<", text):

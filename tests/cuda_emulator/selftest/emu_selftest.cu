@@ -4,7 +4,9 @@
 //
 //   emu_selftest            runs the checks, prints "ok" (DEEPCORE_EMU_ORDER=reverse: in reverse order)
 //   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
-//                           early_exit_shuffle, deadlock); the emulator must abort naming it
+//                           early_exit_shuffle, deadlock; and in race-checker
+//                           builds tree_sum, blocks_add, shuffle_not_a_fence);
+//                           the emulator must abort naming it
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -88,6 +90,39 @@ __global__ void stale_shared_kernel(float* seen) {
 // order, (0, 0) with DEEPCORE_EMU_ORDER=reverse.
 __global__ void last_writer_kernel(int* who) { *who = blockIdx.x * blockDim.x + threadIdx.x; }
 
+// Races the race checker (DEEPCORE_EMU_RACECHECK builds) must report, and
+// their correct versions, which it must accept.
+// A shared-memory tree sum whose rounds are separated by __syncthreads only
+// when `synced`: without, thread t reads part[t + s] in the round that
+// thread t + s writes it.
+__global__ void tree_sum_kernel(const float* x, float* out, bool synced) {
+  __shared__ float part[64];
+  part[threadIdx.x] = x[threadIdx.x];
+  if (synced) __syncthreads();
+  for (unsigned s = 32; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    if (synced) __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+}
+// Every block adds into out[0]: a race between blocks unless atomic.
+__global__ void blocks_add_kernel(float* out, bool atomic) {
+  if (threadIdx.x != 0) return;
+  if (atomic)
+    atomicAdd(out, 1.0f);
+  else
+    out[0] += 1.0f;
+}
+// Lanes write their shared word, then read their neighbour's: a shuffle in
+// between exchanges registers but orders no memory; __syncwarp does.
+__global__ void shuffle_not_a_fence_kernel(float* out, bool syncwarp) {
+  __shared__ float word[32];
+  word[threadIdx.x] = float(threadIdx.x);
+  float v = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+  if (syncwarp) __syncwarp();
+  out[threadIdx.x] = v + word[threadIdx.x ^ 1];
+}
+
 int main(int argc, char** argv) {
   float* d = nullptr;
   CHECK(cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess);
@@ -95,6 +130,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "divergent_barrier")) divergent_barrier_kernel<<<1, 64>>>(d);
     if (!std::strcmp(argv[1], "early_exit_shuffle")) early_exit_shuffle_kernel<<<1, 32>>>(d);
     if (!std::strcmp(argv[1], "deadlock")) deadlock_kernel<<<1, 64>>>(d);
+    if (!std::strcmp(argv[1], "tree_sum")) tree_sum_kernel<<<2, 64>>>(d, d + 128, false);
+    if (!std::strcmp(argv[1], "blocks_add")) blocks_add_kernel<<<3, 32>>>(d, false);
+    if (!std::strcmp(argv[1], "shuffle_not_a_fence")) shuffle_not_a_fence_kernel<<<1, 32>>>(d, false);
     (void)cudaDeviceSynchronize();  // the launch ran (deferred work runs when waited for)
     std::printf("the emulator did not report %s\n", argv[1]);
     return 0;  // the caller expects an abort
@@ -191,12 +229,26 @@ int main(int argc, char** argv) {
   CHECK(cudaEventDestroy(ev) == cudaSuccess);
   CHECK(cudaFreeHost(pin) == cudaSuccess);
 
+#if !DEEPCORE_EMU_RACECHECK  // it is a race, which the race checker reports
   // The order blocks and threads run in.
   const char* order = std::getenv("DEEPCORE_EMU_ORDER");
   const bool reverse = order && !std::strcmp(order, "reverse");
   last_writer_kernel<<<2, 64, 0, s>>>(lanes);
   CHECK(cudaMemcpyAsync(hl, lanes, sizeof(int), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   CHECK(hl[0] == (reverse ? 0 : 127));
+#endif
+
+  // The correct versions of the race checker's racy kernels (run in every build).
+  std::vector<float> ones(256, 1.0f);
+  CHECK(cudaMemcpyAsync(d, ones.data(), 256 * sizeof(float), cudaMemcpyHostToDevice, s) == cudaSuccess);
+  tree_sum_kernel<<<2, 64, 0, s>>>(d, d + 200, true);
+  blocks_add_kernel<<<3, 32, 0, s>>>(d + 202, true);  // d[202] == 1 before: 4 after
+  shuffle_not_a_fence_kernel<<<1, 32, 0, s>>>(d + 300, true);
+  float sums[3], shuffled[32];
+  CHECK(cudaMemcpyAsync(sums, d + 200, sizeof(sums), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(shuffled, d + 300, sizeof(shuffled), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(sums[0] == 64.0f && sums[1] == 64.0f && sums[2] == 4.0f);
+  for (int t = 0; t < 32; ++t) CHECK(shuffled[t] == 1.0f + float(t ^ 1));
 
   // Launch errors are reported by cudaGetLastError once, and do not stick.
   fill_kernel<<<1, 2048, 0, s>>>(d, 10, 1.0f);

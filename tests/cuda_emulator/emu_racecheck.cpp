@@ -1,0 +1,356 @@
+// Race checker of the CUDA host emulator (built with DEEPCORE_EMU_RACECHECK=ON;
+// a test tool, nothing here runs on a GPU).
+//
+// The translated kernel sources are compiled with -fsanitize=thread, which
+// makes the compiler call __tsan_read4(addr), __tsan_write8(addr), ... before
+// the loads and stores that may touch memory other threads see. This file
+// defines those entry points itself (the module is not linked with libtsan,
+// whose model of OS threads knows nothing of blocks and barriers). While an
+// emulated thread runs, each access outside its fiber's stack is compared
+// with the last write and the last reads of every byte it touches, under
+// CUDA's rules:
+//   - two threads of one block conflict unless a __syncthreads, or a
+//     __syncwarp of the warp they share, completed between the two accesses
+//     (a warp shuffle exchanges registers and orders no memory);
+//   - two blocks of one launch always conflict on global memory (a block
+//     cannot wait for another) and never on __shared__ memory (each block has
+//     its own);
+//   - accesses of different launches never conflict: the emulator runs
+//     launches one after another, so a race between kernels on two streams
+//     that a GPU would overlap is not seen here;
+//   - a conflict is two accesses of which at least one writes and not both
+//     are atomic.
+// The threads of a block still run one at a time (emu_scheduler.cpp), so the
+// check is exact for the order they ran in, whatever order a GPU picks. Each
+// launch's races are reported when it ends, with the source lines (addr2line),
+// and the process aborts, as for the emulator's other kernel bugs.
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "emu_internal.h"
+
+namespace deepcore_emu {
+namespace racecheck {
+namespace {
+
+enum Kind : uint8_t { kNone = 0, kRead = 1, kWrite = 2, kAtomic = 3, kAtomicLoad = 4 };
+bool is_atomic(uint8_t k) { return k == kAtomic || k == kAtomicLoad; }
+
+// One access: which launch, block and thread made it, in which barrier
+// interval of its block and of its warp. Intervals are compared for equality
+// only (a recorded access is always in the past, so a different count means
+// a barrier completed since).
+struct Rec {
+  uint32_t launch;
+  uint32_t block;
+  uint16_t thread;
+  uint16_t bgen;
+  uint16_t wgen;
+  uint8_t kind;
+  uint8_t pad;
+};
+static_assert(sizeof(Rec) == 16, "Rec is 16 bytes");
+
+// Per byte: the last write (or atomic), and up to two reads since it by
+// threads not ordered with each other (a write by any thread conflicts with
+// at least one of them when they are two).
+struct Cell {
+  Rec w, r1, r2;
+};
+constexpr int kPageBits = 12;
+constexpr uintptr_t kPageBytes = uintptr_t(1) << kPageBits;
+struct Page {
+  Cell cells[kPageBytes];
+};
+
+struct Race {
+  uintptr_t pc;
+  uintptr_t addr;
+  bool shared;
+  uint8_t kind;  // of this access
+  Rec me, other;
+};
+
+struct State {
+  bool active = false;  // an emulated thread runs
+  uintptr_t stack_lo = 0, stack_hi = 0;
+  uint32_t launch = 0, block = 0;
+  uint16_t thread = 0, bgen = 0;
+  uint16_t wgen[32] = {};
+  const char* kernel = "";
+  dim3 grid, blockdim;
+  std::unordered_map<uintptr_t, Page*> pages;
+  uintptr_t last_key = ~uintptr_t(0);
+  Page* last_page = nullptr;
+  std::vector<Race> races;
+  std::set<std::tuple<uintptr_t, uint8_t, uint8_t, bool>> seen;  // (pc, kind, other kind, same block)
+  unsigned long long launches = 0, accesses = 0;
+  size_t shadow_pages = 0;
+};
+State g;
+
+Cell& cell(uintptr_t a) {
+  const uintptr_t key = a >> kPageBits;
+  if (key != g.last_key) {
+    Page*& p = g.pages[key];
+    if (!p) {
+      p = static_cast<Page*>(std::calloc(1, sizeof(Page)));
+      if (!p) fatal("deepcore host emulator racecheck: out of memory for the shadow of the accessed bytes");
+      ++g.shadow_pages;
+    }
+    g.last_key = key;
+    g.last_page = p;
+  }
+  return g.last_page->cells[a & (kPageBytes - 1)];
+}
+
+// Whether recorded access o happened before the running thread's access
+// (o is from the past; the question is whether CUDA orders it).
+bool ordered(const Rec& o, bool shared) {
+  if (o.kind == kNone || o.launch != g.launch) return true;
+  if (o.block != g.block) return shared;  // another block's __shared__ is other memory
+  if (o.thread == g.thread || o.bgen != g.bgen) return true;
+  return (o.thread >> 5) == (g.thread >> 5) && o.wgen != g.wgen[g.thread >> 5];
+}
+
+void note_race(uintptr_t pc, uintptr_t a, bool shared, uint8_t kind, const Rec& me, const Rec& other) {
+  if (!g.seen.insert(std::make_tuple(pc, kind, other.kind, other.block == me.block)).second) return;
+  if (g.races.size() < 16) g.races.push_back(Race{pc, a, shared, kind, me, other});
+}
+
+void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
+  if (!g.active) return;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(addr);
+  if (a0 >= g.stack_lo && a0 < g.stack_hi) return;  // the thread's own locals
+  ++g.accesses;
+  const bool shared = in_shared_memory(addr);
+  const Rec me{g.launch, g.block, g.thread, g.bgen, g.wgen[g.thread >> 5], kind, 0};
+  for (size_t i = 0; i < n; ++i) {
+    const uintptr_t a = a0 + i;
+    Cell& c = cell(a);
+    if (kind == kRead || kind == kAtomicLoad) {
+      if (c.w.kind != kNone && !(is_atomic(kind) && is_atomic(c.w.kind)) && !ordered(c.w, shared))
+        note_race(pc, a, shared, kind, me, c.w);
+      if (ordered(c.r1, shared))
+        c.r1 = me;
+      else
+        c.r2 = me;
+      continue;
+    }
+    // A write, or an atomic read-modify-write: conflicts with an unordered
+    // plain write or read (two atomics do not race).
+    for (const Rec* o : {&c.w, &c.r1, &c.r2})
+      if (o->kind != kNone && !(is_atomic(kind) && is_atomic(o->kind)) && !ordered(*o, shared))
+        note_race(pc, a, shared, kind, me, *o);
+    c.w = me;
+    c.r1.kind = c.r2.kind = kNone;
+  }
+}
+
+std::string thread_name(const Rec& r) {
+  const unsigned bx = g.grid.x, by = g.grid.y, tx = g.blockdim.x, ty = g.blockdim.y;
+  const unsigned t = r.thread, b = r.block;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "thread (%u,%u,%u) of block (%u,%u,%u)", t % tx, t / tx % ty, t / (tx * ty), b % bx,
+                b / bx % by, b / (bx * by));
+  return buf;
+}
+
+const char* verb(uint8_t kind) {
+  return kind == kRead ? "reads" : kind == kWrite ? "writes" : kind == kAtomic ? "atomically updates" : "atomically reads";
+}
+const char* past(uint8_t kind) {
+  return kind == kRead ? "read" : kind == kWrite ? "wrote" : kind == kAtomic ? "atomically updated" : "atomically read";
+}
+
+// "file:line (function)" of the access at return address pc, through
+// addr2line when the machine has it; the module and offset otherwise.
+std::string where(uintptr_t pc) {
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<void*>(pc), &info) || !info.dli_fname) return "an unknown address";
+  char off[32];
+  std::snprintf(off, sizeof off, "0x%lx", static_cast<unsigned long>(pc - 1 - uintptr_t(info.dli_fbase)));
+  std::string fallback = std::string(info.dli_fname) + "+" + off;
+  const std::string cmd = "addr2line -C -f -i -e '" + std::string(info.dli_fname) + "' " + off + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return fallback;
+  std::vector<std::string> lines;
+  char line[1024];
+  while (std::fgets(line, sizeof line, p)) {
+    std::string s(line);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    lines.push_back(s);
+  }
+  pclose(p);
+  if (lines.size() < 2 || lines[1].rfind("??", 0) == 0) return fallback;
+  // Pairs (function, file:line), innermost first: "file:line in function", inlined frames after " <- ".
+  std::string out;
+  for (size_t i = 0; i + 1 < lines.size(); i += 2) {
+    std::string file = lines[i + 1];
+    const size_t slash = file.rfind("/cuda/");
+    if (slash != std::string::npos) file = file.substr(slash + 1);
+    const size_t disc = file.find(" (discriminator");
+    if (disc != std::string::npos) file = file.substr(0, disc);
+    std::string fn = lines[i];
+    if (fn.size() > 80) fn = fn.substr(0, fn.find('(')) + "(...)";
+    out += (i ? " <- " : "") + file + " in " + fn;
+  }
+  return out;
+}
+
+}  // namespace
+
+void begin_launch(const char* kernel, dim3 grid, dim3 block) {
+  ++g.launch;
+  ++g.launches;
+  g.kernel = kernel;
+  g.grid = grid;
+  g.blockdim = block;
+  g.races.clear();
+  g.seen.clear();
+}
+
+void begin_block(uint32_t linear_block) {
+  g.block = linear_block;
+  g.bgen = 0;
+  std::memset(g.wgen, 0, sizeof g.wgen);
+}
+
+void thread_runs(int thread, const char* stack, size_t stack_bytes) {
+  g.active = true;
+  g.thread = uint16_t(thread);
+  g.stack_lo = reinterpret_cast<uintptr_t>(stack);
+  g.stack_hi = g.stack_lo + stack_bytes;
+}
+
+void thread_stops() { g.active = false; }
+
+void block_barrier_opened() { ++g.bgen; }
+
+void warp_barrier_opened(int warp) { ++g.wgen[warp]; }
+
+void end_launch() {
+  g.active = false;
+  if (g.races.empty()) return;
+  std::string msg = "deepcore host emulator racecheck: kernel " + std::string(g.kernel) + " has a data race (" +
+                    std::to_string(g.seen.size()) + " distinct, first " + std::to_string(g.races.size()) + " shown):";
+  for (const Race& r : g.races) {
+    char addr[40];
+    std::snprintf(addr, sizeof addr, "0x%lx", static_cast<unsigned long>(r.addr));
+    msg += "\n  " + thread_name(r.me) + " " + verb(r.kind) + " " + (r.shared ? "__shared__" : "global") +
+           " memory at " + addr + " (" + where(r.pc) + ")\n    which " + thread_name(r.other) + " " +
+           past(r.other.kind) + (r.other.block != r.me.block
+                                     ? " in the same launch (blocks are not ordered)"
+                                     : " in the same barrier interval (no __syncthreads, or __syncwarp of their "
+                                       "warp, between them)");
+  }
+  fatal(msg);
+}
+
+void report_summary() {
+  if (!g.launches) return;
+  std::fprintf(stderr,
+               "deepcore host emulator racecheck: %llu kernel launches checked, %llu memory accesses, "
+               "%.0f MiB of shadow, no data race\n",
+               g.launches, g.accesses, double(g.shadow_pages) * sizeof(Page) / (1 << 20));
+}
+
+namespace {
+struct SummaryAtExit {
+  ~SummaryAtExit() {
+    if (std::getenv("DEEPCORE_EMU_RACECHECK_SUMMARY")) report_summary();
+  }
+} summary_at_exit;
+}  // namespace
+
+}  // namespace racecheck
+}  // namespace deepcore_emu
+
+// The instrumentation's entry points (GCC and Clang -fsanitize=thread).
+using deepcore_emu::racecheck::access;
+#define DC_PC reinterpret_cast<uintptr_t>(__builtin_return_address(0))
+#define DC_ACCESS(n)                                                                                   \
+  extern "C" void __tsan_read##n(void* a) { access(a, n, deepcore_emu::racecheck::kRead, DC_PC); }      \
+  extern "C" void __tsan_write##n(void* a) { access(a, n, deepcore_emu::racecheck::kWrite, DC_PC); }    \
+  extern "C" void __tsan_unaligned_read##n(void* a) { access(a, n, deepcore_emu::racecheck::kRead, DC_PC); } \
+  extern "C" void __tsan_unaligned_write##n(void* a) { access(a, n, deepcore_emu::racecheck::kWrite, DC_PC); }
+DC_ACCESS(1)
+DC_ACCESS(2)
+DC_ACCESS(4)
+DC_ACCESS(8)
+DC_ACCESS(16)
+extern "C" void __tsan_read_range(void* a, unsigned long n) { access(a, n, deepcore_emu::racecheck::kRead, DC_PC); }
+extern "C" void __tsan_write_range(void* a, unsigned long n) { access(a, n, deepcore_emu::racecheck::kWrite, DC_PC); }
+extern "C" void __tsan_vptr_read(void** p) { access(p, sizeof(void*), deepcore_emu::racecheck::kRead, DC_PC); }
+extern "C" void __tsan_vptr_update(void** p, void*) {
+  access(p, sizeof(void*), deepcore_emu::racecheck::kWrite, DC_PC);
+}
+extern "C" void __tsan_init() {}
+extern "C" void __tsan_func_entry(void*) {}
+extern "C" void __tsan_func_exit() {}
+
+// Atomics: recorded as atomic accesses, then done (the instrumented code
+// calls these instead of the atomic instructions). mo: the memory order, as
+// __ATOMIC_* numbers; the emulator runs one thread at a time, so the
+// strongest order is always right.
+#define DC_ATOMICS(bits, T)                                                                                    \
+  extern "C" T __tsan_atomic##bits##_load(const volatile T* a, int) {                                          \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomicLoad, DC_PC);                        \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                            \
+  extern "C" void __tsan_atomic##bits##_store(volatile T* a, T v, int) {                                       \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                  \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_exchange(volatile T* a, T v, int) {                                       \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                        \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_fetch_add(volatile T* a, T v, int) {                                      \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                         \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_fetch_sub(volatile T* a, T v, int) {                                      \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                         \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_fetch_and(volatile T* a, T v, int) {                                      \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                         \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_fetch_or(volatile T* a, T v, int) {                                       \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                          \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_fetch_xor(volatile T* a, T v, int) {                                      \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                         \
+  }                                                                                                            \
+  extern "C" int __tsan_atomic##bits##_compare_exchange_strong(volatile T* a, T* expected, T v, int, int) {    \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);             \
+  }                                                                                                            \
+  extern "C" int __tsan_atomic##bits##_compare_exchange_weak(volatile T* a, T* expected, T v, int, int) {      \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);             \
+  }                                                                                                            \
+  extern "C" T __tsan_atomic##bits##_compare_exchange_val(volatile T* a, T expected, T v, int, int) {          \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    __atomic_compare_exchange_n(a, &expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                   \
+    return expected;                                                                                           \
+  }
+DC_ATOMICS(8, uint8_t)
+DC_ATOMICS(16, uint16_t)
+DC_ATOMICS(32, uint32_t)
+DC_ATOMICS(64, uint64_t)
+extern "C" void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+extern "C" void __tsan_atomic_signal_fence(int) {}
