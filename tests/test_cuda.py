@@ -852,6 +852,24 @@ def test_sparse_categorical_crossentropy_matches_cpu(G, from_logits, rows, cols)
     assert (loss2, hits2) == (loss, hits)
 
 
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_sparse_ce_gradient_may_overwrite_the_prediction_like_cpu(G, from_logits):
+    # Every lane of a row's warp reads z[label] before the lane that owns it
+    # writes the gradient there (the kernel's __syncwarp).
+    rng = np.random.default_rng(18)
+    z = rng.normal(scale=3.0, size=(67, 45)).astype(np.float32)
+    if not from_logits:
+        z = (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, 45, size=67).astype(np.int32)
+    g_cpu = z.copy()
+    loss_cpu, hits_cpu = C.sparse_categorical_crossentropy(g_cpu, labels, g_cpu, from_logits)
+    zd = dev(G, z)
+    loss, hits = G.sparse_categorical_crossentropy(zd, dev(G, labels), zd, from_logits)
+    assert hits == hits_cpu
+    assert loss == pytest.approx(loss_cpu, rel=1e-9)
+    np.testing.assert_allclose(zd.to_numpy(), g_cpu, rtol=RTOL, atol=ATOL / 67)
+
+
 def test_sparse_ce_argmax_ties_and_nan_match_cpu(G):
     z = np.array([[0, 0, 0], [1, 3, 3], [np.nan, 5, 1], [2, np.nan, 7], [-np.inf, -np.inf, -np.inf]], np.float32)
     for labels in ([0, 1, 0, 2, 0], [1, 2, 1, 0, 2]):

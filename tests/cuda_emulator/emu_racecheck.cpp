@@ -192,18 +192,27 @@ std::string where(uintptr_t pc) {
   }
   pclose(p);
   if (lines.size() < 2 || lines[1].rfind("??", 0) == 0) return fallback;
-  // Pairs (function, file:line), innermost first: "file:line in function", inlined frames after " <- ".
+  // Pairs (function, file:line), innermost first; the frames in the kernel
+  // sources (cuda/, the self-test) only, as "file:line in function", without
+  // the emulator's launch plumbing they are inlined into.
   std::string out;
   for (size_t i = 0; i + 1 < lines.size(); i += 2) {
     std::string file = lines[i + 1];
-    const size_t slash = file.rfind("/cuda/");
-    if (slash != std::string::npos) file = file.substr(slash + 1);
     const size_t disc = file.find(" (discriminator");
     if (disc != std::string::npos) file = file.substr(0, disc);
+    size_t root = file.rfind("/cuda/");
+    if (root == std::string::npos) root = file.rfind("/selftest/");
+    if (root == std::string::npos) continue;
+    file = file.substr(root + 1);
     std::string fn = lines[i];
-    if (fn.size() > 80) fn = fn.substr(0, fn.find('(')) + "(...)";
-    out += (i ? " <- " : "") + file + " in " + fn;
+    for (const char* noise : {"(anonymous namespace)::", "deepcore::cuda::"})
+      for (size_t k; (k = fn.find(noise)) != std::string::npos;) fn.erase(k, std::strlen(noise));
+    fn = fn.substr(0, fn.find('('));                              // no argument list
+    if (fn.rfind("void ", 0) == 0) fn = fn.substr(5);             // nor a template's return type
+    const bool plumbing = fn.rfind("deepcore_emu::", 0) == 0 || fn.find("operator") != std::string::npos;
+    out += (out.empty() ? "" : " <- ") + file + (plumbing || fn.empty() ? "" : " in " + fn);
   }
+  if (out.empty()) return fallback;
   return out;
 }
 
