@@ -7,6 +7,10 @@
 #   test       the CUDA tests, then the whole suite once (CPU+GPU)
 #   sync       the CUDA tests with DEEPCORE_CUDA_SYNC=1 (errors name the kernel)
 #   sanitizer  compute-sanitizer memcheck over the CUDA tests (SANITIZER_TESTS=... to narrow)
+#   racecheck  compute-sanitizer racecheck (shared-memory hazards), synccheck (barrier
+#              misuse) and initcheck (reads of device memory nothing wrote) over the
+#              kernel tests (RACECHECK_TESTS, default tests/test_cuda.py); the host
+#              emulator's own race checker already runs in CI (tests/cuda_emulator)
 #   bench      deepcore bench --only gpu (same-process PyTorch CUDA reference)
 #   train      Fashion-MNIST, the README MLP, 10 epochs on CPU and on GPU
 # Each stage writes $OUT/<stage>.log (the device tool returns $OUT). The
@@ -57,8 +61,13 @@ for stage in "$@"; do
     sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs --tb=short --maxfail=100 $(cuda_tests) ;;
     sanitizer) run_stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 50 \
                  "$PY" -m pytest -q -x -p no:cacheprovider ${SANITIZER_TESTS:-$(cuda_tests)} ;;
+    racecheck)
+      for tool in racecheck synccheck initcheck; do
+        run_stage "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 --print-limit 50 \
+          "$PY" -m pytest -q -x -p no:cacheprovider ${RACECHECK_TESTS:-tests/test_cuda.py}
+      done ;;
     bench) run_stage bench "$PY" -m deepcore.cli bench --only gpu ;;
     train) run_stage train "$PY" tools/gpu/train_fashion_mnist.py ;;
-    *) echo "unknown stage '$stage' (build test sync sanitizer bench train)"; exit 2 ;;
+    *) echo "unknown stage '$stage' (build test sync sanitizer racecheck bench train)"; exit 2 ;;
   esac
 done
