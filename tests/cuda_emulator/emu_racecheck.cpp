@@ -208,7 +208,8 @@ std::string where(uintptr_t pc) {
     for (const char* noise : {"(anonymous namespace)::", "deepcore::cuda::"})
       for (size_t k; (k = fn.find(noise)) != std::string::npos;) fn.erase(k, std::strlen(noise));
     fn = fn.substr(0, fn.find('('));                              // no argument list
-    if (fn.rfind("void ", 0) == 0) fn = fn.substr(5);             // nor a template's return type
+    const size_t space = fn.find(' ');                            // nor a template's return type
+    if (space != std::string::npos && space < fn.find('<')) fn = fn.substr(space + 1);
     const bool plumbing = fn.rfind("deepcore_emu::", 0) == 0 || fn.find("operator") != std::string::npos;
     out += (out.empty() ? "" : " <- ") + file + (plumbing || fn.empty() ? "" : " in " + fn);
   }

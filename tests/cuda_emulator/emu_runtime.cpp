@@ -54,6 +54,14 @@ namespace deepcore_emu {
 [[noreturn]] void fatal(const std::string& msg) {
   std::fprintf(stderr, "%s\n", msg.c_str());
   std::fflush(stderr);
+  // Also into DEEPCORE_EMU_REPORT_FILE when set (run_tests.sh prints it): a
+  // test runner that captures stderr loses it when the process aborts.
+  if (const char* path = std::getenv("DEEPCORE_EMU_REPORT_FILE")) {
+    if (FILE* f = std::fopen(path, "a")) {
+      std::fprintf(f, "%s\n", msg.c_str());
+      std::fclose(f);
+    }
+  }
   std::abort();
 }
 

@@ -83,11 +83,24 @@ if [ "$ASAN" = ON ]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 fi
 cd "$ROOT"
+# A kernel bug aborts the Python process, and pytest's capture would swallow
+# the emulator's report: the emulator also writes it here, printed on failure.
+export DEEPCORE_EMU_REPORT_FILE="$BUILD/kernel-bug-report.txt"
+rm -f "$DEEPCORE_EMU_REPORT_FILE"
+run_pytest() {
+  local rc=0
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ] && [ -s "$DEEPCORE_EMU_REPORT_FILE" ]; then
+    echo "CUDA host emulator: the kernel bug that stopped the run ($DEEPCORE_EMU_REPORT_FILE):"
+    cat "$DEEPCORE_EMU_REPORT_FILE"
+  fi
+  return "$rc"
+}
 start=$(date +%s)
 TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py
   tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py}"
 # shellcheck disable=SC2086
-"$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
+run_pytest "$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
 echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"
 
 # The kernel tests again with blocks and threads started in reverse order: a
@@ -97,6 +110,6 @@ REVERSE="${DEEPCORE_EMU_REVERSE_TESTS-tests/test_cuda.py tests/test_cuda_dense.p
 if [ -n "$REVERSE" ]; then
   start=$(date +%s)
   # shellcheck disable=SC2086
-  DEEPCORE_EMU_ORDER=reverse "$PY" -m pytest -q -p no:cacheprovider $REVERSE "$@"
+  DEEPCORE_EMU_ORDER=reverse run_pytest "$PY" -m pytest -q -p no:cacheprovider $REVERSE "$@"
   echo "CUDA host emulator: the kernel tests in reverse block and thread order took $(( $(date +%s) - start )) s"
 fi
