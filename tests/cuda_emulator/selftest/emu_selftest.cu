@@ -84,6 +84,13 @@ __global__ void stale_shared_kernel(float* seen) {
   __shared__ float word;
   if (threadIdx.x == 0) seen[blockIdx.x] = word, word = 1.0f;
 }
+// The same in a template (GCC ignores a section attribute on a template's
+// static locals: the shared memory of template kernels must be refilled too).
+template <class T>
+__global__ void stale_shared_template_kernel(T* seen) {
+  __shared__ T word[2];
+  if (threadIdx.x == 0) seen[blockIdx.x] = word[1], word[1] = T(1);
+}
 
 // A race on purpose: every thread of every block writes its own index into
 // one word, so the last thread to run wins: (grid, block) (1, 63) in index
@@ -172,6 +179,11 @@ int main(int argc, char** argv) {
   stale_shared_kernel<<<3, 32, 0, s>>>(seen);
   CHECK(cudaMemcpyAsync(hs, seen, sizeof(hs), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   for (float v : hs) CHECK(v != v);
+  for (int rep = 0; rep < 2; ++rep) {  // the first launch registers the variable, the second reuses it
+    stale_shared_template_kernel<<<3, 32, 0, s>>>(seen);
+    CHECK(cudaMemcpyAsync(hs, seen, sizeof(hs), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    for (float v : hs) CHECK(v != v);
+  }
 
   // Deferred work (unless DEEPCORE_EMU_DEFERRED=0): a copy into pinned memory
   // lands when the host waits for it; a pinned source is read when the copy
