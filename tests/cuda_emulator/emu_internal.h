@@ -40,6 +40,13 @@ void thread_stops();                                                  // back in
 void block_barrier_opened();
 void warp_barrier_opened(int warp);
 void end_launch();  // reports the launch's races (and aborts) if it had any
+// Device memory nothing wrote (initcheck): cudaMalloc marks its bytes, kernel
+// stores and the runtime's copies and memsets into them clear them, a kernel
+// load of a marked byte is reported at the end of the launch; host_reads
+// reports (and aborts) at once, naming `who` (a fake library's GEMM).
+void allocated(const void* p, size_t n);
+void written(const void* p, size_t n);
+void host_reads(const void* p, size_t n, const char* who);
 }  // namespace racecheck
 #define DEEPCORE_EMU_RACECHECK_CALL(call) ::deepcore_emu::racecheck::call
 #else

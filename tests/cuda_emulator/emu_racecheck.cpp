@@ -26,6 +26,7 @@
 // and the process aborts, as for the emulator's other kernel bugs.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +71,7 @@ constexpr int kPageBits = 12;
 constexpr uintptr_t kPageBytes = uintptr_t(1) << kPageBits;
 struct Page {
   Cell cells[kPageBytes];
+  uint64_t* uninit;  // this page's bits of `State::uninit`, or null when it has none
 };
 
 struct Race {
@@ -89,6 +91,11 @@ struct State {
   const char* kernel = "";
   dim3 grid, blockdim;
   std::unordered_map<uintptr_t, Page*> pages;
+  // Device memory nothing wrote yet: one bit per byte of cudaMalloc memory, per
+  // page, cleared by kernel stores, copies and memsets into it, and GEMM output.
+  std::unordered_map<uintptr_t, uint64_t*> uninit;
+  std::vector<Race> uninit_reads;
+  std::set<uintptr_t> uninit_seen;  // pcs
   uintptr_t last_key = ~uintptr_t(0);
   Page* last_page = nullptr;
   std::vector<Race> races;
@@ -106,6 +113,8 @@ Cell& cell(uintptr_t a) {
       p = static_cast<Page*>(std::calloc(1, sizeof(Page)));
       if (!p) fatal("deepcore host emulator racecheck: out of memory for the shadow of the accessed bytes");
       ++g.shadow_pages;
+      auto u = g.uninit.find(key);
+      p->uninit = u == g.uninit.end() ? nullptr : u->second;
     }
     g.last_key = key;
     g.last_page = p;
@@ -137,6 +146,14 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
   for (size_t i = 0; i < n; ++i) {
     const uintptr_t a = a0 + i;
     Cell& c = cell(a);
+    if (uint64_t* u = g.last_page->uninit) {
+      const uintptr_t bit = a & (kPageBytes - 1);
+      if (u[bit >> 6] >> (bit & 63) & 1) {
+        if (kind != kWrite && g.uninit_seen.insert(pc).second && g.uninit_reads.size() < 16)
+          g.uninit_reads.push_back(Race{pc, a, false, kind, me, Rec{}});
+        if (kind != kRead && kind != kAtomicLoad) u[bit >> 6] &= ~(uint64_t(1) << (bit & 63));
+      }
+    }
     if (kind == kRead || kind == kAtomicLoad) {
       if (c.w.kind != kNone && !(is_atomic(kind) && is_atomic(c.w.kind)) && !ordered(c.w, shared))
         note_race(pc, a, shared, kind, me, c.w);
@@ -154,6 +171,50 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
     c.w = me;
     c.r1.kind = c.r2.kind = kNone;
   }
+}
+
+// Sets (uninitialized) or clears the bits of [p, p + n); clearing touches only
+// pages that have bits.
+void set_uninit(const void* p, size_t n, bool value) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t end = a + n;
+  while (a < end) {
+    const uintptr_t key = a >> kPageBits;
+    const uintptr_t page_end = std::min(end, (key + 1) << kPageBits);
+    auto it = g.uninit.find(key);
+    uint64_t* bits = it == g.uninit.end() ? nullptr : it->second;
+    if (!bits && value) {
+      bits = static_cast<uint64_t*>(std::calloc(kPageBytes / 64, sizeof(uint64_t)));
+      if (!bits) fatal("deepcore host emulator racecheck: out of memory for the initialization bits");
+      g.uninit[key] = bits;
+      auto pg = g.pages.find(key);
+      if (pg != g.pages.end()) pg->second->uninit = bits;
+    }
+    if (bits) {
+      for (uintptr_t b = a & (kPageBytes - 1), e = b + (page_end - a); b < e;) {
+        const uintptr_t word = b >> 6, lo = b & 63, hi = std::min<uintptr_t>(64, lo + (e - b));
+        const uint64_t mask = (hi == 64 ? ~uint64_t(0) : (uint64_t(1) << hi) - 1) & ~((uint64_t(1) << lo) - 1);
+        bits[word] = value ? bits[word] | mask : bits[word] & ~mask;
+        b += hi - lo;
+      }
+    }
+    a = page_end;
+  }
+}
+
+// The first byte of [p, p + n) nothing wrote, or 0.
+uintptr_t first_uninit(const void* p, size_t n) {
+  const auto a0 = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t a = a0; a < a0 + n; ++a) {
+    auto it = g.uninit.find(a >> kPageBits);
+    if (it == g.uninit.end()) {
+      a = (((a >> kPageBits) + 1) << kPageBits) - 1;  // the whole page is written
+      continue;
+    }
+    const uintptr_t bit = a & (kPageBytes - 1);
+    if (it->second[bit >> 6] >> (bit & 63) & 1) return a;
+  }
+  return 0;
 }
 
 std::string thread_name(const Rec& r) {
@@ -227,6 +288,8 @@ void begin_launch(const char* kernel, dim3 grid, dim3 block) {
   g.blockdim = block;
   g.races.clear();
   g.seen.clear();
+  g.uninit_reads.clear();
+  g.uninit_seen.clear();
 }
 
 void begin_block(uint32_t linear_block) {
@@ -250,9 +313,23 @@ void warp_barrier_opened(int warp) { ++g.wgen[warp]; }
 
 void end_launch() {
   g.active = false;
-  if (g.races.empty()) return;
-  std::string msg = "deepcore host emulator racecheck: kernel " + std::string(g.kernel) + " has a data race (" +
-                    std::to_string(g.seen.size()) + " distinct, first " + std::to_string(g.races.size()) + " shown):";
+  if (g.races.empty() && g.uninit_reads.empty()) return;
+  std::string msg;
+  if (!g.uninit_reads.empty()) {
+    msg = "deepcore host emulator initcheck: kernel " + std::string(g.kernel) +
+          " reads device memory that nothing wrote (" + std::to_string(g.uninit_seen.size()) +
+          " distinct reads, first " + std::to_string(g.uninit_reads.size()) + " shown):";
+    for (const Race& r : g.uninit_reads) {
+      char addr[40];
+      std::snprintf(addr, sizeof addr, "0x%lx", static_cast<unsigned long>(r.addr));
+      msg += "\n  " + thread_name(r.me) + " " + verb(r.kind) + " global memory at " + addr + " (" + where(r.pc) +
+             "): cudaMalloc memory that no kernel, copy, memset or GEMM has written";
+    }
+    if (g.races.empty()) fatal(msg);
+    msg += "\n";
+  }
+  msg += "deepcore host emulator racecheck: kernel " + std::string(g.kernel) + " has a data race (" +
+         std::to_string(g.seen.size()) + " distinct, first " + std::to_string(g.races.size()) + " shown):";
   for (const Race& r : g.races) {
     char addr[40];
     std::snprintf(addr, sizeof addr, "0x%lx", static_cast<unsigned long>(r.addr));
@@ -266,11 +343,25 @@ void end_launch() {
   fatal(msg);
 }
 
+void allocated(const void* p, size_t n) { set_uninit(p, n, true); }
+
+void written(const void* p, size_t n) { set_uninit(p, n, false); }
+
+void host_reads(const void* p, size_t n, const char* who) {
+  if (const uintptr_t a = first_uninit(p, n)) {
+    char where_[96];
+    std::snprintf(where_, sizeof where_, "0x%lx (byte %lu of the %lu it reads there)", static_cast<unsigned long>(a),
+                  static_cast<unsigned long>(a - reinterpret_cast<uintptr_t>(p)), static_cast<unsigned long>(n));
+    fatal(std::string("deepcore host emulator initcheck: ") + who + " reads device memory that nothing wrote at " +
+          where_ + ": cudaMalloc memory that no kernel, copy, memset or GEMM has written");
+  }
+}
+
 void report_summary() {
   if (!g.launches) return;
   std::fprintf(stderr,
                "deepcore host emulator racecheck: %llu kernel launches checked, %llu memory accesses, "
-               "%.0f MiB of shadow, no data race\n",
+               "%.0f MiB of shadow, no data race and no read of unwritten device memory\n",
                g.launches, g.accesses, double(g.shadow_pages) * sizeof(Page) / (1 << 20));
 }
 

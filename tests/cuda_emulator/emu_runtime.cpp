@@ -268,7 +268,10 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
       str->invalidated = true;
       return cudaErrorStreamCaptureUnsupported;
     }
-    return enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+    return enqueue(s, [dst, src, n] {
+      std::memmove(dst, src, n);
+      DEEPCORE_EMU_RACECHECK_CALL(written(dst, n));
+    });
   }
   const bool host_src = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost ||
                         (kind == cudaMemcpyDefault && !find_alloc(src));
@@ -277,9 +280,15 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   cudaError_t e;
   if (host_src && !is_pinned(src)) {  // pageable: staged at the call, so the caller may reuse it at once
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
-    e = enqueue(s, [dst, staged] { std::memmove(dst, staged->data(), staged->size()); });
+    e = enqueue(s, [dst, staged] {
+      std::memmove(dst, staged->data(), staged->size());
+      DEEPCORE_EMU_RACECHECK_CALL(written(dst, staged->size()));
+    });
   } else {
-    e = enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+    e = enqueue(s, [dst, src, n] {
+      std::memmove(dst, src, n);
+      DEEPCORE_EMU_RACECHECK_CALL(written(dst, n));
+    });
   }
   // To pageable memory the call returns once the copy is done.
   if (e == cudaSuccess && host_dst && !is_pinned(dst)) run_stream(str);
@@ -327,6 +336,17 @@ void deepcore_emu_enqueue(cudaStream_t stream, void (*fn)(void*), void* arg) {
   EMU_LOCK;
   const cudaError_t e = enqueue(stream, [fn, arg] { fn(arg); });
   if (e != cudaSuccess) fail(e);
+}
+
+// For the race checker's initcheck (emu_racecheck.cpp; a no-op in other
+// builds): an emulated library's work (from deepcore_emu_enqueue) says which
+// device bytes it reads (write == 0: an unwritten byte aborts, naming `who`)
+// and writes.
+void deepcore_emu_note_access(const void* p, size_t n, int write, const char* who) {
+  EMU_LOCK;
+  if (write) DEEPCORE_EMU_RACECHECK_CALL(written(p, n));
+  else DEEPCORE_EMU_RACECHECK_CALL(host_reads(p, n, who));
+  (void)p, (void)n, (void)who;
 }
 
 // ------------------------------------------------------------------ errors
@@ -466,6 +486,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   void* q = nullptr;
   if (posix_memalign(&q, 256, n) != 0 || !q) return fail(cudaErrorMemoryAllocation);
   std::memset(q, 0xff, n);  // undefined, as cudaMalloc's (fresh host pages would read as zeros)
+  DEEPCORE_EMU_RACECHECK_CALL(allocated(q, n));
   st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeDevice};
   st().device_bytes += n;
   *p = q;
@@ -478,6 +499,7 @@ cudaError_t cudaFree(void* p) {
   auto it = st().allocs.find(reinterpret_cast<uintptr_t>(p));
   if (it == st().allocs.end() || it->second.type != cudaMemoryTypeDevice) return fail(cudaErrorInvalidValue);
   run_all();  // cudaFree waits for the device
+  DEEPCORE_EMU_RACECHECK_CALL(written(p, it->second.size));  // forget its bytes
   st().device_bytes -= it->second.size;
   st().allocs.erase(it);
   std::free(p);
@@ -545,7 +567,10 @@ cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
   EMU_LOCK;
   if (n == 0) return cudaSuccess;
   if (!p) return fail(cudaErrorInvalidValue);
-  return fail(enqueue(s, [p, v, n] { std::memset(p, v, n); }));
+  return fail(enqueue(s, [p, v, n] {
+    std::memset(p, v, n);
+    DEEPCORE_EMU_RACECHECK_CALL(written(p, n));
+  }));
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   EMU_LOCK;

@@ -239,6 +239,8 @@ uint32_t float_to_bits(float f) {
   return u;
 }
 
+void note_matrix(const float* p, uint64_t rows, uint64_t cols, int64_t ld, int write, const char* who);
+
 // D = epilogue(alpha op(A) op(B) + beta C), column-major.
 void run_job(void* arg) {
   const Job& j = *static_cast<const Job*>(arg);
@@ -252,6 +254,12 @@ void run_job(void* arg) {
   for (uint64_t c = 0; c < n; ++c)
     for (uint64_t p = 0; p < k; ++p) bp[c * k + p] = j.tb ? j.b[c + p * j.ldb] : j.b[p + c * j.ldb];
   const bool bias = epilogue_has_bias(j.epilogue), relu = epilogue_has_relu(j.epilogue);
+  // What the GEMM reads must have been written (the emulator's initcheck).
+  note_matrix(j.a, j.ta ? k : m, j.ta ? m : k, j.lda, 0, "cublasLtMatmul (fake) reading A");
+  note_matrix(j.b, j.tb ? n : k, j.tb ? k : n, j.ldb, 0, "cublasLtMatmul (fake) reading B");
+  if (beta != 0.0) note_matrix(j.c, m, n, j.ldc, 0, "cublasLtMatmul (fake) reading C");
+  if (bias) note_matrix(j.bias, m, 1, int64_t(m), 0, "cublasLtMatmul (fake) reading the bias");
+  note_matrix(j.d, m, n, j.ldd, 1, "cublasLtMatmul (fake) writing D");
   for (uint64_t c = 0; c < n; ++c) {
     for (uint64_t i = 0; i < m; ++i) {
       double acc = 0.0;
@@ -294,23 +302,51 @@ using EnqueueFn = void (*)(cudaStream_t, void (*)(void*), void*);
 // global scope; a Python extension module (the emulated deepcore._cuda) is
 // loaded RTLD_LOCAL, so every loaded object is asked too, by handle
 // (dlopen(RTLD_NOLOAD) opens nothing new). Found once, kept.
+struct Lookup {
+  const char* name;
+  void* found;
+};
 int find_in_object(struct dl_phdr_info* info, size_t, void* data) {
+  auto* l = static_cast<Lookup*>(data);
   if (!info->dlpi_name || !info->dlpi_name[0]) return 0;
   void* h = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
   if (!h) return 0;
-  void* f = dlsym(h, "deepcore_emu_enqueue");
+  void* f = dlsym(h, l->name);
   dlclose(h);  // drops the reference RTLD_NOLOAD took; the object stays loaded
   if (!f) return 0;
-  *static_cast<void**>(data) = f;
+  l->found = f;
   return 1;
+}
+void* find_emulator_symbol(const char* name) {
+  Lookup l{name, dlsym(RTLD_DEFAULT, name)};
+  if (!l.found) dl_iterate_phdr(find_in_object, &l);
+  return l.found;
 }
 EnqueueFn find_enqueue() {
   static std::atomic<EnqueueFn> found{nullptr};
   if (EnqueueFn f = found.load()) return f;
-  void* f = dlsym(RTLD_DEFAULT, "deepcore_emu_enqueue");
-  if (!f) dl_iterate_phdr(find_in_object, &f);
-  if (f) found.store(reinterpret_cast<EnqueueFn>(f));
-  return reinterpret_cast<EnqueueFn>(f);
+  auto f = reinterpret_cast<EnqueueFn>(find_emulator_symbol("deepcore_emu_enqueue"));
+  if (f) found.store(f);
+  return f;
+}
+
+// deepcore_emu_note_access (the emulator's initcheck: which device bytes a GEMM
+// reads and writes), or null outside the emulator.
+using NoteFn = void (*)(const void*, size_t, int, const char*);
+NoteFn find_note() {
+  static std::atomic<NoteFn> found{nullptr};
+  if (NoteFn f = found.load()) return f;
+  auto f = reinterpret_cast<NoteFn>(find_emulator_symbol("deepcore_emu_note_access"));
+  if (f) found.store(f);
+  return f;
+}
+
+// Tells the emulator that the column-major rows x cols matrix at p (leading
+// dimension ld, floats) is read (write == 0) or written by `who`.
+void note_matrix(const float* p, uint64_t rows, uint64_t cols, int64_t ld, int write, const char* who) {
+  NoteFn note = find_note();
+  if (!note || !p) return;
+  for (uint64_t c = 0; c < cols; ++c) note(p + c * uint64_t(ld), rows * sizeof(float), write, who);
 }
 
 // ---------------------------------------------------------------- helpers

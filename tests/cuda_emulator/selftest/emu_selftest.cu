@@ -5,7 +5,8 @@
 //   emu_selftest            runs the checks, prints "ok" (DEEPCORE_EMU_ORDER=reverse: in reverse order)
 //   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
 //                           early_exit_shuffle, deadlock; and in race-checker
-//                           builds tree_sum, blocks_add, shuffle_not_a_fence);
+//                           builds tree_sum, blocks_add, shuffle_not_a_fence,
+//                           uninit_read);
 //                           the emulator must abort naming it
 #include <cuda_runtime.h>
 
@@ -120,6 +121,8 @@ __global__ void blocks_add_kernel(float* out, bool atomic) {
   else
     out[0] += 1.0f;
 }
+// Reads device memory: the race checker's initcheck reports it when nothing wrote it.
+__global__ void uninit_read_kernel(const float* p, float* out) { out[threadIdx.x] = p[threadIdx.x] + 1.0f; }
 // Lanes write their shared word, then read their neighbour's: a shuffle in
 // between exchanges registers but orders no memory; __syncwarp does.
 __global__ void shuffle_not_a_fence_kernel(float* out, bool syncwarp) {
@@ -134,12 +137,19 @@ int main(int argc, char** argv) {
   float* d = nullptr;
   CHECK(cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess);
   if (argc > 1) {
+    CHECK(cudaMemset(d, 0, 4096 * sizeof(float)) == cudaSuccess);  // only uninit_read reads unwritten memory
     if (!std::strcmp(argv[1], "divergent_barrier")) divergent_barrier_kernel<<<1, 64>>>(d);
     if (!std::strcmp(argv[1], "early_exit_shuffle")) early_exit_shuffle_kernel<<<1, 32>>>(d);
     if (!std::strcmp(argv[1], "deadlock")) deadlock_kernel<<<1, 64>>>(d);
     if (!std::strcmp(argv[1], "tree_sum")) tree_sum_kernel<<<2, 64>>>(d, d + 128, false);
     if (!std::strcmp(argv[1], "blocks_add")) blocks_add_kernel<<<3, 32>>>(d, false);
     if (!std::strcmp(argv[1], "shuffle_not_a_fence")) shuffle_not_a_fence_kernel<<<1, 32>>>(d, false);
+    if (!std::strcmp(argv[1], "uninit_read")) {
+      float* fresh = nullptr;
+      CHECK(cudaMalloc(&fresh, 64 * sizeof(float)) == cudaSuccess);
+      CHECK(cudaMemset(fresh, 0, 31 * sizeof(float)) == cudaSuccess);  // lane 31 reads a float nothing wrote
+      uninit_read_kernel<<<1, 32>>>(fresh, d);
+    }
     (void)cudaDeviceSynchronize();  // the launch ran (deferred work runs when waited for)
     std::printf("the emulator did not report %s\n", argv[1]);
     return 0;  // the caller expects an abort
@@ -256,6 +266,10 @@ int main(int argc, char** argv) {
   tree_sum_kernel<<<2, 64, 0, s>>>(d, d + 200, true);
   blocks_add_kernel<<<3, 32, 0, s>>>(d + 202, true);  // d[202] == 1 before: 4 after
   shuffle_not_a_fence_kernel<<<1, 32, 0, s>>>(d + 300, true);
+  float* fresh = nullptr;
+  CHECK(cudaMalloc(&fresh, 32 * sizeof(float)) == cudaSuccess);
+  CHECK(cudaMemsetAsync(fresh, 0, 32 * sizeof(float), s) == cudaSuccess);
+  uninit_read_kernel<<<1, 32, 0, s>>>(fresh, d + 400);  // every float written first: no report
   float sums[3], shuffled[32];
   CHECK(cudaMemcpyAsync(sums, d + 200, sizeof(sums), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   CHECK(cudaMemcpyAsync(shuffled, d + 300, sizeof(shuffled), cudaMemcpyDeviceToHost, s) == cudaSuccess);
