@@ -63,7 +63,7 @@ extern dim3 t_grid_dim;
 // 8 bytes; the scheduler aborts, naming the kernel, on a divergent barrier.
 void block_barrier();
 // Registers a __shared__ variable (see DEEPCORE_EMU_SHARED) and fills it with 0xff bytes.
-bool register_shared(void* p, size_t bytes);
+bool register_shared(const volatile void* p, size_t bytes);
 void warp_barrier(unsigned mask);
 uint64_t warp_exchange_xor(unsigned mask, uint64_t bits, int lane_mask, int width);
 

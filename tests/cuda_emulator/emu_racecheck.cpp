@@ -49,21 +49,23 @@ bool is_atomic(uint8_t k) { return k == kAtomic || k == kAtomicLoad; }
 // One access: which launch, block and thread made it, in which barrier
 // interval of its block and of its warp. Intervals are compared for equality
 // only (a recorded access is always in the past, so a different count means
-// a barrier completed since).
+// a barrier completed since; 32 bits, so that no loop wraps them).
 struct Rec {
   uint32_t launch;
   uint32_t block;
+  uint32_t bgen;
+  uint32_t wgen;
   uint16_t thread;
-  uint16_t bgen;
-  uint16_t wgen;
   uint8_t kind;
   uint8_t pad;
 };
-static_assert(sizeof(Rec) == 16, "Rec is 16 bytes");
+static_assert(sizeof(Rec) == 20, "Rec is 20 bytes");
 
-// Per byte: the last write (or atomic), and up to two reads since it by
-// threads not ordered with each other (a write by any thread conflicts with
-// at least one of them when they are two).
+// Per byte: the last write (or atomic), and up to two reads since it. The
+// second read slot keeps a read from another warp or block than the first's
+// when there is one, so that a later write by any thread is unordered with
+// at least one of them whenever it is unordered with some read of the two
+// warps' or blocks'.
 struct Cell {
   Rec w, r1, r2;
 };
@@ -85,9 +87,9 @@ struct Race {
 struct State {
   bool active = false;  // an emulated thread runs
   uintptr_t stack_lo = 0, stack_hi = 0;
-  uint32_t launch = 0, block = 0;
-  uint16_t thread = 0, bgen = 0;
-  uint16_t wgen[32] = {};
+  uint32_t launch = 0, block = 0, bgen = 0;
+  uint16_t thread = 0;
+  uint32_t wgen[32] = {};
   const char* kernel = "";
   dim3 grid, blockdim;
   std::unordered_map<uintptr_t, Page*> pages;
@@ -131,6 +133,15 @@ bool ordered(const Rec& o, bool shared) {
   return (o.thread >> 5) == (g.thread >> 5) && o.wgen != g.wgen[g.thread >> 5];
 }
 
+// o is the running thread's own access in the current interval of its block
+// and warp: ordered with what this thread does, with nothing other threads do.
+bool own_unsynced(const Rec& o) {
+  return o.kind != kNone && o.launch == g.launch && o.block == g.block && o.thread == g.thread &&
+         o.bgen == g.bgen && o.wgen == g.wgen[g.thread >> 5];
+}
+
+bool same_warp(const Rec& a, const Rec& b) { return a.block == b.block && (a.thread >> 5) == (b.thread >> 5); }
+
 void note_race(uintptr_t pc, uintptr_t a, bool shared, uint8_t kind, const Rec& me, const Rec& other) {
   if (!g.seen.insert(std::make_tuple(pc, kind, other.kind, other.block == me.block)).second) return;
   if (g.races.size() < 16) g.races.push_back(Race{pc, a, shared, kind, me, other});
@@ -142,7 +153,7 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
   if (a0 >= g.stack_lo && a0 < g.stack_hi) return;  // the thread's own locals
   ++g.accesses;
   const bool shared = in_shared_memory(addr);
-  const Rec me{g.launch, g.block, g.thread, g.bgen, g.wgen[g.thread >> 5], kind, 0};
+  const Rec me{g.launch, g.block, g.bgen, g.wgen[g.thread >> 5], g.thread, kind, 0};
   for (size_t i = 0; i < n; ++i) {
     const uintptr_t a = a0 + i;
     Cell& c = cell(a);
@@ -157,10 +168,14 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
     if (kind == kRead || kind == kAtomicLoad) {
       if (c.w.kind != kNone && !(is_atomic(kind) && is_atomic(c.w.kind)) && !ordered(c.w, shared))
         note_race(pc, a, shared, kind, me, c.w);
-      if (ordered(c.r1, shared))
-        c.r1 = me;
-      else
-        c.r2 = me;
+      // An atomic load does not replace this thread's own plain read of the
+      // same interval (a later atomic of another thread races with that).
+      if (ordered(c.r1, shared)) {
+        if (!(kind == kAtomicLoad && c.r1.kind == kRead && own_unsynced(c.r1))) c.r1 = me;
+      } else if (ordered(c.r2, shared) || same_warp(c.r2, c.r1) || !same_warp(me, c.r1)) {
+        // (an unordered r2 from another warp than r1's is kept)
+        if (!(kind == kAtomicLoad && c.r2.kind == kRead && own_unsynced(c.r2))) c.r2 = me;
+      }
       continue;
     }
     // A write, or an atomic read-modify-write: conflicts with an unordered
@@ -168,8 +183,15 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
     for (const Rec* o : {&c.w, &c.r1, &c.r2})
       if (o->kind != kNone && !(is_atomic(kind) && is_atomic(o->kind)) && !ordered(*o, shared))
         note_race(pc, a, shared, kind, me, *o);
-    c.w = me;
-    c.r1.kind = c.r2.kind = kNone;
+    if (kind == kWrite) {
+      c.w = me;
+      c.r1.kind = c.r2.kind = kNone;
+    } else if (!(c.w.kind == kWrite && own_unsynced(c.w))) {
+      // An atomic keeps the reads (a later atomic of another thread races
+      // with them), and does not replace this thread's own plain write of the
+      // same interval, which every other thread's access would race with.
+      c.w = me;
+    }
   }
 }
 

@@ -196,12 +196,21 @@ struct BlockRun {
 struct SharedRange {
   uintptr_t lo, hi;
 };
-std::vector<SharedRange> g_shared;
-uintptr_t g_shared_lo = ~uintptr_t(0), g_shared_hi = 0;
+struct SharedVariables {
+  std::vector<SharedRange> ranges;
+  uintptr_t lo = ~uintptr_t(0), hi = 0;
+};
+// A function-local static: a __shared__ variable at namespace scope registers
+// during static initialization, possibly before this file's globals exist.
+SharedVariables& shared_variables() {
+  static SharedVariables v;
+  return v;
+}
 
 // Shared memory is undefined when a block starts: 0xff bytes (NaN, -1).
 void poison_shared_memory() {
-  for (const SharedRange& r : g_shared) std::memset(reinterpret_cast<void*>(r.lo), 0xff, r.hi - r.lo);
+  for (const SharedRange& r : shared_variables().ranges)
+    std::memset(reinterpret_cast<void*>(r.lo), 0xff, r.hi - r.lo);
 }
 
 // DEEPCORE_EMU_ORDER=reverse runs the blocks of a grid and the threads of a
@@ -410,23 +419,26 @@ WarpState& warp_arrive(BlockRun& r, int op, unsigned mask, uint64_t bits, const 
 
 }  // namespace
 
-bool register_shared(void* p, size_t bytes) {
+bool register_shared(const volatile void* p, size_t bytes) {
   const auto lo = reinterpret_cast<uintptr_t>(p);
-  std::memset(p, 0xff, bytes);  // registered by the first thread to reach it, before any use
-  g_shared.insert(std::upper_bound(g_shared.begin(), g_shared.end(), lo,
+  // Registered by the first thread to reach it, before any use.
+  std::memset(reinterpret_cast<void*>(lo), 0xff, bytes);
+  SharedVariables& v = shared_variables();
+  v.ranges.insert(std::upper_bound(v.ranges.begin(), v.ranges.end(), lo,
                                    [](uintptr_t a, const SharedRange& r) { return a < r.lo; }),
                   SharedRange{lo, lo + bytes});
-  g_shared_lo = std::min(g_shared_lo, lo);
-  g_shared_hi = std::max(g_shared_hi, lo + bytes);
+  v.lo = std::min(v.lo, lo);
+  v.hi = std::max(v.hi, lo + bytes);
   return true;
 }
 
 bool in_shared_memory(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  if (a < g_shared_lo || a >= g_shared_hi) return false;
-  auto it = std::upper_bound(g_shared.begin(), g_shared.end(), a,
+  const SharedVariables& v = shared_variables();
+  if (a < v.lo || a >= v.hi) return false;
+  auto it = std::upper_bound(v.ranges.begin(), v.ranges.end(), a,
                              [](uintptr_t x, const SharedRange& r) { return x < r.lo; });
-  return it != g_shared.begin() && a < (--it)->hi;
+  return it != v.ranges.begin() && a < (--it)->hi;
 }
 
 void block_barrier() {

@@ -61,7 +61,7 @@ echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels ru
 "$BUILD/emu_selftest"
 DEEPCORE_EMU_ORDER=reverse "$BUILD/emu_selftest"
 BUGS="divergent_barrier early_exit_shuffle deadlock"
-[ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence uninit_read"
+[ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence read_then_atomic reader_slots uninit_read"
 for bug in $BUGS; do
   if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
     echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1
@@ -89,6 +89,7 @@ export DEEPCORE_EMU_REPORT_FILE="$BUILD/kernel-bug-report.txt"
 rm -f "$DEEPCORE_EMU_REPORT_FILE"
 run_pytest() {
   local rc=0
+  rm -f "$DEEPCORE_EMU_REPORT_FILE"
   "$@" || rc=$?
   if [ "$rc" -ne 0 ] && [ -s "$DEEPCORE_EMU_REPORT_FILE" ]; then
     echo "CUDA host emulator: the kernel bug that stopped the run ($DEEPCORE_EMU_REPORT_FILE):"

@@ -135,12 +135,14 @@ def translate_shared(text):
             continue
         if re.search(r"\bextern\s*$", text[max(0, i - 16):i]):
             raise ValueError(f"extern __shared__ (dynamic shared memory) at offset {i} is not emulated")
+        static_before = re.search(r"\bstatic\s*$", text[max(0, i - 16):i]) is not None
         end = next((j for j in range(m.end(), len(text)) if mask[j] and text[j] == ";"), -1)
         if end < 0:
             raise ValueError(f"__shared__ declaration at offset {i} without ';'")
         decls = split_top_level(text[m.end():end])
-        if any("=" in d or "(" in d for d in decls):
-            raise ValueError(f"__shared__ declaration with an initializer at offset {i}: {text[i:end]}")
+        if any("=" in d or "(" in d or "/" in d or "#" in d for d in decls):
+            raise ValueError(f"__shared__ declaration with an initializer, attribute, parenthesis, comment or "
+                             f"preprocessor line (not translated; write it plainly) at offset {i}: {text[i:end]}")
         first = SHARED_FIRST.match(decls[0])
         if not first or not first.group("type").strip():
             raise ValueError(f"cannot read the __shared__ declaration at offset {i}: {text[i:end]}")
@@ -151,7 +153,8 @@ def translate_shared(text):
                 raise ValueError(f"cannot read the __shared__ declarator {d!r} at offset {i}")
             names.append(nxt.group("name"))
         out.append(text[pos:i])
-        out.append("static" + text[m.end():end + 1] + "".join(f" DEEPCORE_EMU_SHARED({n});" for n in names))
+        out.append(("" if static_before else "static") + text[m.end():end + 1] +
+                   "".join(f" DEEPCORE_EMU_SHARED({n});" for n in names))
         pos = end + 1
         count += 1
     out.append(text[pos:])

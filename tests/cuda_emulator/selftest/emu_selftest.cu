@@ -6,7 +6,7 @@
 //   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
 //                           early_exit_shuffle, deadlock; and in race-checker
 //                           builds tree_sum, blocks_add, shuffle_not_a_fence,
-//                           uninit_read);
+//                           read_then_atomic, reader_slots, uninit_read);
 //                           the emulator must abort naming it
 #include <cuda_runtime.h>
 
@@ -121,6 +121,46 @@ __global__ void blocks_add_kernel(float* out, bool atomic) {
   else
     out[0] += 1.0f;
 }
+// Thread 0 reads the word, then every thread adds into it atomically with no
+// barrier: thread 0's plain read races with the others' atomics (with
+// `synced`, a __syncthreads between them makes it correct).
+__global__ void read_then_atomic_kernel(int* x, int* out, bool synced) {
+  if (threadIdx.x == 0) out[0] = x[0];
+  if (synced) __syncthreads();
+  atomicAdd(x, 1);
+}
+// One block of 64: threads 0 and 32 (another warp) read the word, then thread
+// 1; warp 0's __syncwarp orders threads 0 and 1 before thread 30's write, but
+// not thread 32: a race the checker must still see after the third read.
+__global__ void reader_slots_kernel(int* x, int* out) {
+  const int t = threadIdx.x;
+  int v = 0;
+  if (t == 0 || t == 32) v += x[0];
+  if (t == 1) v += x[0];
+  if (t < 32) {
+    __syncwarp();
+    if (t == 30) x[0] = 1;
+  }
+  out[t] = v;
+}
+// Correct: thread 0 writes, `rounds` barriers, thread 1 reads (more barriers
+// than a 16-bit interval counter holds).
+__global__ void many_barriers_kernel(int* x, int* out, int rounds) {
+  if (threadIdx.x == 0) x[0] = 5;
+  for (int i = 0; i < rounds; ++i) __syncthreads();
+  if (threadIdx.x == 1) out[0] = x[0];
+}
+// A __shared__ variable at namespace scope (registered during static
+// initialization) and a volatile one.
+__shared__ float file_scope_word[32];
+__global__ void file_scope_shared_kernel(float* out) {
+  __shared__ volatile float mirror[32];
+  file_scope_word[threadIdx.x] = float(threadIdx.x);
+  mirror[threadIdx.x] = float(threadIdx.x);
+  __syncthreads();
+  out[blockIdx.x * 32 + threadIdx.x] = file_scope_word[31 - threadIdx.x] + mirror[threadIdx.x];
+}
+
 // Reads device memory: the race checker's initcheck reports it when nothing wrote it.
 __global__ void uninit_read_kernel(const float* p, float* out) { out[threadIdx.x] = p[threadIdx.x] + 1.0f; }
 // Lanes write their shared word, then read their neighbour's: a shuffle in
@@ -144,6 +184,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "tree_sum")) tree_sum_kernel<<<2, 64>>>(d, d + 128, false);
     if (!std::strcmp(argv[1], "blocks_add")) blocks_add_kernel<<<3, 32>>>(d, false);
     if (!std::strcmp(argv[1], "shuffle_not_a_fence")) shuffle_not_a_fence_kernel<<<1, 32>>>(d, false);
+    if (!std::strcmp(argv[1], "read_then_atomic")) read_then_atomic_kernel<<<1, 32>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64, false);
+    if (!std::strcmp(argv[1], "reader_slots")) reader_slots_kernel<<<1, 64>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64);
     if (!std::strcmp(argv[1], "uninit_read")) {
       float* fresh = nullptr;
       CHECK(cudaMalloc(&fresh, 64 * sizeof(float)) == cudaSuccess);
@@ -270,6 +312,17 @@ int main(int argc, char** argv) {
   CHECK(cudaMalloc(&fresh, 32 * sizeof(float)) == cudaSuccess);
   CHECK(cudaMemsetAsync(fresh, 0, 32 * sizeof(float), s) == cudaSuccess);
   uninit_read_kernel<<<1, 32, 0, s>>>(fresh, d + 400);  // every float written first: no report
+  int* words = reinterpret_cast<int*>(d + 500);
+  CHECK(cudaMemsetAsync(words, 0, 8 * sizeof(int), s) == cudaSuccess);
+  read_then_atomic_kernel<<<1, 32, 0, s>>>(words, words + 1, true);
+  many_barriers_kernel<<<1, 2, 0, s>>>(words + 2, words + 3, 70000);
+  file_scope_shared_kernel<<<2, 32, 0, s>>>(d + 600);
+  int hw[4];
+  float hf[64];
+  CHECK(cudaMemcpyAsync(hw, words, sizeof(hw), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(hf, d + 600, sizeof(hf), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  CHECK(hw[0] == 32 && hw[1] == 0 && hw[3] == 5);
+  for (int t = 0; t < 64; ++t) CHECK(hf[t] == float(31 - t % 32) + float(t % 32));
   float sums[3], shuffled[32];
   CHECK(cudaMemcpyAsync(sums, d + 200, sizeof(sums), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   CHECK(cudaMemcpyAsync(shuffled, d + 300, sizeof(shuffled), cudaMemcpyDeviceToHost, s) == cudaSuccess);
