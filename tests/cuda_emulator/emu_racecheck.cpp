@@ -43,8 +43,11 @@ namespace deepcore_emu {
 namespace racecheck {
 namespace {
 
-enum Kind : uint8_t { kNone = 0, kRead = 1, kWrite = 2, kAtomic = 3, kAtomicLoad = 4 };
-bool is_atomic(uint8_t k) { return k == kAtomic || k == kAtomicLoad; }
+// kAtomic: a read-modify-write; kAtomicLoad, kAtomicStore: atomic loads and stores.
+enum Kind : uint8_t { kNone = 0, kRead = 1, kWrite = 2, kAtomic = 3, kAtomicLoad = 4, kAtomicStore = 5 };
+bool is_atomic(uint8_t k) { return k == kAtomic || k == kAtomicLoad || k == kAtomicStore; }
+bool reads(uint8_t k) { return k == kRead || k == kAtomic || k == kAtomicLoad; }
+bool writes(uint8_t k) { return k == kWrite || k == kAtomic || k == kAtomicStore; }
 
 // One access: which launch, block and thread made it, in which barrier
 // interval of its block and of its warp. Intervals are compared for equality
@@ -133,11 +136,14 @@ bool ordered(const Rec& o, bool shared) {
   return (o.thread >> 5) == (g.thread >> 5) && o.wgen != g.wgen[g.thread >> 5];
 }
 
-// o is the running thread's own access in the current interval of its block
-// and warp: ordered with what this thread does, with nothing other threads do.
-bool own_unsynced(const Rec& o) {
-  return o.kind != kNone && o.launch == g.launch && o.block == g.block && o.thread == g.thread &&
-         o.bgen == g.bgen && o.wgen == g.wgen[g.thread >> 5];
+// Whether o is ordered with every later access of this launch: another
+// launch's, a __syncthreads completed since (in this block), or another
+// block's shared memory. Only then may an atomic's record replace it: a plain
+// access that some thread could still race with must stay in the shadow.
+bool retired(const Rec& o, bool shared) {
+  if (o.kind == kNone || o.launch != g.launch) return true;
+  if (o.block != g.block) return shared;
+  return o.bgen != g.bgen;
 }
 
 bool same_warp(const Rec& a, const Rec& b) { return a.block == b.block && (a.thread >> 5) == (b.thread >> 5); }
@@ -160,21 +166,21 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
     if (uint64_t* u = g.last_page->uninit) {
       const uintptr_t bit = a & (kPageBytes - 1);
       if (u[bit >> 6] >> (bit & 63) & 1) {
-        if (kind != kWrite && g.uninit_seen.insert(pc).second && g.uninit_reads.size() < 16)
+        if (reads(kind) && g.uninit_seen.insert(pc).second && g.uninit_reads.size() < 16)
           g.uninit_reads.push_back(Race{pc, a, false, kind, me, Rec{}});
-        if (kind != kRead && kind != kAtomicLoad) u[bit >> 6] &= ~(uint64_t(1) << (bit & 63));
+        if (writes(kind)) u[bit >> 6] &= ~(uint64_t(1) << (bit & 63));
       }
     }
     if (kind == kRead || kind == kAtomicLoad) {
       if (c.w.kind != kNone && !(is_atomic(kind) && is_atomic(c.w.kind)) && !ordered(c.w, shared))
         note_race(pc, a, shared, kind, me, c.w);
-      // An atomic load does not replace this thread's own plain read of the
-      // same interval (a later atomic of another thread races with that).
+      // An atomic load does not replace a plain read that a later atomic of
+      // some thread could race with (see retired).
       if (ordered(c.r1, shared)) {
-        if (!(kind == kAtomicLoad && c.r1.kind == kRead && own_unsynced(c.r1))) c.r1 = me;
+        if (!(kind == kAtomicLoad && c.r1.kind == kRead && !retired(c.r1, shared))) c.r1 = me;
       } else if (ordered(c.r2, shared) || same_warp(c.r2, c.r1) || !same_warp(me, c.r1)) {
         // (an unordered r2 from another warp than r1's is kept)
-        if (!(kind == kAtomicLoad && c.r2.kind == kRead && own_unsynced(c.r2))) c.r2 = me;
+        if (!(kind == kAtomicLoad && c.r2.kind == kRead && !retired(c.r2, shared))) c.r2 = me;
       }
       continue;
     }
@@ -186,10 +192,12 @@ void access(const void* addr, size_t n, uint8_t kind, uintptr_t pc) {
     if (kind == kWrite) {
       c.w = me;
       c.r1.kind = c.r2.kind = kNone;
-    } else if (!(c.w.kind == kWrite && own_unsynced(c.w))) {
+    } else if (!(c.w.kind == kWrite && !retired(c.w, shared))) {
       // An atomic keeps the reads (a later atomic of another thread races
-      // with them), and does not replace this thread's own plain write of the
-      // same interval, which every other thread's access would race with.
+      // with them), and does not replace a plain write that some thread's
+      // later access could still race with (the atomic's own record is lost
+      // then: a plain access racing only with the atomic, and ordered with
+      // that write by a __syncwarp, goes unseen).
       c.w = me;
     }
   }
@@ -249,10 +257,12 @@ std::string thread_name(const Rec& r) {
 }
 
 const char* verb(uint8_t kind) {
-  return kind == kRead ? "reads" : kind == kWrite ? "writes" : kind == kAtomic ? "atomically updates" : "atomically reads";
+  return kind == kRead ? "reads" : kind == kWrite ? "writes" : kind == kAtomic ? "atomically updates"
+         : kind == kAtomicLoad ? "atomically reads" : "atomically writes";
 }
 const char* past(uint8_t kind) {
-  return kind == kRead ? "read" : kind == kWrite ? "wrote" : kind == kAtomic ? "atomically updated" : "atomically read";
+  return kind == kRead ? "read" : kind == kWrite ? "wrote" : kind == kAtomic ? "atomically updated"
+         : kind == kAtomicLoad ? "atomically read" : "atomically wrote";
 }
 
 // "file:line (function)" of the access at return address pc, through
@@ -431,7 +441,7 @@ extern "C" void __tsan_func_exit() {}
     return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                               \
   }                                                                                                            \
   extern "C" void __tsan_atomic##bits##_store(volatile T* a, T v, int) {                                       \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
+    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomicStore, DC_PC);                       \
     __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                  \
   }                                                                                                            \
   extern "C" T __tsan_atomic##bits##_exchange(volatile T* a, T v, int) {                                       \

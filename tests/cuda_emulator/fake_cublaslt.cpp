@@ -336,6 +336,7 @@ using NoteFn = void (*)(const void*, size_t, int, const char*);
 NoteFn find_note() {
   static std::atomic<NoteFn> found{nullptr};
   if (NoteFn f = found.load()) return f;
+  if (!find_enqueue()) return nullptr;  // not under the emulator: no second search per call
   auto f = reinterpret_cast<NoteFn>(find_emulator_symbol("deepcore_emu_note_access"));
   if (f) found.store(f);
   return f;

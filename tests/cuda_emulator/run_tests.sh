@@ -61,7 +61,7 @@ echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels ru
 "$BUILD/emu_selftest"
 DEEPCORE_EMU_ORDER=reverse "$BUILD/emu_selftest"
 BUGS="divergent_barrier early_exit_shuffle deadlock"
-[ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence read_then_atomic reader_slots uninit_read"
+[ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence read_then_atomic init_then_atomic reader_slots uninit_read"
 for bug in $BUGS; do
   if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
     echo "CUDA host emulator: the self-test's $bug kernel was not reported as a bug:"; echo "$out"; exit 1

@@ -135,7 +135,9 @@ def translate_shared(text):
             continue
         if re.search(r"\bextern\s*$", text[max(0, i - 16):i]):
             raise ValueError(f"extern __shared__ (dynamic shared memory) at offset {i} is not emulated")
-        static_before = re.search(r"\bstatic\s*$", text[max(0, i - 16):i]) is not None
+        # `static __shared__` or `__shared__ static`: in code, not in a comment before it.
+        code_before = "".join(c if mask[k] else " " for k, c in enumerate(text[max(0, i - 64):i], max(0, i - 64)))
+        static_before = re.search(r"\bstatic\s*$", code_before) is not None
         end = next((j for j in range(m.end(), len(text)) if mask[j] and text[j] == ";"), -1)
         if end < 0:
             raise ValueError(f"__shared__ declaration at offset {i} without ';'")
@@ -153,7 +155,8 @@ def translate_shared(text):
                 raise ValueError(f"cannot read the __shared__ declarator {d!r} at offset {i}")
             names.append(nxt.group("name"))
         out.append(text[pos:i])
-        out.append(("" if static_before else "static") + text[m.end():end + 1] +
+        static_after = re.match(r"\s*static\b", text[m.end():end]) is not None
+        out.append(("" if static_before or static_after else "static") + text[m.end():end + 1] +
                    "".join(f" DEEPCORE_EMU_SHARED({n});" for n in names))
         pos = end + 1
         count += 1

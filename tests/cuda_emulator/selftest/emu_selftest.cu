@@ -6,7 +6,8 @@
 //   emu_selftest BUG        runs a kernel with that bug (divergent_barrier,
 //                           early_exit_shuffle, deadlock; and in race-checker
 //                           builds tree_sum, blocks_add, shuffle_not_a_fence,
-//                           read_then_atomic, reader_slots, uninit_read);
+//                           read_then_atomic, init_then_atomic, reader_slots,
+//                           uninit_read);
 //                           the emulator must abort naming it
 #include <cuda_runtime.h>
 
@@ -129,6 +130,13 @@ __global__ void read_then_atomic_kernel(int* x, int* out, bool synced) {
   if (synced) __syncthreads();
   atomicAdd(x, 1);
 }
+// Thread 0 zeroes a counter, then lane 0 of each warp adds to it: the
+// __syncwarp orders warp 0 only, so warp 1's atomic races with the zeroing.
+__global__ void init_then_atomic_kernel(int* x) {
+  if (threadIdx.x == 0) x[0] = 0;
+  __syncwarp();
+  if (threadIdx.x % 32 == 0) atomicAdd(x, 1);
+}
 // One block of 64: threads 0 and 32 (another warp) read the word, then thread
 // 1; warp 0's __syncwarp orders threads 0 and 1 before thread 30's write, but
 // not thread 32: a race the checker must still see after the third read.
@@ -185,6 +193,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "blocks_add")) blocks_add_kernel<<<3, 32>>>(d, false);
     if (!std::strcmp(argv[1], "shuffle_not_a_fence")) shuffle_not_a_fence_kernel<<<1, 32>>>(d, false);
     if (!std::strcmp(argv[1], "read_then_atomic")) read_then_atomic_kernel<<<1, 32>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64, false);
+    if (!std::strcmp(argv[1], "init_then_atomic")) init_then_atomic_kernel<<<1, 64>>>(reinterpret_cast<int*>(d));
     if (!std::strcmp(argv[1], "reader_slots")) reader_slots_kernel<<<1, 64>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64);
     if (!std::strcmp(argv[1], "uninit_read")) {
       float* fresh = nullptr;
