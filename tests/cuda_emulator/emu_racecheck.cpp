@@ -435,7 +435,16 @@ extern "C" void __tsan_func_exit() {}
 // calls these instead of the atomic instructions). mo: the memory order, as
 // __ATOMIC_* numbers; the emulator runs one thread at a time, so the
 // strongest order is always right.
+// One read-modify-write entry point: name, parameters after the address, and
+// the built-in call that does it on `a`.
+#define DC_ATOMIC_RMW(bits, R, name, params, call)                                        \
+  extern "C" R __tsan_atomic##bits##_##name(volatile atomic_t##bits* a, DC_UNPAREN params) { \
+    access(const_cast<atomic_t##bits*>(a), sizeof(*a), deepcore_emu::racecheck::kAtomic, DC_PC); \
+    return call;                                                                          \
+  }
+#define DC_UNPAREN(...) __VA_ARGS__
 #define DC_ATOMICS(bits, T)                                                                                    \
+  using atomic_t##bits = T;                                                                                      \
   extern "C" T __tsan_atomic##bits##_load(const volatile T* a, int) {                                          \
     access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomicLoad, DC_PC);                        \
     return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                               \
@@ -444,43 +453,18 @@ extern "C" void __tsan_func_exit() {}
     access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomicStore, DC_PC);                       \
     __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                  \
   }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_exchange(volatile T* a, T v, int) {                                       \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                        \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_fetch_add(volatile T* a, T v, int) {                                      \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                         \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_fetch_sub(volatile T* a, T v, int) {                                      \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                         \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_fetch_and(volatile T* a, T v, int) {                                      \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                         \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_fetch_or(volatile T* a, T v, int) {                                       \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                          \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_fetch_xor(volatile T* a, T v, int) {                                      \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                         \
-  }                                                                                                            \
-  extern "C" int __tsan_atomic##bits##_compare_exchange_strong(volatile T* a, T* expected, T v, int, int) {    \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);             \
-  }                                                                                                            \
-  extern "C" int __tsan_atomic##bits##_compare_exchange_weak(volatile T* a, T* expected, T v, int, int) {      \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    return __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);             \
-  }                                                                                                            \
-  extern "C" T __tsan_atomic##bits##_compare_exchange_val(volatile T* a, T expected, T v, int, int) {          \
-    access(const_cast<T*>(a), sizeof(T), deepcore_emu::racecheck::kAtomic, DC_PC);                            \
-    __atomic_compare_exchange_n(a, &expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                   \
-    return expected;                                                                                           \
-  }
+  DC_ATOMIC_RMW(bits, T, exchange, (T v, int), __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST))                    \
+  DC_ATOMIC_RMW(bits, T, fetch_add, (T v, int), __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST))                    \
+  DC_ATOMIC_RMW(bits, T, fetch_sub, (T v, int), __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST))                    \
+  DC_ATOMIC_RMW(bits, T, fetch_and, (T v, int), __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST))                    \
+  DC_ATOMIC_RMW(bits, T, fetch_or, (T v, int), __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST))                      \
+  DC_ATOMIC_RMW(bits, T, fetch_xor, (T v, int), __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST))                    \
+  DC_ATOMIC_RMW(bits, int, compare_exchange_strong, (T* expected, T v, int, int),                              \
+                __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))         \
+  DC_ATOMIC_RMW(bits, int, compare_exchange_weak, (T* expected, T v, int, int),                                \
+                __atomic_compare_exchange_n(a, expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))         \
+  DC_ATOMIC_RMW(bits, T, compare_exchange_val, (T expected, T v, int, int),                                    \
+                (__atomic_compare_exchange_n(a, &expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST), expected))
 DC_ATOMICS(8, uint8_t)
 DC_ATOMICS(16, uint16_t)
 DC_ATOMICS(32, uint32_t)

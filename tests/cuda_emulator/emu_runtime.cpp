@@ -253,6 +253,13 @@ cudaError_t enqueue(cudaStream_t s, Node node) {
   return cudaSuccess;
 }
 
+// A copy as it runs: the bytes, and (race-checker builds) the destination
+// marked written for the initcheck.
+void copy_now(void* dst, const void* src, size_t n) {
+  std::memmove(dst, src, n);
+  DEEPCORE_EMU_RACECHECK_CALL(written(dst, n));
+}
+
 cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   Stream* str = stream_of(s);
   if (!str) return cudaErrorInvalidResourceHandle;
@@ -268,10 +275,7 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
       str->invalidated = true;
       return cudaErrorStreamCaptureUnsupported;
     }
-    return enqueue(s, [dst, src, n] {
-      std::memmove(dst, src, n);
-      DEEPCORE_EMU_RACECHECK_CALL(written(dst, n));
-    });
+    return enqueue(s, [dst, src, n] { copy_now(dst, src, n); });
   }
   const bool host_src = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost ||
                         (kind == cudaMemcpyDefault && !find_alloc(src));
@@ -280,15 +284,9 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   cudaError_t e;
   if (host_src && !is_pinned(src)) {  // pageable: staged at the call, so the caller may reuse it at once
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
-    e = enqueue(s, [dst, staged] {
-      std::memmove(dst, staged->data(), staged->size());
-      DEEPCORE_EMU_RACECHECK_CALL(written(dst, staged->size()));
-    });
+    e = enqueue(s, [dst, staged] { copy_now(dst, staged->data(), staged->size()); });
   } else {
-    e = enqueue(s, [dst, src, n] {
-      std::memmove(dst, src, n);
-      DEEPCORE_EMU_RACECHECK_CALL(written(dst, n));
-    });
+    e = enqueue(s, [dst, src, n] { copy_now(dst, src, n); });
   }
   // To pageable memory the call returns once the copy is done.
   if (e == cudaSuccess && host_dst && !is_pinned(dst)) run_stream(str);
