@@ -165,7 +165,15 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mu_);
     if (!capture_pool_.empty())
       throw CaptureError("empty_cache cannot run inside a CUDA graph capture (cudaFree is not allowed then)");
-    for (auto& kv : free_) (void)cudaFree(kv.second);
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess) current = -1;
+    int on = current;
+    for (auto& kv : free_) {  // each block freed with its own device current
+      if (kv.first.first != on && cudaSetDevice(kv.first.first) == cudaSuccess) on = kv.first.first;
+      (void)cudaFree(kv.second);
+    }
+    if (current >= 0 && on != current) (void)cudaSetDevice(current);
+    (void)cudaGetLastError();
     free_.clear();
     cached_ = 0;
   }

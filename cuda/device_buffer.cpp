@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "allocator.h"
 #include "bind/common.h"
@@ -136,6 +137,26 @@ size_t checked_size(const std::vector<py::ssize_t>& shape, size_t itemsize, cons
     size *= size_t(d);
   }
   return size;
+}
+
+int checked_device(py::handle device, const char* fn) {
+  int current = 0;
+  check(cudaGetDevice(&current), (std::string(fn) + ": cudaGetDevice").c_str());
+  if (device.is_none()) return current;
+  if (!py::isinstance<py::int_>(device) || py::isinstance<py::bool_>(device))
+    throw py::type_error(std::string(fn) + ": device must be an int (a CUDA device index) or None (the current "
+                         "device), got " + type_name(device));
+  const long long d = device.cast<long long>();
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    count = 0;
+  }
+  if (d < 0 || d >= count)
+    throw py::value_error(std::string(fn) + ": device " + std::to_string(d) + " does not exist: " +
+                          std::to_string(count) + " CUDA device(s)" +
+                          (count ? ", 0 .. " + std::to_string(count - 1) : std::string()));
+  return int(d);
 }
 
 DeviceGuard::DeviceGuard(int device) {
@@ -461,7 +482,7 @@ float* optional_like(py::handle obj, const DeviceBuffer& like, const char* fn, c
 
 namespace {
 
-DeviceBuffer to_device(py::handle obj, bool non_blocking) {
+DeviceBuffer to_device(py::handle obj, bool non_blocking, py::handle device) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error("to_device: expected a numpy array, got " + py::str(py::type::of(obj)).cast<std::string>());
   const py::array a = py::reinterpret_borrow<py::array>(obj);
@@ -472,6 +493,8 @@ DeviceBuffer to_device(py::handle obj, bool non_blocking) {
   // A strided array is made C-contiguous on the host first (0-d stays 0-d).
   const py::array c = (a.flags() & py::array::c_style) ? a : py::array::ensure(a, py::array::c_style);
   if (!c) throw py::value_error("to_device: could not make a C-contiguous copy of the array");
+  std::optional<DeviceGuard> guard;  // on `device`, after the checks that need none
+  if (!device.is_none()) guard.emplace(checked_device(device, "to_device"));
   DeviceBuffer b = DeviceBuffer::uninitialized(std::vector<py::ssize_t>(c.shape(), c.shape() + c.ndim()), dt);
   b.copy_from(c, non_blocking);
   return b;
@@ -484,10 +507,14 @@ void def_device_buffer(py::module_& m) {
                            "A C-contiguous float32/int32/int64 tensor in device memory (zero-filled when made "
                            "from a shape). Reshape and indexing along axis 0 give views sharing its memory. "
                            "Conversion to NumPy is explicit: to_numpy().")
-      .def(py::init([](std::vector<py::ssize_t> shape, py::handle dtype) {
-             return DeviceBuffer(std::move(shape), dtype_name(dtype));
+      .def(py::init([](std::vector<py::ssize_t> shape, py::handle dtype, py::handle device) {
+             const std::string dt = dtype_name(dtype);
+             if (device.is_none()) return DeviceBuffer(std::move(shape), dt);
+             DeviceGuard guard(checked_device(device, "DeviceBuffer"));
+             return DeviceBuffer(std::move(shape), dt);
            }),
-           py::arg("shape"), py::arg("dtype") = "float32")
+           py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = py::none(),
+           "A zero-filled tensor on `device` (an index; None: the current device).")
       .def_property_readonly("shape", [](const DeviceBuffer& b) { return py::tuple(py::cast(b.shape())); })
       .def_property_readonly("dtype", [](const DeviceBuffer& b) { return py::dtype(b.dtype()); },
                              "A NumPy dtype (buf.dtype == np.float32 works).")
@@ -531,9 +558,9 @@ void def_device_buffer(py::module_& m) {
         return "DeviceBuffer(shape=" + b.shape_str() + ", dtype=" + b.dtype() + ", device=cuda:" +
                std::to_string(b.device()) + ")";
       });
-  m.def("to_device", &to_device, py::arg("array"), py::arg("non_blocking") = false,
-        "A DeviceBuffer holding a copy of a float32/int32/int64 ndarray (non_blocking as in "
-        "DeviceBuffer.copy_from).");
+  m.def("to_device", &to_device, py::arg("array"), py::arg("non_blocking") = false, py::arg("device") = py::none(),
+        "A DeviceBuffer on `device` (an index; None: the current device) holding a copy of a "
+        "float32/int32/int64 ndarray (non_blocking as in DeviceBuffer.copy_from).");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"),
         "A zero-copy DeviceBuffer over a CUDA tensor of another library (an object with __dlpack__ or "
         "__cuda_array_interface__: float32/int32/int64, C-contiguous, on the current device); the producer's "

@@ -49,6 +49,11 @@ std::string type_name(py::handle obj);
 // dimensions, so that any view's row size fits too) overflows.
 size_t checked_size(const std::vector<py::ssize_t>& shape, size_t itemsize, const char* fn);
 
+// `device` (an int) after checking that such a device exists, or the current
+// device for None. TypeError for another type, ValueError naming `fn` for an
+// index out of range (the message lists the devices there are).
+int checked_device(py::handle device, const char* fn);
+
 // Makes `device` current for a scope, so that what a buffer queues goes to its
 // own device (the kernel bindings require the current device anyway).
 class DeviceGuard {

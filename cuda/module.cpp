@@ -402,6 +402,16 @@ PYBIND11_MODULE(_cuda, m) {
   m.attr("built_archs") = DEEPCORE_CUDA_ARCHS;
   m.attr("runtime_version") = CUDART_VERSION;
   m.def("device_count", &deepcore::cuda::device_count, "Usable CUDA devices (0 without driver or device).");
+  m.def("current_device", []() {
+    int d = 0;
+    check(cudaGetDevice(&d), "current_device");
+    return d;
+  }, "The index of this thread's current CUDA device, where new buffers are allocated and kernels run.");
+  m.def("set_device", [](py::handle device) {
+    check(cudaSetDevice(checked_device(device, "set_device")), "set_device");
+  }, py::arg("device"),
+     "Make `device` (an index) this thread's current CUDA device (cudaSetDevice). Kernels require their "
+     "tensors on the current device; deepcore.cuda.device(n) sets it for a block.");
   m.def("unavailable_reason", &unavailable_reason, "'' when device 0 is usable, else why not.");
   m.def("driver_version", []() {
     int v = 0;

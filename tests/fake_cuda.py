@@ -138,14 +138,28 @@ def _queue(work):
         graph._records.append(work)
 
 
+def _checked_device(device, fn):
+    """cuda/device_buffer.cpp's checked_device: an existing index, or the current device for None."""
+    if device is None:
+        return FakeCuda.current
+    if isinstance(device, bool) or not isinstance(device, int):
+        raise TypeError(f"{fn}: device must be an int (a CUDA device index) or None (the current device), "
+                        f"got {type(device).__name__}")
+    if not 0 <= device < FakeCuda.devices:
+        raise ValueError(f"{fn}: device {device} does not exist: {FakeCuda.devices} CUDA device(s), "
+                         f"0 .. {FakeCuda.devices - 1}")
+    return device
+
+
 class FakeDeviceBuffer:
     """A device tensor of the DeviceBuffer contract, held in host memory."""
 
     __slots__ = ("_a", "_device", "__weakref__")
     __array_ufunc__ = None  # NumPy operators refuse it: `devbuf * 2` is a TypeError
 
-    def __init__(self, shape, dtype="float32"):
+    def __init__(self, shape, dtype="float32", device=None):
         dtype = np.dtype(_dtype_name(dtype))
+        device = _checked_device(device, "DeviceBuffer")
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") or any(
                 isinstance(d, (float, np.floating)) for d in shape):
             raise TypeError(f"DeviceBuffer(): incompatible constructor arguments: shape must be a sequence of "
@@ -154,7 +168,7 @@ class FakeDeviceBuffer:
         if any(d < 0 for d in shape):
             raise ValueError("DeviceBuffer: negative dimension in shape")
         self._a = np.zeros(shape, dtype)
-        self._device = FakeCuda.current
+        self._device = device
 
     @classmethod
     def _view(cls, array, device):
@@ -681,13 +695,13 @@ def make_module() -> types.ModuleType:
     mod.CaptureError = FakeCaptureError
     mod.CudaOutOfMemoryError = type("CudaOutOfMemoryError", (MemoryError,), {})
 
-    def to_device(array, non_blocking=False):
+    def to_device(array, non_blocking=False, device=None):
         if not isinstance(array, np.ndarray):
-            _real_parse("to_device", (array,), {"non_blocking": non_blocking})
+            _real_parse("to_device", (array,), {"non_blocking": non_blocking, "device": device})
         _refuse_during_capture("to_device", "it copies from host memory")
         if not isinstance(array, np.ndarray):
             raise TypeError(f"to_device: expected a numpy array, got {type(array)}")
-        buf = FakeDeviceBuffer(array.shape, array.dtype)
+        buf = FakeDeviceBuffer(array.shape, array.dtype, _checked_device(device, "to_device"))
         buf.copy_from(np.require(array, requirements="C"))
         return buf
 
@@ -700,6 +714,12 @@ def make_module() -> types.ModuleType:
     mod.from_dlpack = from_dlpack
     mod.synchronize = lambda: _refuse_during_capture("synchronize", "it waits for the device")
     mod.device_count = lambda: FakeCuda.devices
+    mod.current_device = lambda: FakeCuda.current
+
+    def set_device(device):
+        FakeCuda.current = _checked_device(device, "set_device")
+
+    mod.set_device = set_device
     mod.unavailable_reason = lambda: ""
     mod.blas_available = lambda: FakeCuda.blas
     mod.blas_reason = lambda: "" if FakeCuda.blas else FakeCuda.blas_why

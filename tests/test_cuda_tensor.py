@@ -81,6 +81,11 @@ def test_without_a_driver_the_tensor_api_raises_clean_exceptions():
         G.to_device(np.zeros(3, np.float32), non_blocking=True)
     with pytest.raises(G.CudaError, match="current_stream"):
         G.current_stream()
+    with pytest.raises(G.CudaError, match="DeviceBuffer: cudaGetDevice"):
+        G.DeviceBuffer((2,), "float32", 0)
+    for call in (G.current_device, lambda: G.set_device(0), lambda: G.to_device(np.zeros(2, np.float32), device=0)):
+        with pytest.raises(G.CudaError):
+            call()
     with pytest.raises(G.CudaError):
         G.synchronize()
     # Checks that need no device come first and work here.

@@ -102,8 +102,8 @@ def _current_cuda_device(mod) -> int:
 def parse_device(device) -> str:
     """The canonical name of a device: "cpu" or "cuda:N". Accepts "cpu",
     "cuda" and "cuda:N". A bad name is a ValueError listing those forms; CUDA
-    when it is unavailable is a RuntimeError with deepcore.cuda.reason(); a
-    CUDA device other than the current one is not supported yet."""
+    when it is unavailable is a RuntimeError with deepcore.cuda.reason(), and
+    an index with no device a ValueError saying how many there are."""
     if isinstance(device, str):
         if device == "cpu":
             return "cpu"
@@ -120,9 +120,7 @@ def parse_device(device) -> str:
             if index >= count:
                 raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s), cuda:0 .. "
                                  f"cuda:{count - 1}")
-            raise NotImplementedError(f"device {device!r}: deepcore runs on the current CUDA device, cuda:{current}; "
-                                      f"selecting another is not supported yet. Make that GPU the current one "
-                                      f"before starting Python (CUDA_VISIBLE_DEVICES={index} makes it cuda:0)")
+            return f"cuda:{index}"
         raise ValueError(f"unknown device {device!r}; expected {_ACCEPTED}")
     raise TypeError(f"device must be a string, {_ACCEPTED}; got {type(device).__name__} {device!r}")
 
@@ -147,11 +145,14 @@ def empty(shape, dtype="float32", like=None, device=None):
         if t is _ndarray or isinstance(like, _ndarray):
             return np.asarray(core.Buffer([int(s) for s in shape], dtype))
         if t is _device_type or is_device_tensor(like):
-            return _device_type([int(s) for s in shape], dtype)
+            return _device_type([int(s) for s in shape], dtype, like.device)
         raise TypeError(f"empty: like must be a NumPy array or a CUDA device tensor, got {t.__name__}")
-    if device is None or device == "cpu" or parse_device(device) == "cpu":
+    if device is None or device == "cpu":
         return np.asarray(core.Buffer([int(s) for s in shape], dtype))
-    return _device_type([int(s) for s in shape], dtype)
+    name = parse_device(device)
+    if name == "cpu":
+        return np.asarray(core.Buffer([int(s) for s in shape], dtype))
+    return _device_type([int(s) for s in shape], dtype, int(name[5:]))
 
 
 def to_host(x, copy=False) -> np.ndarray:
@@ -176,12 +177,12 @@ def to_device(x, device):
         host = empty(x.shape, np.dtype(x.dtype).name)  # aligned, as the kernel library allocates
         host[...] = x.to_numpy()
         return host
+    index = int(dev[5:])
     if is_device_tensor(x):
-        if f"cuda:{x.device}" == dev:
+        if x.device == index:
             return x
-        raise NotImplementedError(f"to_device: copying between CUDA devices (cuda:{x.device} -> {dev}) is not "
-                                  f"supported yet")
-    return _device_ops.to_device(np.require(x, requirements="C"))  # keeps 0-d (ascontiguousarray makes it (1,))
+        return _device_ops.to_device(x.to_numpy(), device=index)  # between devices: through the host
+    return _device_ops.to_device(np.require(x, requirements="C"), device=index)  # keeps 0-d (ascontiguousarray: (1,))
 
 
 def assign(dst, src) -> None:

@@ -9,7 +9,8 @@ not.
 """
 from __future__ import annotations
 
-__all__ = ["is_available", "reason", "device_count", "blas_available", "blas_reason"]
+__all__ = ["is_available", "reason", "device_count", "current_device", "set_device", "device", "blas_available",
+           "blas_reason"]
 
 _probed = False
 _module = None
@@ -62,6 +63,70 @@ def device_count() -> int:
         return int(_cuda.device_count())
     except Exception:
         return 0
+
+
+def _require():
+    """The CUDA module, or RuntimeError saying why it cannot be used."""
+    mod = _probe()
+    if mod is None:
+        raise RuntimeError(f"CUDA is not available: {_reason}")
+    return mod
+
+
+def _index(dev) -> int:
+    """A device index from an int, "cuda" (the current device) or "cuda:N"."""
+    if isinstance(dev, str):
+        from .backend import parse_device  # (backend imports this module)
+
+        name = parse_device(dev)
+        if name == "cpu":
+            raise ValueError(f"expected a CUDA device ('cuda', 'cuda:N' or an index), got {dev!r}")
+        return int(name[5:])
+    if isinstance(dev, bool) or not isinstance(dev, int):
+        raise TypeError(f"a CUDA device is an index or 'cuda:N', got {type(dev).__name__} {dev!r}")
+    return dev
+
+
+def current_device() -> int:
+    """The index of this thread's current CUDA device: where new device
+    tensors are allocated and kernels run (RuntimeError without CUDA)."""
+    return int(_require().current_device())
+
+
+def set_device(dev) -> None:
+    """Make ``dev`` (an index, "cuda" or "cuda:N") this thread's current CUDA
+    device, as torch.cuda.set_device. A model on "cuda:N" makes its device
+    current by itself for each call (fit, predict, ...): this is for
+    deepcore.backend calls on device tensors made outside a model."""
+    _require().set_device(_index(dev))
+
+
+class device:
+    """Context manager: ``dev`` (an index, "cuda" or "cuda:N") is the current
+    CUDA device inside the block, and the previous one again after it, as
+    torch.cuda.device. None and "cpu" do nothing."""
+
+    __slots__ = ("_index", "_previous")
+
+    def __init__(self, dev):
+        self._index = None if dev is None or dev == "cpu" else _index(dev)
+        self._previous = []
+
+    def __enter__(self):
+        if self._index is not None:
+            mod = _require()
+            previous = int(mod.current_device())
+            if previous != self._index:
+                mod.set_device(self._index)
+            self._previous.append(previous)
+        return self
+
+    def __exit__(self, *exc):
+        if self._index is not None:
+            previous = self._previous.pop()
+            if previous != self._index:
+                _module.set_device(previous)
+        return False
 
 
 def blas_available() -> bool:

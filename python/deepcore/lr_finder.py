@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cuda as _cuda_front
 from . import random as _random
 from .backend import core
 
@@ -103,6 +104,11 @@ def lr_find(model, x, y, min_lr=1e-5, max_lr=10.0, steps=500, batch_size=32, smo
     streams (dropout masks, shuffles) as they were. Returns an
     LRFinderResult; with plot_to set and matplotlib installed, also saves the
     plot there."""
+    with _cuda_front.device(model.device):  # a model on "cuda:N" runs its steps there
+        return _lr_find(model, x, y, min_lr, max_lr, steps, batch_size, smoothing, stop_factor, seed, plot_to)
+
+
+def _lr_find(model, x, y, min_lr, max_lr, steps, batch_size, smoothing, stop_factor, seed, plot_to):
     model._require_compiled("lr_find")
     min_lr, max_lr = float(min_lr), float(max_lr)
     if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .. import cuda as _cuda_front
 from ..backend import assign, empty, is_device_tensor, to_device, to_host
 
 
@@ -180,8 +181,9 @@ class Layer:
         """Eager call on a NumPy array: builds if needed and returns a fresh
         NumPy array (x goes to the layer's device and the result comes back)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self._build_for(x.shape[1:])
-        return to_host(self.forward(to_device(x, self._device), training=training), copy=True)
+        with _cuda_front.device(self._device):  # the layer's device current for its kernels
+            self._build_for(x.shape[1:])
+            return to_host(self.forward(to_device(x, self._device), training=training), copy=True)
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}

@@ -3,6 +3,7 @@ summary and weights I/O. Subclasses provide the graph: ``_build_graph``,
 ``_forward(x, training)`` and ``_backward(dy, dy_is_dz)``."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,6 +23,21 @@ from ..saving import load_safetensors, save_safetensors
 
 
 _OPT_PREFIX = "optimizer/"
+
+
+def _on_model_device(method):
+    """The method run with the model's CUDA device current (kernels require
+    their tensors on the current device), the caller's restored after it; on
+    the CPU a plain call."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if self._device == "cpu":
+            return method(self, *args, **kwargs)
+        with _cuda_front.device(int(self._device[5:])):
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Model:
@@ -89,10 +105,12 @@ class Model:
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
+    @_on_model_device
     def get_weights(self):
         """NumPy copies of all weights (copied from the device on a CUDA model)."""
         return [to_host(v.value, copy=True) for v in self.weights]
 
+    @_on_model_device
     def set_weights(self, weights):
         variables = self.weights
         if len(weights) != len(variables):
@@ -158,6 +176,7 @@ class Model:
         """Where the weights live and the kernels run: "cpu" or "cuda:N"."""
         return self._device
 
+    @_on_model_device
     def to(self, device):
         """Move the model to ``device`` ("cpu", "cuda" or "cuda:N") and return
         it, as in PyTorch: every weight (trainable or not, e.g. BatchNorm's
@@ -234,6 +253,7 @@ class Model:
         buf.copy_from(host, non_blocking=True)
         return buf
 
+    @_on_model_device
     def save_weights(self, filepath, overwrite=True):
         """Write all weights to a safetensors file (atomically: on failure the
         previous file is left intact). Names are "<layer>/<weight>"."""
@@ -251,6 +271,7 @@ class Model:
             metadata["optimizer"] = json.dumps({"class": type(opt).__name__, "layout": self._layout})
         save_safetensors(filepath, tensors, metadata)
 
+    @_on_model_device
     def load_weights(self, filepath):
         """Load weights saved by save_weights; names and shapes must match."""
         self._require_built("load_weights")
@@ -297,6 +318,7 @@ class Model:
             opt.build(self._flat_params.size)
         opt.set_state(state)
     # --------------------------------------------------------------- compile
+    @_on_model_device
     def compile(self, optimizer="sgd", loss=None, metrics=None, cuda_graphs=False):
         """Configure training. ``optimizer``, ``loss`` and ``metrics`` accept
         Keras strings ("sgd", "sparse_categorical_crossentropy", "accuracy")
@@ -415,6 +437,7 @@ class Model:
             buf = self._batch_buffers[key] = empty(shape, dtype, device="cpu" if host else self._device)
         return buf
 
+    @_on_model_device
     def train_on_batch(self, x, y):
         """One optimizer step on (x, y) (NumPy); returns the batch loss."""
         self._require_compiled("train_on_batch")
@@ -468,6 +491,7 @@ class Model:
             v.assign(value)
         return loss, out, correct
 
+    @_on_model_device
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
         """Train for ``epochs`` epochs; returns a History. Keras defaults:
@@ -604,6 +628,7 @@ class Model:
             cb.call("on_test_end", dict(logs))
         return logs
 
+    @_on_model_device
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
         """Loss and metrics on (x, y). Returns a scalar loss when there are no
         metrics, else [loss, *metrics] (or a dict with return_dict=True).
@@ -624,6 +649,7 @@ class Model:
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
+    @_on_model_device
     def predict(self, x, batch_size=None, verbose=0, callbacks=None):
         """Model outputs for x (NumPy in, NumPy out, on any device), batch by
         batch (batch_size default 32).
@@ -652,6 +678,7 @@ class Model:
             cb.call("on_predict_end", {})
         return out
 
+    @_on_model_device
     def predict_mc(self, x, samples=100, batch_size=None):
         """Monte Carlo dropout: (mean, std) of the outputs over ``samples``
         passes with MCDropout layers active and the rest in inference mode."""
@@ -659,11 +686,13 @@ class Model:
 
         return predict_mc(self, x, samples, batch_size)
 
+    @_on_model_device
     def __call__(self, x, training=False):
         """The outputs for x (NumPy) as a new NumPy array."""
         x = self._prepare_x(x, "call")
         return to_host(self._forward(self._on_device(x, ("x", len(x))), training), copy=True)
 
+    @_on_model_device
     def fold_batchnorm(self):
         """A new model for inference with each BatchNormalization that follows
         a linear Dense folded into its weights (see models/folding.py)."""

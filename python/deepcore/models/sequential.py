@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..layers.base import Layer
 from ..layers.core import InputLayer
-from .model import Model
+from .model import Model, _on_model_device
 
 
 class Sequential(Model):
@@ -36,6 +36,7 @@ class Sequential(Model):
             return None
         return (None,) + self._layers[-1].output_shape
 
+    @_on_model_device
     def add(self, layer):
         if isinstance(layer, InputLayer):
             if self._layers or self._input_shape is not None:
@@ -71,6 +72,7 @@ class Sequential(Model):
         raise ValueError(f"No layer named '{name}' in model '{self.name}'; layers: "
                          f"{[layer.name for layer in self._layers]}")
 
+    @_on_model_device
     def build(self, input_shape=None):
         if input_shape is not None:
             shape = tuple(int(d) for d in tuple(input_shape)[1:])
