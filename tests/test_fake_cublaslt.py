@@ -459,3 +459,61 @@ def test_matmul_goes_through_the_emulator_queue_and_replays_read_current_data(fa
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip() == "ok"
+
+
+EMU_DEVICES = EMU_QUEUE + r"""
+// The emulator's device view: a current device, and one range of "device 1" memory.
+static int current = 0;
+static unsigned long long lo = 0, hi = 0;
+extern "C" __attribute__((visibility("default"))) int cudaGetDevice(int* d) { *d = current; return 0; }
+extern "C" __attribute__((visibility("default"))) void emu_set_device(int d) { current = d; }
+extern "C" __attribute__((visibility("default"))) void emu_device1_memory(unsigned long long p, unsigned long long n) {
+  lo = p, hi = p + n;
+}
+extern "C" __attribute__((visibility("default"))) int deepcore_emu_device_of(const void* p) {
+  const unsigned long long a = (unsigned long long)p;
+  return a >= lo && a < hi ? 1 : -1;
+}
+"""
+
+DEVICES_SCRIPT = r"""
+import ctypes as C, sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+import test_fake_cublaslt as t
+emu = C.CDLL(sys.argv[2])
+lt = t.bind(C.CDLL(sys.argv[1]))
+rng = np.random.default_rng(0)
+a, b, d = t.ColMajor(t.rand(rng, 3, 4)), t.ColMajor(t.rand(rng, 4, 2)), t.ColMajor(np.zeros((3, 2)))
+g = t.Gemm(lt, a, b, d, d)  # its handle is created while cuda:0 is current
+assert g.run() == t.SUCCESS
+mode = sys.argv[4]
+if mode == "other_current":
+    emu.emu_set_device(1)
+elif mode == "other_memory":
+    emu.emu_device1_memory(C.c_ulonglong(b.ptr), C.c_ulonglong(b.store.nbytes))
+print("not refused", flush=True)
+g.run()
+print("ran", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("other_current", "with a handle created on cuda:0 while cuda:1 is current"),
+    ("other_memory", "cublasLtMatmul on cuda:0: B points into memory of cuda:1"),
+])
+def test_under_the_emulator_a_gemm_on_another_devices_memory_or_handle_aborts(fake_path, tmp_path, mode, words):
+    """deepcore never enables peer access: the fake aborts (as the emulator
+    does for a kernel) on a GEMM whose handle or operands belong to another
+    device than the current one, and says which in DEEPCORE_EMU_REPORT_FILE."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    src = tmp_path / "emu_devices.cpp"
+    src.write_text(EMU_DEVICES)
+    emu = tmp_path / "libemu_devices.so"
+    compile_shared(cxx, src, emu)
+    report = tmp_path / "report.txt"
+    env = dict(os.environ, DEEPCORE_EMU_REPORT_FILE=str(report))
+    run = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(fake_path), str(emu), str(ROOT / "tests"), mode],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode != 0 and "not refused" in run.stdout and "ran" not in run.stdout, run.stdout + run.stderr
+    assert words in run.stderr and words in report.read_text()

@@ -70,8 +70,16 @@ uint64_t warp_exchange_xor(unsigned mask, uint64_t bits, int lane_mask, int widt
 // Type-erased kernel launch: `body(args)` runs once per emulated thread.
 // Queued on `stream` like any work (emu_runtime.cpp: it runs when the host
 // waits for it), or recorded into a graph when `stream` is capturing.
+// `pointers` are the launch's pointer arguments (checked against the device).
 void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
-                   void (*body)(void*), std::shared_ptr<void> args);
+                   void (*body)(void*), std::shared_ptr<void> args, const void* const* pointers, size_t npointers);
+
+// A pointer argument's address (other arguments: 0, never used).
+template <class T>
+uintptr_t pointer_bits(const T& v) {
+  if constexpr (std::is_pointer<T>::value) return reinterpret_cast<uintptr_t>(v);
+  else return 0;
+}
 
 template <class F, class... A>
 struct KernelCall {
@@ -91,7 +99,18 @@ template <class F, class... A>
 void launch(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, F call, A&&... args) {
   using Call = KernelCall<F, std::decay_t<A>...>;
   auto c = std::make_shared<Call>(Call{call, std::tuple<std::decay_t<A>...>(std::forward<A>(args)...)});
-  launch_erased(name, grid, block, shmem, stream, &Call::run, std::static_pointer_cast<void>(c));
+  // The pointer arguments, for the runtime's device check (a struct's pointer members are not seen).
+  const void* pointers[sizeof...(A) + 1] = {};
+  size_t npointers = 0;
+  std::apply(
+      [&](const auto&... a) {
+        ((std::is_pointer<std::decay_t<decltype(a)>>::value
+              ? void(pointers[npointers++] = reinterpret_cast<const void*>(pointer_bits(a)))
+              : void()),
+         ...);
+      },
+      c->args);
+  launch_erased(name, grid, block, shmem, stream, &Call::run, std::static_pointer_cast<void>(c), pointers, npointers);
 }
 
 template <class T>

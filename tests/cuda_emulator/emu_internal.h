@@ -21,7 +21,7 @@ struct KernelLaunch {
 // Declared for device code in emu_device.h (which the runtime does not
 // include: its macros, e.g. warpSize, would clash with cudaDeviceProp's fields).
 void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
-                   void (*body)(void*), std::shared_ptr<void> args);
+                   void (*body)(void*), std::shared_ptr<void> args, const void* const* pointers, size_t npointers);
 
 // Runs every block of the launch on the calling thread (emu_scheduler.cpp).
 void run_kernel(const KernelLaunch& k);

@@ -5,7 +5,16 @@
 //   size, so AddressSanitizer sees overruns); a device pointer is a host pointer.
 //   New device and pinned allocations are filled with 0xff bytes (NaN, -1):
 //   reading memory nothing wrote does not find zeros, as it may not on a GPU.
-// - One emulated device, "deepcore host emulator (not a GPU)", sm_90.
+// - DEEPCORE_EMU_DEVICES (1 to 8, default 1) emulated devices, each
+//   "deepcore host emulator (not a GPU)", sm_90, 16 GiB. The current device is
+//   per host thread (cudaSetDevice). Device memory, streams, events and graphs
+//   belong to the device current when they were made. As on a GPU, a kernel
+//   launch or graph launch on another device's stream fails
+//   (cudaErrorInvalidResourceHandle), as does recording an event on a stream
+//   of another device; copies may name any device's memory. A kernel given a
+//   pointer argument into another device's memory is a kernel bug (no peer
+//   access is ever enabled, so on a GPU it faults): the launch aborts, naming
+//   the kernel and the argument.
 // - Work queued on a stream (kernels, async copies and memsets, graph
 //   launches, deepcore_emu_enqueue) is deferred: it runs, in order, only when
 //   the host has to wait for it (cudaStreamSynchronize, cudaEventSynchronize,
@@ -74,9 +83,11 @@ using Node = std::function<void()>;
 
 struct Graph {
   std::vector<Node> nodes;
+  int device = 0;  // of the stream it was captured on
 };
 struct GraphExec {
   std::shared_ptr<const std::vector<Node>> nodes;  // shared with launches still queued
+  int device = 0;
 };
 
 struct Stream {
@@ -87,6 +98,7 @@ struct Stream {
   Graph* graph = nullptr;
   unsigned long long capture_id = 0;
   bool blocking = true;               // created without cudaStreamNonBlocking: ordered with the legacy stream
+  int device = -1;                    // current when it was created (-1: the legacy stream, every device's)
   unsigned long long id = 0;          // never reused (a queued wait names its stream by id)
   std::deque<Node> queue;             // deferred work, oldest first
   unsigned long long queued = 0;      // work items ever queued
@@ -94,6 +106,7 @@ struct Stream {
 };
 
 struct Event {
+  int device = 0;                      // current when it was created
   unsigned long long captured_in = 0;  // capture id of its last record, 0: recorded outside a capture
   Stream* stream = nullptr;            // recorded outside a capture: complete once stream->executed >= upto
   unsigned long long upto = 0;
@@ -102,6 +115,7 @@ struct Event {
 struct Alloc {
   size_t size;
   cudaMemoryType type;
+  int device;  // current when it was allocated
 };
 
 std::recursive_mutex& mu() {
@@ -110,7 +124,7 @@ std::recursive_mutex& mu() {
 }
 struct State {
   std::map<uintptr_t, Alloc> allocs;  // start -> allocation (device and pinned host)
-  size_t device_bytes = 0;
+  size_t device_bytes[8] = {};  // per device
   std::set<Stream*> streams;
   std::set<Event*> events;
   std::set<Graph*> graphs;
@@ -130,6 +144,19 @@ Stream& legacy_stream() {  // stream 0, cudaStreamLegacy and cudaStreamPerThread
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local cudaStreamCaptureMode t_mode = cudaStreamCaptureModeGlobal;
 thread_local int t_device = 0;
+
+int device_count() {
+  static const int n = [] {
+    const char* e = std::getenv("DEEPCORE_EMU_DEVICES");
+    if (!e || !*e) return 1;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end || v < 1 || v > 8) fatal(std::string("DEEPCORE_EMU_DEVICES must be 1 to 8, got '") + e + "'");
+    return int(v);
+  }();
+  return n;
+}
+bool valid_device(int d) { return d >= 0 && d < device_count(); }
 
 cudaError_t fail(cudaError_t e) {
   if (e != cudaSuccess) t_last_error = e;
@@ -296,8 +323,22 @@ cudaError_t copy_async(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }  // namespace
 
 void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, void (*body)(void*),
-                   std::shared_ptr<void> args) {
+                   std::shared_ptr<void> args, const void* const* pointers, size_t npointers) {
   std::lock_guard<std::recursive_mutex> lock(mu());
+  // A launch goes to a stream of the current device.
+  if (Stream* str = stream_of(stream); str && str->device >= 0 && str->device != t_device) {
+    fail(cudaErrorInvalidResourceHandle);
+    return;
+  }
+  // Its pointer arguments must not point into another device's memory.
+  for (size_t i = 0; i < npointers; ++i) {
+    const Alloc* a = find_alloc(pointers[i]);
+    if (a && a->type == cudaMemoryTypeDevice && a->device != t_device)
+      fatal(std::string("deepcore host emulator: kernel ") + name + " (at its launch): pointer argument " +
+            std::to_string(i + 1) + " points into memory of cuda:" + std::to_string(a->device) +
+            ", but the kernel is launched on cuda:" + std::to_string(t_device) +
+            " (without peer access a GPU faults on it)");
+  }
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 ||
       threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
@@ -334,6 +375,14 @@ void deepcore_emu_enqueue(cudaStream_t stream, void (*fn)(void*), void* arg) {
   EMU_LOCK;
   const cudaError_t e = enqueue(stream, [fn, arg] { fn(arg); });
   if (e != cudaSuccess) fail(e);
+}
+
+// The device whose memory holds p (cudaMalloc'd on it), -1 for any other
+// address; for emulated libraries (the fake cuBLASLt checks its operands).
+int deepcore_emu_device_of(const void* p) {
+  EMU_LOCK;
+  const Alloc* a = find_alloc(p);
+  return a && a->type == cudaMemoryTypeDevice ? a->device : -1;
 }
 
 // For the race checker's initcheck (emu_racecheck.cpp; a no-op in other
@@ -405,7 +454,7 @@ const char* cudaGetErrorString(cudaError_t e) {
 
 // ------------------------------------------------------------------ device
 cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = device_count();
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* d) {
@@ -413,7 +462,7 @@ cudaError_t cudaGetDevice(int* d) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
-  if (d != 0) return fail(cudaErrorInvalidDevice);
+  if (!valid_device(d)) return fail(cudaErrorInvalidDevice);
   t_device = d;
   return cudaSuccess;
 }
@@ -426,7 +475,7 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
-  if (d != 0) return fail(cudaErrorInvalidDevice);
+  if (!valid_device(d)) return fail(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof(*p));
   std::snprintf(p->name, sizeof(p->name), "%s", kDeviceName);
   p->major = 9;
@@ -445,7 +494,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int d) {
-  if (d != 0) return fail(cudaErrorInvalidDevice);
+  if (!valid_device(d)) return fail(cudaErrorInvalidDevice);
   switch (attr) {
     case cudaDevAttrComputeCapabilityMajor: *v = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *v = 0; return cudaSuccess;
@@ -480,13 +529,13 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   *p = nullptr;
   if (cudaError_t e = refuse_if_unsafe()) return fail(e);
   if (n == 0) return cudaSuccess;
-  if (n > kTotalMemory - st().device_bytes) return fail(cudaErrorMemoryAllocation);
+  if (n > kTotalMemory - st().device_bytes[t_device]) return fail(cudaErrorMemoryAllocation);
   void* q = nullptr;
   if (posix_memalign(&q, 256, n) != 0 || !q) return fail(cudaErrorMemoryAllocation);
   std::memset(q, 0xff, n);  // undefined, as cudaMalloc's (fresh host pages would read as zeros)
   DEEPCORE_EMU_RACECHECK_CALL(allocated(q, n));
-  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeDevice};
-  st().device_bytes += n;
+  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeDevice, t_device};
+  st().device_bytes[t_device] += n;
   *p = q;
   return cudaSuccess;
 }
@@ -498,7 +547,7 @@ cudaError_t cudaFree(void* p) {
   if (it == st().allocs.end() || it->second.type != cudaMemoryTypeDevice) return fail(cudaErrorInvalidValue);
   run_all();  // cudaFree waits for the device
   DEEPCORE_EMU_RACECHECK_CALL(written(p, it->second.size));  // forget its bytes
-  st().device_bytes -= it->second.size;
+  st().device_bytes[it->second.device] -= it->second.size;
   st().allocs.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -511,7 +560,7 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
   void* q = nullptr;
   if (posix_memalign(&q, 256, std::max<size_t>(n, 1)) != 0 || !q) return fail(cudaErrorMemoryAllocation);
   std::memset(q, 0xff, n);  // undefined, as cudaHostAlloc's
-  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeHost};
+  st().allocs[reinterpret_cast<uintptr_t>(q)] = Alloc{n, cudaMemoryTypeHost, t_device};
   *p = q;
   return cudaSuccess;
 }
@@ -529,7 +578,7 @@ cudaError_t cudaFreeHost(void* p) {
 }
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   EMU_LOCK;
-  *free_b = kTotalMemory - st().device_bytes;
+  *free_b = kTotalMemory - st().device_bytes[t_device];
   *total_b = kTotalMemory;
   return cudaSuccess;
 }
@@ -546,6 +595,7 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
     return cudaSuccess;
   }
   a->type = al->type;
+  a->device = al->device;
   a->devicePointer = const_cast<void*>(p);
   a->hostPointer = al->type == cudaMemoryTypeHost ? const_cast<void*>(p) : nullptr;
   return cudaSuccess;
@@ -583,6 +633,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   EMU_LOCK;
   auto* str = new Stream();
   str->blocking = !(flags & cudaStreamNonBlocking);
+  str->device = t_device;
   str->id = st().next_stream_id++;
   st().streams.insert(str);
   *s = reinterpret_cast<cudaStream_t>(str);
@@ -641,6 +692,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   str->mode = mode;
   str->thread = std::this_thread::get_id();
   str->graph = new Graph();
+  str->graph->device = str->device < 0 ? t_device : str->device;
   str->capture_id = st().next_capture++;
   return cudaSuccess;
 }
@@ -685,6 +737,7 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) {
   EMU_LOCK;
   auto* ev = new Event();
+  ev->device = t_device;
   st().events.insert(ev);
   *e = reinterpret_cast<cudaEvent_t>(ev);
   return cudaSuccess;
@@ -702,6 +755,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto* ev = reinterpret_cast<Event*>(e);
   Stream* str = stream_of(s);
   if (!st().events.count(ev) || !str) return fail(cudaErrorInvalidResourceHandle);
+  if (str->device >= 0 && str->device != ev->device) return fail(cudaErrorInvalidResourceHandle);
   ev->captured_in = str->capturing ? str->capture_id : 0;
   // Outside a capture: complete once the stream's work queued so far has run.
   ev->stream = str->capturing ? nullptr : str;
@@ -743,7 +797,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned 
   EMU_LOCK;
   auto* graph = reinterpret_cast<Graph*>(g);
   if (!st().graphs.count(graph)) return fail(cudaErrorInvalidValue);
-  auto* x = new GraphExec{std::make_shared<const std::vector<Node>>(graph->nodes)};
+  auto* x = new GraphExec{std::make_shared<const std::vector<Node>>(graph->nodes), graph->device};
   st().execs.insert(x);
   *exec = reinterpret_cast<cudaGraphExec_t>(x);
   return cudaSuccess;
@@ -768,6 +822,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
   if (!st().execs.count(exec)) return fail(cudaErrorInvalidValue);
   Stream* str = stream_of(s);
   if (!str) return fail(cudaErrorInvalidResourceHandle);
+  // A graph runs on the device it was captured on, from a stream of that device.
+  if ((str->device >= 0 ? str->device : t_device) != exec->device) return fail(cudaErrorInvalidResourceHandle);
   if (str->capturing) {
     for (const Node& n : *exec->nodes)
       if (!str->invalidated) str->graph->nodes.push_back(n);

@@ -41,6 +41,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -60,7 +61,7 @@ namespace cuda {
 namespace lt {
 
 struct cublasLtContext {
-  int unused = 0;
+  int device = 0;  // current at cublasLtCreate (under the emulator)
 };
 
 struct cublasLtMatmulDescOpaque_t {
@@ -342,6 +343,55 @@ NoteFn find_note() {
   return f;
 }
 
+// Under the emulator (null elsewhere): cudaGetDevice, and
+// deepcore_emu_device_of (the device whose memory holds p, -1 for none).
+struct EmulatorDevices {
+  cudaError_t (*current)(int*);
+  int (*device_of)(const void*);
+};
+const EmulatorDevices* find_devices() {
+  static const EmulatorDevices d = [] {
+    EmulatorDevices e{nullptr, nullptr};
+    if (!find_enqueue()) return e;
+    e.current = reinterpret_cast<cudaError_t (*)(int*)>(find_emulator_symbol("cudaGetDevice"));
+    e.device_of = reinterpret_cast<int (*)(const void*)>(find_emulator_symbol("deepcore_emu_device_of"));
+    return e;
+  }();
+  return d.current && d.device_of ? &d : nullptr;
+}
+
+// A call the real library cannot serve (deepcore must never make one): said on
+// stderr and in DEEPCORE_EMU_REPORT_FILE, as the emulator reports kernel bugs, then abort.
+[[noreturn]] void misuse(const std::string& msg) {
+  const std::string line = "host fake of cuBLASLt: " + msg;
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+  if (const char* path = std::getenv("DEEPCORE_EMU_REPORT_FILE"))
+    if (FILE* f = std::fopen(path, "a")) {
+      std::fprintf(f, "%s\n", line.c_str());
+      std::fclose(f);
+    }
+  std::abort();
+}
+
+// A handle works on the device that was current when it was created, on that
+// device's memory (no peer access).
+void check_devices(const cublasLtContext& h, const void* const* ptrs, const char* const* names, int n) {
+  const EmulatorDevices* d = find_devices();
+  if (!d) return;
+  int current = 0;
+  d->current(&current);
+  if (current != h.device)
+    misuse("cublasLtMatmul with a handle created on cuda:" + std::to_string(h.device) +
+           " while cuda:" + std::to_string(current) + " is current");
+  for (int i = 0; i < n; ++i) {
+    const int dev = ptrs[i] ? d->device_of(ptrs[i]) : -1;
+    if (dev >= 0 && dev != current)
+      misuse(std::string("cublasLtMatmul on cuda:") + std::to_string(current) + ": " + names[i] +
+             " points into memory of cuda:" + std::to_string(dev));
+  }
+}
+
 // Tells the emulator that the column-major rows x cols matrix at p (leading
 // dimension ld, floats) is read (write == 0) or written by `who`.
 void note_matrix(const float* p, uint64_t rows, uint64_t cols, int64_t ld, int write, const char* who) {
@@ -415,7 +465,9 @@ DEEPCORE_FAKE_API const char* cublasLtGetStatusString(cublasStatus_t s) {
 DEEPCORE_FAKE_API cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
   *handle = make_live<cublasLtContext>();
-  return *handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+  if (!*handle) return CUBLAS_STATUS_ALLOC_FAILED;
+  if (const EmulatorDevices* d = find_devices()) d->current(&(*handle)->device);
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 DEEPCORE_FAKE_API cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
@@ -555,6 +607,11 @@ DEEPCORE_FAKE_API cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasL
   if (!is_live(desc) || !is_live(adesc) || !is_live(bdesc) || !is_live(cdesc) || !is_live(ddesc))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (!alpha || !beta || !A || !B || !C || !D) return CUBLAS_STATUS_INVALID_VALUE;
+  {
+    const void* ptrs[6] = {A, B, C, D, desc->bias, workspace};
+    const char* names[6] = {"A", "B", "C", "D", "the bias", "the workspace"};
+    check_devices(*handle, ptrs, names, 6);
+  }
   Problem pb;
   const cublasStatus_t s = check_problem(*desc, *adesc, *bdesc, *cdesc, *ddesc, CUBLAS_STATUS_INVALID_VALUE, &pb);
   if (s != CUBLAS_STATUS_SUCCESS) return s;

@@ -57,10 +57,14 @@ ninja -C "$BUILD" -j"${DEEPCORE_EMU_JOBS:-2}" _cuda emu_selftest fake_cublaslt >
 MOD="$(ls "$BUILD"/_cuda*.so)"
 echo "CUDA host emulator: built $MOD in $(( $(date +%s) - start )) s (kernels run on the CPU; this is not a GPU run)"
 
+# Two emulated devices, so that "cuda:1" and a model on a device that is not the
+# current one are tested (a kernel or GEMM given another device's memory aborts).
+export DEEPCORE_EMU_DEVICES="${DEEPCORE_EMU_DEVICES:-2}"
 # The emulator's own checks, and the kernel bugs it must report (abort, naming the kernel).
 "$BUILD/emu_selftest"
 DEEPCORE_EMU_ORDER=reverse "$BUILD/emu_selftest"
 BUGS="divergent_barrier early_exit_shuffle deadlock"
+[ "${DEEPCORE_EMU_DEVICES:-1}" -ge 2 ] && BUGS="$BUGS other_device_pointer"
 [ "$RACECHECK" = ON ] && BUGS="$BUGS tree_sum blocks_add shuffle_not_a_fence read_then_atomic init_then_atomic reader_slots uninit_read"
 for bug in $BUGS; do
   if out="$("$BUILD/emu_selftest" "$bug" 2>&1)" || [[ "$out" != *"kernel ${bug}_kernel"* ]]; then
@@ -99,7 +103,7 @@ run_pytest() {
 }
 start=$(date +%s)
 TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py
-  tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py}"
+  tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py tests/test_multi_device.py}"
 # shellcheck disable=SC2086
 run_pytest "$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
 echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"

@@ -7,7 +7,8 @@
 //                           early_exit_shuffle, deadlock; and in race-checker
 //                           builds tree_sum, blocks_add, shuffle_not_a_fence,
 //                           read_then_atomic, init_then_atomic, reader_slots,
-//                           uninit_read);
+//                           uninit_read; with DEEPCORE_EMU_DEVICES >= 2
+//                           other_device_pointer);
 //                           the emulator must abort naming it
 #include <cuda_runtime.h>
 
@@ -181,6 +182,75 @@ __global__ void shuffle_not_a_fence_kernel(float* out, bool syncwarp) {
   out[threadIdx.x] = v + word[threadIdx.x ^ 1];
 }
 
+// Bug (DEEPCORE_EMU_DEVICES >= 2): `elsewhere` is memory of another device.
+__global__ void other_device_pointer_kernel(float* out, const float* elsewhere) {
+  out[threadIdx.x] = elsewhere[threadIdx.x];
+}
+
+// Several devices (DEEPCORE_EMU_DEVICES >= 2): memory, streams, events and
+// graphs belong to the device current at their creation; launches must go to
+// a stream of the current device; copies may name any device's memory.
+void check_devices(float* d0) {
+  int n = 0, cur = -1;
+  CHECK(cudaGetDeviceCount(&n) == cudaSuccess);
+  if (n < 2) return;
+  CHECK(cudaSetDevice(n) == cudaErrorInvalidDevice && cudaGetLastError() == cudaErrorInvalidDevice);
+  CHECK(cudaSetDevice(1) == cudaSuccess && cudaGetDevice(&cur) == cudaSuccess && cur == 1);
+  float* p1 = nullptr;
+  cudaStream_t s1;
+  cudaEvent_t e1;
+  CHECK(cudaMalloc(&p1, 256 * sizeof(float)) == cudaSuccess);
+  CHECK(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) == cudaSuccess);
+  CHECK(cudaEventCreate(&e1) == cudaSuccess);
+  size_t free1 = 0, free0 = 0, total = 0;
+  CHECK(cudaMemGetInfo(&free1, &total) == cudaSuccess);
+  CHECK(cudaSetDevice(0) == cudaSuccess);
+  CHECK(cudaMemGetInfo(&free0, &total) == cudaSuccess);
+  CHECK(total - free1 == 256 * sizeof(float));  // cuda:1 holds p1 alone
+  CHECK(total - free0 > 4096 * sizeof(float));   // cuda:0 holds the rest
+  cudaPointerAttributes attr;
+  CHECK(cudaPointerGetAttributes(&attr, p1) == cudaSuccess && attr.device == 1);
+  CHECK(cudaPointerGetAttributes(&attr, d0) == cudaSuccess && attr.device == 0);
+  // A launch on cuda:1's stream while cuda:0 is current fails, and runs nothing.
+  uneven_warps_kernel<<<1, 32, 0, s1>>>(reinterpret_cast<int*>(p1));
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  cudaStream_t s0;
+  cudaEvent_t e0;
+  CHECK(cudaStreamCreateWithFlags(&s0, cudaStreamNonBlocking) == cudaSuccess);
+  CHECK(cudaEventCreate(&e0) == cudaSuccess);
+  CHECK(cudaEventRecord(e0, s1) == cudaErrorInvalidResourceHandle);  // event and stream of different devices
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  // Copies between devices (and on another device's stream) are fine.
+  std::vector<float> h(256), back(256);
+  for (int i = 0; i < 256; ++i) h[i] = float(i);
+  CHECK(cudaMemcpyAsync(p1, h.data(), 256 * sizeof(float), cudaMemcpyHostToDevice, s1) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(d0, p1, 256 * sizeof(float), cudaMemcpyDeviceToDevice, s1) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(s1) == cudaSuccess);
+  CHECK(cudaMemcpy(back.data(), d0, 256 * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(back == h);
+  // On its own device the stream runs kernels and records events; a graph
+  // captured there replays only there.
+  CHECK(cudaSetDevice(1) == cudaSuccess);
+  CHECK(cudaStreamBeginCapture(s1, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  uneven_warps_kernel<<<1, 32, 0, s1>>>(reinterpret_cast<int*>(p1));
+  cudaGraph_t g;
+  cudaGraphExec_t x;
+  CHECK(cudaStreamEndCapture(s1, &g) == cudaSuccess && cudaGraphInstantiate(&x, g, 0) == cudaSuccess);
+  CHECK(cudaGraphLaunch(x, s1) == cudaSuccess && cudaEventRecord(e1, s1) == cudaSuccess);
+  CHECK(cudaEventSynchronize(e1) == cudaSuccess);
+  CHECK(cudaGraphLaunch(x, s0) == cudaErrorInvalidResourceHandle);  // s0 is cuda:0's
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  int lanes[32];
+  CHECK(cudaMemcpy(lanes, p1, sizeof(lanes), cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (int t = 0; t < 32; ++t) CHECK(lanes[t] == (t ^ 1));
+  CHECK(cudaGraphExecDestroy(x) == cudaSuccess && cudaGraphDestroy(g) == cudaSuccess);
+  CHECK(cudaSetDevice(0) == cudaSuccess);
+  CHECK(cudaFree(p1) == cudaSuccess);  // freed with another device current
+  CHECK(cudaStreamDestroy(s0) == cudaSuccess && cudaStreamDestroy(s1) == cudaSuccess);
+  CHECK(cudaEventDestroy(e0) == cudaSuccess && cudaEventDestroy(e1) == cudaSuccess);
+  CHECK(cudaGetDevice(&cur) == cudaSuccess && cur == 0);
+}
+
 int main(int argc, char** argv) {
   float* d = nullptr;
   CHECK(cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess);
@@ -195,6 +265,12 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "read_then_atomic")) read_then_atomic_kernel<<<1, 32>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64, false);
     if (!std::strcmp(argv[1], "init_then_atomic")) init_then_atomic_kernel<<<1, 64>>>(reinterpret_cast<int*>(d));
     if (!std::strcmp(argv[1], "reader_slots")) reader_slots_kernel<<<1, 64>>>(reinterpret_cast<int*>(d), reinterpret_cast<int*>(d) + 64);
+    if (!std::strcmp(argv[1], "other_device_pointer")) {
+      float* elsewhere = nullptr;  // on cuda:1, handed to a kernel launched on cuda:0
+      CHECK(cudaSetDevice(1) == cudaSuccess && cudaMalloc(&elsewhere, 64 * sizeof(float)) == cudaSuccess);
+      CHECK(cudaSetDevice(0) == cudaSuccess);
+      other_device_pointer_kernel<<<1, 32>>>(d, elsewhere);
+    }
     if (!std::strcmp(argv[1], "uninit_read")) {
       float* fresh = nullptr;
       CHECK(cudaMalloc(&fresh, 64 * sizeof(float)) == cudaSuccess);
@@ -384,6 +460,7 @@ int main(int argc, char** argv) {
   CHECK(cudaMemcpyAsync(hd, d, sizeof(hd), cudaMemcpyDeviceToHost, s) == cudaSuccess);
   for (float v : hd) CHECK(v == 4.0f);  // two replays, each reading *scalar == 2 at replay time
   CHECK(cudaGraphExecDestroy(x) == cudaSuccess);
+  check_devices(d);
   std::printf("ok\n");
   return 0;
 }
