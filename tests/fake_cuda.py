@@ -715,6 +715,8 @@ def make_module() -> types.ModuleType:
     mod.synchronize = lambda: _refuse_during_capture("synchronize", "it waits for the device")
     mod.device_count = lambda: FakeCuda.devices
     mod.current_device = lambda: FakeCuda.current
+    mod.device_properties = lambda device=0: {"name": f"fake device {_checked_device(device, 'device_properties')}",
+                                              "compute_capability": (9, 0), "total_memory": 16 << 30}
 
     def set_device(device):
         FakeCuda.current = _checked_device(device, "set_device")

@@ -112,6 +112,15 @@ def test_kernels_refuse_tensors_of_a_device_that_is_not_current(two_fake):
     np.testing.assert_array_equal(y.to_numpy(), np.maximum(x.to_numpy(), 0))
 
 
+def test_info_lists_the_devices_and_the_current_one(two_fake, capsys):
+    from deepcore.cli import main
+
+    with cuda.device(1):
+        assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda:0: fake device 0, sm_90, 16 GiB\n" in out and "cuda:1: fake device 1, sm_90, 16 GiB (current)\n" in out
+
+
 def test_without_cuda_the_device_api_says_why():
     if cuda.is_available():
         pytest.skip("a CUDA device is available")

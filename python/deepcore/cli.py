@@ -57,6 +57,11 @@ def _info(args) -> int:
     print(f"threads: OpenMP {core.get_num_threads()}, OpenBLAS {core.blas_num_threads()}")
     print(f"CUDA available: {cuda.is_available()}" + ("" if cuda.is_available() else f" ({cuda.reason()})"))
     if cuda.is_available():
+        current, mod = cuda.current_device(), cuda._probe()
+        for d in range(cuda.device_count()):
+            p = mod.device_properties(d)
+            print(f"cuda:{d}: {p['name']}, sm_{p['compute_capability'][0]}{p['compute_capability'][1]}, "
+                  f"{p['total_memory'] / 2**30:.0f} GiB" + (" (current)" if d == current else ""))
         print(f"cuBLASLt (GPU Dense): {cuda.blas_available()}" + ("" if cuda.blas_available()
                                                                  else f" ({cuda.blas_reason()})"))
     return 0
