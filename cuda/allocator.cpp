@@ -169,7 +169,7 @@ class CachingAllocator {
     if (cudaGetDevice(&current) != cudaSuccess) current = -1;
     int on = current;
     for (auto& kv : free_) {  // each block freed with its own device current
-      if (kv.first.first != on && cudaSetDevice(kv.first.first) == cudaSuccess) on = kv.first.first;
+      if (current >= 0 && kv.first.first != on && cudaSetDevice(kv.first.first) == cudaSuccess) on = kv.first.first;
       (void)cudaFree(kv.second);
     }
     if (current >= 0 && on != current) (void)cudaSetDevice(current);

@@ -425,7 +425,8 @@ void DeviceBuffer::upload(const void* src, bool non_blocking, const char* fn) co
 }
 
 py::dict DeviceBuffer::cuda_array_interface() const {
-  // A consumer would queue work against a stream being captured.
+  // A consumer would queue work against a stream being captured (on this buffer's device).
+  DeviceGuard guard(device());
   ensure_not_capturing("DeviceBuffer.__cuda_array_interface__", "another library would use the memory");
   // The consumer may queue work on this memory on its own streams.
   storage_->mark_shared();

@@ -335,6 +335,7 @@ py::object DeviceBuffer::dlpack(py::object stream, py::object max_version, py::o
                                 py::object copy) const {
   const char* fn = "DeviceBuffer.__dlpack__";
   // The consumer's stream would wait on an event of a stream being captured (and join the capture).
+  DeviceGuard guard(device());
   ensure_not_capturing(fn, "another library would use the memory");
   if (!dl_device.is_none()) {
     const auto dev = dl_device.cast<std::pair<int, int>>();
@@ -353,7 +354,6 @@ py::object DeviceBuffer::dlpack(py::object stream, py::object max_version, py::o
                             "stream), 2 (per-thread default stream) or a cudaStream_t, got " +
                             std::to_string(consumer));
   }
-  DeviceGuard guard(device());
   const DeviceBuffer src = copied ? this->copy() : *this;
   if (consumer != -1) stream_wait(stream_from_int(consumer), src.stream(), fn);
   src.storage()->mark_shared();  // the consumer's streams may use it after our last view dies

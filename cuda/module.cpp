@@ -412,7 +412,8 @@ PYBIND11_MODULE(_cuda, m) {
   }, py::arg("device"),
      "Make `device` (an index) this thread's current CUDA device (cudaSetDevice). Kernels require their "
      "tensors on the current device; deepcore.cuda.device(n) sets it for a block.");
-  m.def("unavailable_reason", &unavailable_reason, "'' when device 0 is usable, else why not.");
+  m.def("unavailable_reason", &unavailable_reason, py::arg("device") = -1,
+        "'' when the current device (or `device`) is usable, else why not.");
   m.def("driver_version", []() {
     int v = 0;
     (void)cudaDriverGetVersion(&v);

@@ -59,7 +59,7 @@ int device_count() {
   return n;
 }
 
-std::string unavailable_reason() {
+std::string unavailable_reason(int device) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
@@ -76,14 +76,21 @@ std::string unavailable_reason() {
     return "cudaGetDeviceCount failed (" + error_text(e) + ")";
   }
   if (n == 0) return "the NVIDIA driver found no CUDA device";
+  if (device >= n) return "device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " devices)";
   // A device exists; check that this build has code it can run. Querying a
-  // kernel's attributes loads the module for the device without launching.
+  // kernel's attributes loads the module for the device without launching
+  // (on `device`, made current for the query).
+  int prev = -1;
+  if (device >= 0 && (cudaGetDevice(&prev) != cudaSuccess || prev == device || cudaSetDevice(device) != cudaSuccess))
+    prev = -1;
   cudaFuncAttributes attr;
   const cudaError_t k = cudaFuncGetAttributes(&attr, probe_kernel);
+  int dev = 0;
+  (void)cudaGetDevice(&dev);
+  if (prev >= 0) (void)cudaSetDevice(prev);
   if (k != cudaSuccess) {
     (void)cudaGetLastError();
-    int dev = 0, major = 0, minor = 0;
-    (void)cudaGetDevice(&dev);
+    int major = 0, minor = 0;
     (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     if (k == cudaErrorNoKernelImageForDevice || k == cudaErrorInvalidDeviceFunction)

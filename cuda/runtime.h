@@ -8,9 +8,10 @@ namespace cuda {
 
 // Number of usable CUDA devices; 0 when there is no driver or no device.
 int device_count();
-// "" when device 0 is usable; otherwise why not: no driver, a driver older
-// than the runtime, no device, or a GPU architecture this build has no code for.
-std::string unavailable_reason();
+// "" when the current device (or `device`, when >= 0) is usable; otherwise why
+// not: no driver, a driver older than the runtime, no device, or a GPU
+// architecture this build has no code for.
+std::string unavailable_reason(int device = -1);
 
 }  // namespace cuda
 }  // namespace deepcore

@@ -722,7 +722,7 @@ def make_module() -> types.ModuleType:
         FakeCuda.current = _checked_device(device, "set_device")
 
     mod.set_device = set_device
-    mod.unavailable_reason = lambda: ""
+    mod.unavailable_reason = lambda device=-1: ""
     mod.blas_available = lambda: FakeCuda.blas
     mod.blas_reason = lambda: "" if FakeCuda.blas else FakeCuda.blas_why
     mod.memory_stats = lambda: {"live_bytes": 0, "held_bytes": 0, "cached_bytes": 0, "malloc_calls": 0}

@@ -485,15 +485,19 @@ emu = C.CDLL(sys.argv[2])
 lt = t.bind(C.CDLL(sys.argv[1]))
 rng = np.random.default_rng(0)
 a, b, d = t.ColMajor(t.rand(rng, 3, 4)), t.ColMajor(t.rand(rng, 4, 2)), t.ColMajor(np.zeros((3, 2)))
-g = t.Gemm(lt, a, b, d, d)  # its handle is created while cuda:0 is current
-assert g.run() == t.SUCCESS
 mode = sys.argv[4]
-if mode == "other_current":
+if mode == "all_on_1":
+    emu.emu_set_device(1)
+g = t.Gemm(lt, a, b, d, d)  # its handle is created while that device is current
+assert g.run() == t.SUCCESS
+if mode == "all_on_1":  # B in cuda:1 memory, cuda:1 current, the handle cuda:1's: fine
+    emu.emu_device1_memory(C.c_ulonglong(b.ptr), C.c_ulonglong(b.store.nbytes))
+elif mode == "other_current":
     emu.emu_set_device(1)
 elif mode == "other_memory":
     emu.emu_device1_memory(C.c_ulonglong(b.ptr), C.c_ulonglong(b.store.nbytes))
 print("not refused", flush=True)
-g.run()
+assert g.run() == t.SUCCESS
 print("ran", flush=True)
 """
 
@@ -501,6 +505,7 @@ print("ran", flush=True)
 @pytest.mark.parametrize("mode, words", [
     ("other_current", "with a handle created on cuda:0 while cuda:1 is current"),
     ("other_memory", "cublasLtMatmul on cuda:0: B points into memory of cuda:1"),
+    ("all_on_1", None),
 ])
 def test_under_the_emulator_a_gemm_on_another_devices_memory_or_handle_aborts(fake_path, tmp_path, mode, words):
     """deepcore never enables peer access: the fake aborts (as the emulator
@@ -515,5 +520,8 @@ def test_under_the_emulator_a_gemm_on_another_devices_memory_or_handle_aborts(fa
     env = dict(os.environ, DEEPCORE_EMU_REPORT_FILE=str(report))
     run = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, str(fake_path), str(emu), str(ROOT / "tests"), mode],
                          capture_output=True, text=True, timeout=60, env=env)
+    if words is None:  # a GEMM wholly on cuda:1 runs
+        assert run.returncode == 0 and "ran" in run.stdout and not report.exists(), run.stdout + run.stderr
+        return
     assert run.returncode != 0 and "not refused" in run.stdout and "ran" not in run.stdout, run.stdout + run.stderr
     assert words in run.stderr and words in report.read_text()

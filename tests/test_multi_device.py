@@ -69,6 +69,9 @@ def test_device_context_sets_and_restores_the_current_device(two_fake):
         with cuda.device("cuda:1"):
             raise KeyError("inside")
     assert cuda.current_device() == 0  # restored on the way out of an exception too
+    with cuda.device(0):
+        cuda.set_device(1)  # the block changes the device itself: the context still gives the caller's back
+    assert cuda.current_device() == 0
     cuda.set_device("cuda:1")
     assert cuda.current_device() == 1
     cuda.set_device(0)
@@ -87,6 +90,15 @@ def test_set_device_refuses_what_is_not_a_device(two_fake, bad, error, words):
     with pytest.raises(error, match=words):
         cuda.set_device(bad)
     assert cuda.current_device() == 0
+
+
+def test_a_device_this_build_cannot_run_on_is_refused_with_the_reason(two_fake, monkeypatch):
+    why = "device 1 is sm_75, but deepcore._cuda was built for 80;90 (rebuild with -DDEEPCORE_CUDA_ARCHS=...)"
+    monkeypatch.setattr(two_fake, "unavailable_reason", lambda device=-1: why if device == 1 else "")
+    model = mlp()
+    with pytest.raises(RuntimeError, match=r"'cuda:1' cannot run deepcore's kernels: device 1 is sm_75"):
+        model.to("cuda:1")
+    assert model.device == "cpu" and model.to("cuda:0").device == "cuda:0"
 
 
 def test_empty_and_to_device_put_tensors_on_the_named_device(two_fake):
@@ -150,8 +162,8 @@ def test_a_model_on_cuda1_trains_like_the_cpu_and_leaves_the_current_device(two_
     for k in sa:
         np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
     assert devices_of(dev) == {"cuda:1"}
-    if graphs:
-        assert FakeCuda.replays > 0  # the steps ran as graphs, on cuda:1
+    if graphs:  # the steps ran as graphs, captured with cuda:1 current
+        assert dev._graphs.steps and not dev._graphs.failed and FakeCuda.replays > 0
     assert cpu.train_on_batch(x[:32], y[:32]) == dev.train_on_batch(x[:32], y[:32])
     np.testing.assert_array_equal(cpu.predict(x), dev.predict(x))
     np.testing.assert_array_equal(cpu(x[:5]), dev(x[:5]))
@@ -169,6 +181,27 @@ def test_a_model_on_cuda1_called_while_cuda1_is_current_keeps_it(two_fake):
     other = mlp().to("cuda:0")  # and a model on cuda:0 while cuda:1 is current
     other.fit(x, y, epochs=1, verbose=0)
     assert cuda.current_device() == 1 and devices_of(other) == {"cuda:0"}
+
+
+def test_to_cuda_means_the_callers_current_device(two_fake):
+    model = mlp().to("cuda:1")
+    assert model.to("cuda").device == "cuda:0"  # the caller's current device, not the model's
+    with cuda.device(1):
+        assert mlp().to("cuda").device == "cuda:1"
+        assert model.to("cuda").device == "cuda:1"
+    assert cuda.current_device() == 0
+
+
+def test_weights_assign_across_devices(two_fake):
+    x, y = blobs()
+    a, b = mlp(seed=1).to("cuda:0"), mlp(seed=2).to("cuda:1")
+    a.fit(x, y, epochs=1, verbose=0, seed=1)
+    b.set_weights([v.value for v in a.weights])  # device tensors of cuda:0 into a model on cuda:1
+    for v, wa, wb in zip(a.weights, a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb, err_msg=v.path)
+    assert devices_of(b) == {"cuda:1"}
+    backend.assign(b.weights[0].value, backend.to_device(np.ones(b.weights[0].shape, np.float32), "cuda:0"))
+    assert np.all(b.get_weights()[0] == 1)
 
 
 def test_moving_between_devices_mid_training_continues_exactly(two_fake):
@@ -275,6 +308,7 @@ def test_gpu_the_current_device_belongs_to_each_thread(gpu2):
     assert seen == [1] and cuda.current_device() == 0
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a step that cannot be captured warns, then runs eagerly
 @pytest.mark.parametrize("graphs", [False, True], ids=["eager", "cuda_graphs"])
 def test_gpu_a_model_on_cuda1_agrees_with_the_cpu(gpu2, graphs):
     x, y = blobs()
@@ -282,6 +316,8 @@ def test_gpu_a_model_on_cuda1_agrees_with_the_cpu(gpu2, graphs):
     assert_steps_agree(cpu, dev, x, y, range(0, 224, 32))
     h = dev.fit(x, y, epochs=2, verbose=0, validation_split=0.2)
     assert all(np.isfinite(h.history["loss"])) and devices_of(dev) == {"cuda:1"}
+    if graphs:  # batch sizes 32 and 8, each captured on cuda:1 and replayed
+        assert sorted(dev._graphs.steps) == [8, 32] and not dev._graphs.failed
     cpu.set_weights(dev.get_weights())
     np.testing.assert_allclose(dev.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-5)
     assert G_current() == 0

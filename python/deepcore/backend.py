@@ -120,6 +120,9 @@ def parse_device(device) -> str:
             if index >= count:
                 raise ValueError(f"device {device!r} does not exist: {count} CUDA device(s), cuda:0 .. "
                                  f"cuda:{count - 1}")
+            why = mod.unavailable_reason(index)  # (is_available() checked the current device only)
+            if why:
+                raise RuntimeError(f"device {device!r} cannot run deepcore's kernels: {why}")
             return f"cuda:{index}"
         raise ValueError(f"unknown device {device!r}; expected {_ACCEPTED}")
     raise TypeError(f"device must be a string, {_ACCEPTED}; got {type(device).__name__} {device!r}")
@@ -147,9 +150,7 @@ def empty(shape, dtype="float32", like=None, device=None):
         if t is _device_type or is_device_tensor(like):
             return _device_type([int(s) for s in shape], dtype, like.device)
         raise TypeError(f"empty: like must be a NumPy array or a CUDA device tensor, got {t.__name__}")
-    if device is None or device == "cpu":
-        return np.asarray(core.Buffer([int(s) for s in shape], dtype))
-    name = parse_device(device)
+    name = "cpu" if device is None or device == "cpu" else parse_device(device)
     if name == "cpu":
         return np.asarray(core.Buffer([int(s) for s in shape], dtype))
     return _device_type([int(s) for s in shape], dtype, int(name[5:]))
@@ -187,11 +188,12 @@ def to_device(x, device):
 
 def assign(dst, src) -> None:
     """dst[...] = src, whatever the devices of dst and src: a NumPy source is
-    cast to dst's dtype; a device source goes to a NumPy dst through the host."""
+    cast to dst's dtype; a device source goes to a NumPy dst, or a tensor on
+    another CUDA device, through the host."""
     if isinstance(dst, _ndarray):
         dst[...] = to_host(src)
     elif is_device_tensor(src):
-        dst[...] = src
+        dst[...] = src if src.device == dst.device else src.to_numpy()
     else:
         dst[...] = np.require(src, dtype=dst.dtype, requirements="C")
 

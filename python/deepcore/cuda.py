@@ -122,10 +122,8 @@ class device:
         return self
 
     def __exit__(self, *exc):
-        if self._index is not None:
-            previous = self._previous.pop()
-            if previous != self._index:
-                _module.set_device(previous)
+        if self._index is not None:  # always: the block may have changed the device itself
+            _module.set_device(self._previous.pop())
         return False
 
 

@@ -165,6 +165,10 @@ cudaError_t fail(cudaError_t e) {
 
 bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread; }
 
+// The device a stream's work runs on: its own, or for the legacy stream the
+// current device's (stream 0 names the current device's NULL stream).
+int device_of(const Stream* s) { return s->device >= 0 ? s->device : t_device; }
+
 // The stream behind a handle, or null for an unknown handle.
 Stream* stream_of(cudaStream_t s) {
   if (is_legacy(s)) return &legacy_stream();
@@ -235,6 +239,13 @@ void run_stream(Stream* s) { run_until(s, s->queued); }
 void run_all() {
   run_stream(&legacy_stream());
   for (Stream* s : std::vector<Stream*>(st().streams.begin(), st().streams.end())) run_stream(s);
+}
+// The work of the current device's streams (and the legacy stream's, which
+// all devices share here): what cudaDeviceSynchronize waits for.
+void run_device() {
+  run_stream(&legacy_stream());
+  for (Stream* s : std::vector<Stream*>(st().streams.begin(), st().streams.end()))
+    if (s->device == t_device) run_stream(s);
 }
 
 // A point in a stream's work: done once the stream has run `upto` items. The
@@ -326,7 +337,7 @@ void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaSt
                    std::shared_ptr<void> args, const void* const* pointers, size_t npointers) {
   std::lock_guard<std::recursive_mutex> lock(mu());
   // A launch goes to a stream of the current device.
-  if (Stream* str = stream_of(stream); str && str->device >= 0 && str->device != t_device) {
+  if (Stream* str = stream_of(stream); str && device_of(str) != t_device) {
     fail(cudaErrorInvalidResourceHandle);
     return;
   }
@@ -373,6 +384,11 @@ extern "C" {
 // `arg` must stay valid as long as a graph holding the call may be launched.
 void deepcore_emu_enqueue(cudaStream_t stream, void (*fn)(void*), void* arg) {
   EMU_LOCK;
+  // As a kernel launch: a library queues its work on a stream of the current device.
+  if (Stream* str = stream_of(stream); str && device_of(str) != t_device)
+    fatal("deepcore host emulator: a library call (deepcore_emu_enqueue) on a stream of cuda:" +
+          std::to_string(device_of(str)) + " while cuda:" + std::to_string(t_device) +
+          " is current (on a GPU its kernels would not launch)");
   const cudaError_t e = enqueue(stream, [fn, arg] { fn(arg); });
   if (e != cudaSuccess) fail(e);
 }
@@ -518,7 +534,7 @@ cudaError_t cudaDeviceSynchronize(void) {
   for (Stream* s : st().streams)
     if (s->capturing) s->invalidated = true, any = true;
   if (any) return fail(cudaErrorStreamCaptureUnsupported);
-  run_all();
+  run_device();  // not the other devices' work: a missing wait on the right device stays visible
   return cudaSuccess;
 }
 
@@ -692,7 +708,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   str->mode = mode;
   str->thread = std::this_thread::get_id();
   str->graph = new Graph();
-  str->graph->device = str->device < 0 ? t_device : str->device;
+  str->graph->device = device_of(str);
   str->capture_id = st().next_capture++;
   return cudaSuccess;
 }
@@ -755,7 +771,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto* ev = reinterpret_cast<Event*>(e);
   Stream* str = stream_of(s);
   if (!st().events.count(ev) || !str) return fail(cudaErrorInvalidResourceHandle);
-  if (str->device >= 0 && str->device != ev->device) return fail(cudaErrorInvalidResourceHandle);
+  if (device_of(str) != ev->device) return fail(cudaErrorInvalidResourceHandle);
   ev->captured_in = str->capturing ? str->capture_id : 0;
   // Outside a capture: complete once the stream's work queued so far has run.
   ev->stream = str->capturing ? nullptr : str;
@@ -823,7 +839,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
   Stream* str = stream_of(s);
   if (!str) return fail(cudaErrorInvalidResourceHandle);
   // A graph runs on the device it was captured on, from a stream of that device.
-  if ((str->device >= 0 ? str->device : t_device) != exec->device) return fail(cudaErrorInvalidResourceHandle);
+  if (device_of(str) != exec->device) return fail(cudaErrorInvalidResourceHandle);
   if (str->capturing) {
     for (const Node& n : *exec->nodes)
       if (!str->invalidated) str->graph->nodes.push_back(n);

@@ -350,14 +350,15 @@ struct EmulatorDevices {
   int (*device_of)(const void*);
 };
 const EmulatorDevices* find_devices() {
-  static const EmulatorDevices d = [] {
-    EmulatorDevices e{nullptr, nullptr};
-    if (!find_enqueue()) return e;
-    e.current = reinterpret_cast<cudaError_t (*)(int*)>(find_emulator_symbol("cudaGetDevice"));
-    e.device_of = reinterpret_cast<int (*)(const void*)>(find_emulator_symbol("deepcore_emu_device_of"));
-    return e;
-  }();
-  return d.current && d.device_of ? &d : nullptr;
+  static std::atomic<const EmulatorDevices*> found{nullptr};
+  if (const EmulatorDevices* d = found.load()) return d;
+  if (!find_enqueue()) return nullptr;  // not under the emulator (looked for again next time, as the queue)
+  auto current = reinterpret_cast<cudaError_t (*)(int*)>(find_emulator_symbol("cudaGetDevice"));
+  auto device_of = reinterpret_cast<int (*)(const void*)>(find_emulator_symbol("deepcore_emu_device_of"));
+  if (!current || !device_of) return nullptr;
+  static const EmulatorDevices d{current, device_of};
+  found.store(&d);
+  return &d;
 }
 
 // A call the real library cannot serve (deepcore must never make one): said on

@@ -176,7 +176,6 @@ class Model:
         """Where the weights live and the kernels run: "cpu" or "cuda:N"."""
         return self._device
 
-    @_on_model_device
     def to(self, device):
         """Move the model to ``device`` ("cpu", "cuda" or "cuda:N") and return
         it, as in PyTorch: every weight (trainable or not, e.g. BatchNorm's
@@ -187,7 +186,8 @@ class Model:
         masks and shuffles. Before the model is built, the device is recorded
         and the model builds there. Data stays NumPy: fit, evaluate and
         predict copy each batch to the device, and get_weights, predict and
-        the losses return host values."""
+        the losses return host values. "cuda" is the caller's current device;
+        every copy names its device, so no device is made current here."""
         dev = _backend.parse_device(device)
         if dev != "cpu":
             blockers = [b for layer in self.layers if (b := layer._device_blocker()) is not None]

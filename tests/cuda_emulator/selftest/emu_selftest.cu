@@ -214,6 +214,13 @@ void check_devices(float* d0) {
   // A launch on cuda:1's stream while cuda:0 is current fails, and runs nothing.
   uneven_warps_kernel<<<1, 32, 0, s1>>>(reinterpret_cast<int*>(p1));
   CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  CHECK(cudaStreamSynchronize(s1) == cudaSuccess);
+  unsigned untouched[32];
+  CHECK(cudaMemcpy(untouched, p1, sizeof(untouched), cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (unsigned u : untouched) CHECK(u == 0xffffffffu);  // as cudaMalloc left it
+  // Stream 0 is the current device's: cuda:1's event cannot be recorded there now.
+  CHECK(cudaEventRecord(e1, nullptr) == cudaErrorInvalidResourceHandle);
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
   cudaStream_t s0;
   cudaEvent_t e0;
   CHECK(cudaStreamCreateWithFlags(&s0, cudaStreamNonBlocking) == cudaSuccess);
