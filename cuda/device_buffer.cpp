@@ -564,8 +564,8 @@ void def_device_buffer(py::module_& m) {
         "float32/int32/int64 ndarray (non_blocking as in DeviceBuffer.copy_from).");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"),
         "A zero-copy DeviceBuffer over a CUDA tensor of another library (an object with __dlpack__ or "
-        "__cuda_array_interface__: float32/int32/int64, C-contiguous, on the current device); the producer's "
-        "memory stays alive while any view of it does.");
+        "__cuda_array_interface__: float32/int32/int64, C-contiguous), on the tensor's own device whichever is "
+        "current; the producer's memory stays alive while any view of it does.");
 }
 
 }  // namespace cuda

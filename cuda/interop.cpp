@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -165,11 +166,23 @@ void check_device_type(int type, const char* fn) {
                        (type == kDLCPU ? " (kDLCPU, host memory; copy host arrays with to_device(array))" : ""));
 }
 
-void check_device_id(int id, int current, const char* fn) {
-  if (id != current)
-    throw py::value_error(std::string(fn) + ": expected a tensor on the current device cuda:" +
-                          std::to_string(current) + ", got one on cuda:" + std::to_string(id));
+void check_device_id(int id, int expected, const char* fn) {
+  if (id != expected)
+    throw py::value_error(std::string(fn) + ": expected a tensor on cuda:" + std::to_string(expected) +
+                          " (its __dlpack_device__, or the current device without one), got one on cuda:" +
+                          std::to_string(id));
 }
+
+// The producer's device made current for the import (its stream, its
+// memory's storage), after checking that it exists; the capture check is for
+// that device too.
+struct ImportDevice {
+  std::optional<DeviceGuard> guard;
+  ImportDevice(int device, const char* fn) {
+    guard.emplace(checked_device(py::int_(device), fn));
+    ensure_not_capturing(fn, "the producer's stream would have to wait on one being captured");
+  }
+};
 
 void check_alignment(const Imported& im, const char* fn) {
   if (im.size && reinterpret_cast<uintptr_t>(im.ptr) % im.dtype->itemsize)
@@ -225,11 +238,11 @@ DeviceBuffer import_dlpack(py::handle obj, const char* fn) {
   if (py::hasattr(obj, "__dlpack_device__")) {
     const auto dev = obj.attr("__dlpack_device__")().cast<std::pair<int, int>>();
     check_device_type(dev.first, fn);  // before any CUDA call: host arrays fail here on any machine
-    check(cudaGetDevice(&current), fn);
-    check_device_id(dev.second, current, fn);
+    current = dev.second;              // imported on the producer's device, whichever is current
   } else {
     check(cudaGetDevice(&current), fn);
   }
+  const ImportDevice on(current, fn);
   // Our stream: the producer makes it wait for the producer's pending work.
   const py::int_ ours(reinterpret_cast<uintptr_t>(current_stream()));
   py::object capsule;
@@ -299,7 +312,7 @@ DeviceBuffer import_cuda_array_interface(py::handle obj, const char* fn) {
 
   int current = 0;
   check(cudaGetDevice(&current), fn);
-  if (im.size) {
+  if (im.size) {  // imported on the device that holds the memory, whichever is current
     cudaPointerAttributes attr{};
     const cudaError_t e = cudaPointerGetAttributes(&attr, im.ptr);
     if (e != cudaSuccess) {
@@ -312,8 +325,9 @@ DeviceBuffer import_cuda_array_interface(py::handle obj, const char* fn) {
                             : attr.type == cudaMemoryTypeHost  ? "pinned host"
                                                                : "unregistered host") +
                            " memory");
-    check_device_id(attr.device, current, fn);
+    current = attr.device;
   }
+  const ImportDevice on(current, fn);
   // Version 3: the producer's pending work is on "stream" (None: nothing pending).
   if (d.contains("stream") && !d["stream"].is_none()) {
     const long long s = d["stream"].cast<long long>();
@@ -385,8 +399,11 @@ py::tuple DeviceBuffer::dlpack_device() const { return py::make_tuple(int(kDLCUD
 
 DeviceBuffer from_dlpack(py::handle obj) {
   const char* fn = "from_dlpack";
-  ensure_not_capturing(fn, "the producer's stream would have to wait on one being captured");
-  if (py::isinstance<DeviceBuffer>(obj)) return obj.cast<DeviceBuffer>();  // a view of the same storage
+  if (py::isinstance<DeviceBuffer>(obj)) {  // a view of the same storage
+    DeviceGuard guard(obj.cast<const DeviceBuffer&>().device());
+    ensure_not_capturing(fn, "the producer's stream would have to wait on one being captured");
+    return obj.cast<DeviceBuffer>();
+  }
   if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, fn);
   if (py::hasattr(obj, "__cuda_array_interface__")) return import_cuda_array_interface(obj, fn);
   throw py::type_error(std::string(fn) + ": expected a CUDA tensor with __dlpack__ or __cuda_array_interface__ "

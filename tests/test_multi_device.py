@@ -273,15 +273,22 @@ def test_gpu_device_api_and_tensors_on_cuda1(gpu2):
     with pytest.raises(TypeError, match="device must be an int"):
         G.to_device(np.zeros(2, np.float32), device="1")
 
-    class Foreign:  # another library's tensor in cuda:1 memory, seen through __cuda_array_interface__
+    class Interface:  # another library's tensor in cuda:1 memory, through __cuda_array_interface__
         __cuda_array_interface__ = b.__cuda_array_interface__
 
-    with pytest.raises(ValueError, match="expected a tensor on the current device"):
-        G.from_dlpack(Foreign())
+    class DLPack:  # ... and through DLPack
+        def __dlpack__(self, **kwargs):
+            return b.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return b.__dlpack_device__()
+
+    for foreign in (Interface(), DLPack()):  # imported on the tensor's own device, with cuda:0 current
+        imported = G.from_dlpack(foreign)
+        assert imported.device == 1 and imported.data_ptr == b.data_ptr and G.current_device() == 0
+        np.testing.assert_array_equal(imported.to_numpy(), b.to_numpy())
     with cuda.device(1):
-        imported = G.from_dlpack(Foreign())
         fresh = G.DeviceBuffer((2,))
-    assert imported.device == 1 and np.array_equal(imported.to_numpy(), b.to_numpy())
     assert fresh.device == 1 and G.current_device() == 0
 
 
