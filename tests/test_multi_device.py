@@ -114,14 +114,19 @@ def test_empty_and_to_device_put_tensors_on_the_named_device(two_fake):
         two_fake.DeviceBuffer((2,), "float32", 2)
 
 
-def test_kernels_refuse_tensors_of_a_device_that_is_not_current(two_fake):
-    x = backend.to_device(np.linspace(-1, 1, 8, dtype=np.float32), "cuda:1")
-    y = backend.empty((8,), like=x)
+def assert_kernels_need_the_current_device(n):
+    """A ReLU on cuda:1 tensors: refused while cuda:0 is current, computed with cuda:1 current."""
+    x = backend.to_device(np.linspace(-1, 1, n, dtype=np.float32), "cuda:1")
+    y = backend.empty((n,), like=x)
     with pytest.raises(ValueError, match="is on cuda:1 but the current device is cuda:0"):
         backend.ops(x).activation_forward(3, x, y, 0.0, 1.0)
     with cuda.device(1):
         backend.ops(x).activation_forward(3, x, y, 0.0, 1.0)
     np.testing.assert_array_equal(y.to_numpy(), np.maximum(x.to_numpy(), 0))
+
+
+def test_kernels_refuse_tensors_of_a_device_that_is_not_current(two_fake):
+    assert_kernels_need_the_current_device(8)
 
 
 def test_info_lists_the_devices_and_the_current_one(two_fake, capsys):
@@ -293,13 +298,7 @@ def test_gpu_device_api_and_tensors_on_cuda1(gpu2):
 
 
 def test_gpu_kernels_refuse_tensors_of_another_device(gpu2):
-    x = backend.to_device(np.linspace(-1, 1, 64, dtype=np.float32), "cuda:1")
-    y = backend.empty((64,), like=x)
-    with pytest.raises(ValueError, match="is on cuda:1 but the current device is cuda:0"):
-        backend.ops(x).activation_forward(3, x, y, 0.0, 1.0)
-    with cuda.device(1):
-        backend.ops(x).activation_forward(3, x, y, 0.0, 1.0)
-    np.testing.assert_array_equal(y.to_numpy(), np.maximum(x.to_numpy(), 0))
+    assert_kernels_need_the_current_device(64)
 
 
 def test_gpu_the_current_device_belongs_to_each_thread(gpu2):
