@@ -74,12 +74,6 @@ uint64_t warp_exchange_xor(unsigned mask, uint64_t bits, int lane_mask, int widt
 void launch_erased(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
                    void (*body)(void*), std::shared_ptr<void> args, const void* const* pointers, size_t npointers);
 
-// A pointer argument's address (other arguments: 0, never used).
-template <class T>
-uintptr_t pointer_bits(const T& v) {
-  if constexpr (std::is_pointer<T>::value) return reinterpret_cast<uintptr_t>(v);
-  else return 0;
-}
 
 template <class F, class... A>
 struct KernelCall {
@@ -102,14 +96,10 @@ void launch(const char* name, dim3 grid, dim3 block, size_t shmem, cudaStream_t 
   // The pointer arguments, for the runtime's device check (a struct's pointer members are not seen).
   const void* pointers[sizeof...(A) + 1] = {};
   size_t npointers = 0;
-  std::apply(
-      [&](const auto&... a) {
-        ((std::is_pointer<std::decay_t<decltype(a)>>::value
-              ? void(pointers[npointers++] = reinterpret_cast<const void*>(pointer_bits(a)))
-              : void()),
-         ...);
-      },
-      c->args);
+  auto note = [&](const auto& a) {
+    if constexpr (std::is_pointer<std::decay_t<decltype(a)>>::value) pointers[npointers++] = a;
+  };
+  std::apply([&](const auto&... a) { (note(a), ...); }, c->args);
   launch_erased(name, grid, block, shmem, stream, &Call::run, std::static_pointer_cast<void>(c), pointers, npointers);
 }
 
