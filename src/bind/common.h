@@ -5,7 +5,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -17,12 +16,14 @@ namespace deepcore {
 namespace bind {
 namespace py = pybind11;
 
+// Error messages are built with std::to_string, never with iostreams: a
+// stream formats through the locale's facets, and on a GPU machine (PyTorch,
+// cuBLASLt and deepcore in one process) `ostringstream << long` crashed inside
+// the facet lookup. to_string formats with snprintf and no locale.
 inline std::string shape_str(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i) << (a.ndim() == 1 ? "," : "");
-  s << ")";
-  return s.str();
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i)) + (a.ndim() == 1 ? "," : "");
+  return s + ")";
 }
 
 inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
@@ -55,12 +56,10 @@ inline void expect_shape(const py::array& a, std::vector<py::ssize_t> expected, 
   bool ok = a.ndim() == py::ssize_t(expected.size());
   for (size_t i = 0; ok && i < expected.size(); ++i) ok = expected[i] < 0 || a.shape(i) == expected[i];
   if (ok) return;
-  std::ostringstream s;
-  s << fn << ": " << name << " must have shape (";
+  std::string s = std::string(fn) + ": " + name + " must have shape (";
   for (size_t i = 0; i < expected.size(); ++i)
-    s << (i ? ", " : "") << (expected[i] < 0 ? std::string("any") : std::to_string(expected[i]));
-  s << "), got " << shape_str(a);
-  throw py::value_error(s.str());
+    s += (i ? ", " : "") + (expected[i] < 0 ? std::string("any") : std::to_string(expected[i]));
+  throw py::value_error(s + "), got " + shape_str(a));
 }
 
 template <class T>
