@@ -1,0 +1,221 @@
+"""Mutation testing: does the suite catch the bugs we fear?
+
+Plants one known bug at a time (a "mutant": one exact text replacement in one
+source file) in a scratch copy of the tree, rebuilds what the mutant touches,
+runs the tests meant to catch it, and prints a table of which mutants were
+caught and which survived. The working tree is never modified.
+
+    python tools/mutants.py                 # every mutant
+    python tools/mutants.py --list          # names, files, what each plants
+    python tools/mutants.py --only NAME...  # some of them
+    python tools/mutants.py --scratch DIR   # where the copy and build live
+
+How it works: the tracked and untracked-not-ignored files are copied to
+DIR/tree; deepcore._core is built there with CMake + Ninja (CPU only, the same
+CMakeLists.txt as `pip install .`) into DIR/build and copied into
+DIR/tree/python/deepcore; the tests run from DIR/tree with PYTHONPATH pointing
+at that package, so the installed deepcore is not used. First every test
+selection runs once against the unmutated copy: it must pass (otherwise a
+"caught" would mean nothing). Then, per mutant: replace the text (it must
+occur exactly once, else the mutant is stale and reported as such), rebuild
+if the file is C++, run its tests with -x, restore the file.
+
+A mutant is "caught" when pytest reports failures (exit status 1); "SURVIVED"
+when the tests pass; "broken" when the mutated code did not build or pytest
+could not run (exit status > 1): a broken mutant proves nothing. Exit status:
+0 when every mutant was caught, 1 otherwise.
+
+The list below is the project's memory of bugs that once slipped through or
+could: add one whenever a review or an issue finds a bug the tests missed.
+"""
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Mutant:
+    name: str
+    path: str    # relative to the repository root
+    old: str     # must occur exactly once in the file
+    new: str
+    tests: list  # pytest arguments: files or node ids (with -k expressions as "-k", "expr")
+    what: str
+
+    @property
+    def native(self):
+        return self.path.startswith("src/")
+
+
+M = Mutant
+MUTANTS = [
+    # ---- issue 19's table: each of these once survived the whole suite or was caught by one test only
+    M("optimizer_sums_thread0_only", "src/cpu/optimizers.cpp",
+      "for (int t = 0; t < nt; ++t) sq += part",
+      "for (int t = 0; t < 1; ++t) sq += part",
+      ["tests/test_parallel_paths.py"],
+      "gradient-norm and penalty sums add only thread 0's partial sums"),
+    M("activation_backward_parallel_offset", "src/cpu/activations.cpp",
+      "bwd_chunk(a.kind, x + b, y + b, dy + b, dx + b, e - b, a.alpha, a.beta);",
+      "bwd_chunk(a.kind, x + b, y + b, dy, dx + b, e - b, a.alpha, a.beta);",
+      ["tests/test_parallel_paths.py"],
+      "the parallel activation backward reads dy at the wrong offset (chunk b reads from 0)"),
+    M("fit_same_shuffle_every_epoch", "python/deepcore/models/model.py",
+      "core.philox_permutation(n, seed, stream * 1_000_003 + epoch)",
+      "core.philox_permutation(n, seed, stream * 1_000_003)",
+      ["tests/test_training_loop.py"],
+      "fit reuses the first epoch's shuffle in every epoch"),
+    M("evaluate_in_training_mode", "python/deepcore/models/model.py",
+      'out = self._forward(self._on_device(xh, ("x", n)), False)',
+      'out = self._forward(self._on_device(xh, ("x", n)), True)',
+      ["tests/test_training_loop.py"],
+      "evaluate runs the layers in training mode (dropout on, BatchNorm on batch statistics)"),
+    M("amsgrad_divides_by_v", "src/cpu/optimizers.cpp",
+      "w[i] = wi - c1 * m / (std::sqrt(vh) + eps);",
+      "w[i] = wi - c1 * m / (std::sqrt(v) + eps);",
+      ["tests/test_optimizers.py", "tests/test_optimizer_resume.py"],
+      "AMSGrad divides by sqrt(v) instead of sqrt(vhat)"),
+    M("elu_derivative_plus_one", "src/ops/activations.h",
+      "case Act::Elu: return x > 0.0f ? dy : dy * (y + alpha);",
+      "case Act::Elu: return x > 0.0f ? dy : dy * (y + 1.0f);",
+      ["tests/test_activations.py"],
+      "the ELU derivative uses y + 1 instead of y + alpha"),
+]
+
+
+def run(cmd, cwd, env=None, log=None):
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if log is not None:
+        log.write(f"$ {' '.join(map(str, cmd))}  (rc {p.returncode}, {time.perf_counter() - t0:.1f} s)\n{p.stdout}\n")
+        log.flush()
+    return p.returncode, p.stdout
+
+
+def copy_tree(scratch):
+    """The tracked and untracked-not-ignored files of the working tree, as they are now."""
+    tree = scratch / "tree"
+    if tree.exists():
+        shutil.rmtree(tree)
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, stdout=subprocess.PIPE).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            dst = tree / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return tree
+
+
+class Build:
+    """deepcore._core built from the scratch tree; rebuilt incrementally by Ninja."""
+
+    def __init__(self, scratch, tree, log):
+        self.dir, self.tree, self.log = scratch / "build", tree, log
+
+    def configure(self):
+        pybind11_dir = subprocess.run([sys.executable, "-m", "pybind11", "--cmakedir"], check=True,
+                                      stdout=subprocess.PIPE, text=True).stdout.strip()
+        rc, out = run(["cmake", "-S", self.tree, "-B", self.dir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                       "-DDEEPCORE_ENABLE_CUDA=OFF", f"-DPython_EXECUTABLE={sys.executable}",
+                       f"-Dpybind11_DIR={pybind11_dir}"], self.tree, log=self.log)
+        if rc:
+            sys.exit(f"mutants: CMake configure failed (log: {self.log.name})\n{out[-2000:]}")
+
+    def build(self):
+        """True when _core built; the module is copied into the scratch package."""
+        rc, _ = run(["ninja", "-C", self.dir, "_core"], self.tree, log=self.log)
+        if rc:
+            return False
+        for so in self.dir.glob("_core*.so"):
+            shutil.copy2(so, self.tree / "python" / "deepcore" / so.name)
+        return True
+
+
+def pytest(tree, tests, log):
+    env = dict(os.environ, PYTHONPATH=str(tree / "python"), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("DEEPCORE_CUDA_EMULATOR", None)
+    rc, out = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], tree, env, log)
+    last = next((line for line in reversed(out.splitlines()) if line.strip()), "")
+    return rc, last
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
+    ap.add_argument("--scratch", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "deepcore-mutants"),
+                    help="folder for the copy of the tree, the build and the log")
+    args = ap.parse_args()
+
+    mutants = MUTANTS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTANTS}
+        if unknown:
+            sys.exit(f"mutants: unknown mutant(s) {sorted(unknown)}; --list shows the names")
+        mutants = [m for m in MUTANTS if m.name in args.only]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:40s} {m.path:40s} {m.what}")
+        return 0
+
+    scratch = Path(args.scratch).resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    log = open(scratch / "mutants.log", "w")
+    tree = copy_tree(scratch)
+    build = Build(scratch, tree, log)
+    print(f"mutants: copy in {tree}, log in {log.name}", flush=True)
+    build.configure()
+    if not build.build():
+        sys.exit(f"mutants: the unmutated tree does not build (log: {log.name})")
+
+    # Every selection must pass before any mutant is planted.
+    selections = {tuple(m.tests) for m in mutants}
+    for sel in sorted(selections):
+        rc, last = pytest(tree, list(sel), log)
+        if rc:
+            sys.exit(f"mutants: the unmutated tree fails {' '.join(sel)}: {last} (log: {log.name})")
+
+    rows = []
+    for m in mutants:
+        t0 = time.perf_counter()
+        f = tree / m.path
+        text = f.read_text()
+        count = text.count(m.old)
+        if count != 1:
+            rows.append((m, f"stale ({count} matches)", ""))
+            print(f"{m.name}: stale: the text to replace occurs {count} times in {m.path}", flush=True)
+            continue
+        f.write_text(text.replace(m.old, m.new))
+        try:
+            if m.native and not build.build():
+                result, detail = "broken", "does not build"
+            else:
+                rc, detail = pytest(tree, m.tests, log)
+                result = "caught" if rc == 1 else "SURVIVED" if rc == 0 else "broken"
+        finally:
+            f.write_text(text)
+        if m.native:
+            build.build()  # back to the unmutated module before the next mutant
+        rows.append((m, result, f"{time.perf_counter() - t0:.0f} s"))
+        print(f"{m.name}: {result} ({detail})", flush=True)
+
+    print("\nmutant | file | planted bug | tests | result | time")
+    print("--- | --- | --- | --- | --- | ---")
+    for m, result, took in rows:
+        print(f"{m.name} | {m.path} | {m.what} | {' '.join(m.tests)} | {result} | {took}")
+    caught = sum(r == "caught" for _, r, _ in rows)
+    print(f"\n{caught} of {len(rows)} caught")
+    return 0 if caught == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
