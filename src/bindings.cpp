@@ -101,6 +101,15 @@ PYBIND11_MODULE(_core, m) {
     scipy_openblas_set_num_threads(n);
   }, py::arg("n"), "Threads for OpenMP kernels and for OpenBLAS.");
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  m.def("parallel_thresholds", []() {
+    py::dict d;
+    d["kParallelThreshold"] = kParallelThreshold;
+    d["kOptimizerParallelThreshold"] = kOptimizerParallelThreshold;
+    d["kNormalParallelThreshold"] = kNormalParallelThreshold;
+    d["kGatherParallelBytes"] = kGatherParallelBytes;
+    d["kPreluBackwardParallelChannels"] = kPreluBackwardParallelChannels;
+    return d;
+  }, "The sizes at which CPU kernels split their work across threads (src/ops/common.h), name -> int.");
   m.def("blas_config", []() { return std::string(scipy_openblas_get_config()); });
   m.def("blas_num_threads", []() { return scipy_openblas_get_num_threads(); });
 

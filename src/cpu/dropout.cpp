@@ -460,7 +460,7 @@ void prelu_backward(const float* x, const float* alpha, const float* dy, float* 
         }
       }
   };
-  if (n < kParallelThreshold || C < 64 || omp_get_max_threads() == 1) {
+  if (n < kParallelThreshold || C < kPreluBackwardParallelChannels || omp_get_max_threads() == 1) {
     run(0, C);
   } else {
 #pragma omp parallel

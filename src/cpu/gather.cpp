@@ -8,7 +8,7 @@ void gather_rows(const void* src, index_t src_rows, size_t row_bytes, const int6
   check_gather_indices(idx, n, src_rows);
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
-  const bool big = index_t(n * row_bytes) >= index_t(4 * kParallelThreshold);
+  const bool big = index_t(n * row_bytes) >= kGatherParallelBytes;
 #pragma omp parallel for schedule(static) if (big)
   for (index_t i = 0; i < n; ++i) std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, row_bytes);
 }

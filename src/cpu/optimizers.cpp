@@ -17,11 +17,7 @@ namespace {
 DC_HD float flush_denormal(float v) { return std::fabs(v) < 1.17549435e-38f ? 0.0f : v; }
 DC_HD float sign(float v) { return float(v > 0.0f) - float(v < 0.0f); }
 
-// Optimizer steps are memory-bound streams over 3-5 arrays: two threads pay
-// off well below the generic elementwise threshold (measured on the
-// 784-300-100-10 MLP's 266k parameters: Adam 185 -> 135 us per step).
-constexpr index_t kOptimizerParallelThreshold = 1 << 17;
-
+// Threads split the step above kOptimizerParallelThreshold (ops/common.h).
 template <class Fn>
 void optimizer_chunks(index_t n, Fn fn) {
   parallel_chunks(n, fn, kOptimizerParallelThreshold);

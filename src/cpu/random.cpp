@@ -33,7 +33,7 @@ inline void box_muller(uint32_t a, uint32_t b, float* z0, float* z1) {
 void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float mean, float stddev,
                    bool truncated) {
   const index_t nblocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold / 4)
+#pragma omp parallel for schedule(static) if (n >= kNormalParallelThreshold)
   for (index_t b = 0; b < nblocks; ++b) {
     const Philox4 r = philox_block(seed, stream, uint64_t(b));
     float z[4];
