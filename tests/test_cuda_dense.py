@@ -20,6 +20,7 @@ to 1e-9; the count of non-finite values and gathered rows are exact.
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from deepcore.activations import _CODES
 from activation_reference import ref_forward
 from finite_differences import central_difference
 from device_data import dev
+from cuda_toolkit import cuda_include_dir
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -147,46 +149,50 @@ def test_tf32_switch_round_trips():
 
 
 def _cublaslt_include_dir():
-    """A folder with a real cublasLt.h: $DEEPCORE_CUBLASLT_HEADER_CHECK, or an installed nvidia-cublas wheel."""
+    """(folder with a real cublasLt.h or None, where it was looked for): $DEEPCORE_CUBLASLT_HEADER_CHECK
+    when set, else the include folder of an installed nvidia-cublas wheel."""
     d = os.environ.get("DEEPCORE_CUBLASLT_HEADER_CHECK")
     if d:
-        return d if os.path.exists(os.path.join(d, "cublasLt.h")) else None
+        return (d if os.path.isfile(os.path.join(d, "cublasLt.h")) else None), f"DEEPCORE_CUBLASLT_HEADER_CHECK={d}"
     import importlib.util
     spec = importlib.util.find_spec("nvidia")
     for loc in (spec.submodule_search_locations or []) if spec else []:
         for sub in ("cu13/include", "cublas/include"):
             if os.path.exists(os.path.join(loc, sub, "cublasLt.h")):
-                return os.path.join(loc, sub)
-    return None
-
-
-def _cuda_include_dir():
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and os.path.exists(os.path.join(root, "include", "cuda_runtime.h")):
-            return os.path.join(root, "include")
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        inc = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include")
-        if os.path.exists(os.path.join(inc, "cuda_runtime.h")):
-            return inc
-    return None
+                return os.path.join(loc, sub), "the nvidia-cublas wheel"
+    return None, "an installed nvidia-cublas wheel (pip install nvidia-cublas) or DEEPCORE_CUBLASLT_HEADER_CHECK=<dir>"
 
 
 def test_cublaslt_declarations_match_a_real_header():
     """cuda/check/cublaslt_header_check.cpp static_asserts every value, layout and signature of
     cuda/cublaslt.h against a real cublasLt.h (the CMake option DEEPCORE_CUBLASLT_HEADER_CHECK does
-    the same in a build)."""
-    header = _cublaslt_include_dir()
-    cuda_inc = _cuda_include_dir()
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not (header and cuda_inc and cxx):
-        pytest.skip("needs a cublasLt.h (pip install nvidia-cublas, or DEEPCORE_CUBLASLT_HEADER_CHECK=<dir>), "
-                    f"the CUDA headers and a C++ compiler; found {header}, {cuda_inc}, {cxx}")
+    the same in a build). Skips without a cublasLt.h, the CUDA headers or a C++ compiler, unless
+    DEEPCORE_CUBLASLT_HEADER_CHECK is set (CI sets it): then it fails, naming what is missing."""
+    header, header_where = _cublaslt_include_dir()
+    cuda_inc = cuda_include_dir()
+    cxx = shutil.which(os.environ["CXX"]) if os.environ.get("CXX") else shutil.which("c++") or shutil.which("g++")
+    missing = []
+    if header is None:
+        missing.append(f"cublasLt.h (looked in {header_where})")
+    if cuda_inc is None:
+        missing.append("the CUDA toolkit's headers (cuda_runtime.h, looked in $CUDA_HOME, $CUDA_PATH, nvcc's "
+                       "toolkit and /usr/local/cuda*; set CUDA_HOME)")
+    if cxx is None:
+        missing.append(f"a C++ compiler (CXX={os.environ['CXX']} not found)" if os.environ.get("CXX")
+                       else "a C++ compiler (no c++ or g++ on PATH; or set CXX)")
+    if missing:
+        why = "cannot check cuda/cublaslt.h against a real cublasLt.h: missing " + "; ".join(missing)
+        if os.environ.get("DEEPCORE_CUBLASLT_HEADER_CHECK"):
+            pytest.fail(why + " (DEEPCORE_CUBLASLT_HEADER_CHECK is set: the check is required)", pytrace=False)
+        pytest.skip(why)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = os.path.join(root, "cuda", "check", "cublaslt_header_check.cpp")
-    out = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-I", header, "-I", cuda_inc,
+    out = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-I", header, "-I", str(cuda_inc),
                           "-I", os.path.join(root, "cuda"), src], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-4000:]
+    # The check names the cuBLAS release it compared against (a #pragma message): the header compiled
+    # defines NVIDIA's CUBLAS_VER_MAJOR/MINOR/PATCH, as a real cublasLt.h does.
+    assert re.search(r"checked against cublasLt\.h of cuBLAS \d+\.\d+\.\d+", out.stderr), out.stderr[-4000:]
 
 
 # --------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 # Builds the CUDA host emulator's deepcore._cuda (README.md: the real cuda/
 # sources compiled for the CPU; NOT a GPU run) and runs the CUDA test files
 # against it. Exits 0 with a message, without testing, only when a C++
-# compiler or the CUDA toolkit's headers are missing; any build or test
-# failure fails.
+# compiler or the CUDA toolkit's headers are missing, and then exits 1 with
+# the same message if DEEPCORE_EMU_REQUIRED=1 (CI sets it: a run that tests
+# nothing must not pass there); any build or test failure fails.
+# The headers: $CUDA_HOME (or $CUDA_PATH) when set, which must then hold
+# include/cuda_runtime.h; otherwise nvcc's toolkit or /usr/local/cuda*. Only
+# headers are used (no nvcc, no libcudart): NVIDIA's nvidia-cuda-runtime,
+# nvidia-cuda-crt and nvidia-cuda-cccl wheels are enough (.ci/run says how).
 #
 #   tests/cuda_emulator/run_tests.sh [BUILD_DIR] [-- extra pytest arguments]
 #
@@ -26,19 +31,37 @@ shift || true
 [ "${1:-}" = "--" ] && shift
 PY="${PYTHON:-python}"
 
+# What cannot be had: a skip with the reason, or with DEEPCORE_EMU_REQUIRED=1 a failure.
+not_run() {
+  if [ "${DEEPCORE_EMU_REQUIRED:-0}" != "0" ]; then
+    echo "CUDA host emulator: FAILED, the CUDA tests did not run: $*" \
+         "(DEEPCORE_EMU_REQUIRED=${DEEPCORE_EMU_REQUIRED}: this run must test the CUDA sources)" >&2
+    exit 1
+  fi
+  echo "CUDA host emulator: skipped ($*)"
+  exit 0
+}
+
 CXX_BIN="${CXX:-c++}"
 if ! command -v "$CXX_BIN" >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
-  echo "CUDA host emulator: skipped (no C++ compiler)"
-  exit 0
+  not_run "no C++ compiler: neither $CXX_BIN nor g++ is on PATH"
 fi
 CUDA_INC=""
-for c in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc 2>/dev/null || echo /nonexistent/bin/nvcc)")")")" \
-         /usr/local/cuda /usr/local/cuda-*; do
-  if [ -n "$c" ] && [ -f "$c/include/cuda_runtime.h" ]; then CUDA_INC="$c/include"; break; fi
-done
-if [ -z "$CUDA_INC" ]; then
-  echo "CUDA host emulator: skipped (no CUDA toolkit headers: cuda_runtime.h not found; set CUDA_HOME)"
-  exit 0
+if [ -n "${CUDA_HOME:-}${CUDA_PATH:-}" ]; then
+  # A toolkit named by the environment is the one used: never another one found elsewhere.
+  if [ -n "${CUDA_HOME:-}" ]; then c_var=CUDA_HOME c="$CUDA_HOME"; else c_var=CUDA_PATH c="$CUDA_PATH"; fi
+  [ -f "$c/include/cuda_runtime.h" ] ||
+    not_run "no CUDA toolkit headers: $c_var=$c, but $c/include/cuda_runtime.h does not exist"
+  CUDA_INC="$c/include"
+else
+  for c in "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc 2>/dev/null || echo /nonexistent/bin/nvcc)")")")" \
+           /usr/local/cuda /usr/local/cuda-*; do
+    if [ -f "$c/include/cuda_runtime.h" ]; then CUDA_INC="$c/include"; break; fi
+  done
+  [ -n "$CUDA_INC" ] ||
+    not_run "no CUDA toolkit headers: cuda_runtime.h is not in the include/ folder of nvcc's toolkit or of" \
+            "/usr/local/cuda*, and CUDA_HOME is not set (set it to a CUDA toolkit, or to the nvidia/cu13 folder" \
+            "of the nvidia-cuda-runtime, nvidia-cuda-crt and nvidia-cuda-cccl wheels as .ci/run does)"
 fi
 
 # Build tools: the CMake and Ninja wheels and pybind11 when the machine has none.
