@@ -128,6 +128,17 @@ def test_fit_calls_every_hook_in_keras_order():
     assert rec.calls == [("on_train_begin",)] + epoch(0) + epoch(1) + [("on_train_end",)]
 
 
+def test_history_and_later_callbacks_see_what_earlier_callbacks_write_into_the_epoch_logs():
+    """Keras 3's order: the user's callbacks in list order, then History, so
+    a value one callback writes into the logs is seen by the next and recorded."""
+    seen = []
+    writer = LambdaCallback(on_epoch_end=lambda epoch, logs: logs.__setitem__("twice_epoch", 2 * epoch))
+    reader = LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs.get("twice_epoch")))
+    history = fit(tiny_model(), [writer, reader], epochs=3)
+    assert seen == [0, 2, 4]
+    assert history.history["twice_epoch"] == [0, 2, 4]
+
+
 def test_keras2_batch_hook_names_are_called_once_per_batch():
     class Old(Callback):
         begins, ends = 0, 0
@@ -528,16 +539,29 @@ def test_failed_checkpoint_write_keeps_the_last_good_file(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["ckpt.w"]  # no temp file left behind
 
 
-def test_full_model_checkpoint_needs_model_save(tmp_path):
+def test_full_model_checkpoint_of_a_model_without_save_fails_before_training(tmp_path):
     model = tiny_model()
-    cb = ModelCheckpoint(str(tmp_path / "m.keras"))
-    if callable(getattr(model, "save", None)):
+    assert not hasattr(model, "save")  # deepcore models write weights files only (save_weights)
+    cb = ModelCheckpoint(str(tmp_path / "m.keras"))  # save_weights_only=False, the Keras default
+    with pytest.raises(NotImplementedError, match="save_weights_only=True"):
         fit(model, [cb], epochs=1)
-        assert os.path.exists(tmp_path / "m.keras")
-    else:
-        with pytest.raises(NotImplementedError, match="save_weights_only=True"):
-            fit(model, [cb], epochs=1)
-        assert model.optimizer.iterations == 0
+    assert model.optimizer.iterations == 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_full_model_checkpoint_calls_the_models_save_with_each_epochs_path(tmp_path):
+    class Saving(Sequential):
+        def save(self, filepath):
+            calls.append((filepath, self.optimizer.iterations))
+
+    calls = []
+    deepcore.set_random_seed(3)
+    model = Saving([Input(shape=(2,)), Dense(1)])
+    model.compile(optimizer=optimizers.SGD(0.05), loss="mse")
+    pattern = str(tmp_path / "m-{epoch}.keras")
+    fit(model, [ModelCheckpoint(pattern)], epochs=2)  # 2 batches per epoch
+    assert calls == [(str(tmp_path / "m-1.keras"), 2), (str(tmp_path / "m-2.keras"), 4)]
+    assert os.listdir(tmp_path) == []  # the full-model path never falls back to save_weights
 
 
 @pytest.mark.parametrize("save_freq", [0, -2, "batch", 1.5, True])
