@@ -278,10 +278,19 @@ def test_gather_rows_large_copy_parallel_path():
     np.testing.assert_array_equal(dst, src[idx])
 
 
-def test_gather_rows_empty_index_is_a_no_op():
-    src = np.ones((4, 2), np.float32)
-    dst = np.zeros((0, 2), np.float32)
+def test_gather_rows_empty_index_writes_nothing_and_reads_nothing():
+    src = np.arange(8, dtype=np.float32).reshape(4, 2)
+    memory = np.full((3, 2), -5.0, np.float32)
+    dst = memory[:0]  # an empty view at the start of memory: any write would land there
+    assert dst.shape == (0, 2) and dst.__array_interface__["data"][0] == memory.__array_interface__["data"][0]
     C.gather_rows(src, np.zeros(0, np.int64), dst)
+    np.testing.assert_array_equal(memory, -5.0)
+    np.testing.assert_array_equal(src, np.arange(8).reshape(4, 2))
+    # from an empty source too (0 rows: no index is valid, and none is given)
+    C.gather_rows(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), dst)
+    np.testing.assert_array_equal(memory, -5.0)
+    with pytest.raises(ValueError, match="out of range"):
+        C.gather_rows(np.zeros((0, 2), np.float32), np.zeros(1, np.int64), memory[:1])
 
 
 @pytest.mark.parametrize("bad", [10, -1, 1 << 40])
