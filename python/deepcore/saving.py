@@ -17,8 +17,12 @@ import tempfile
 
 import numpy as np
 
-_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
+# The safetensors dtypes that NumPy can hold (BF16 and the FP8 codes it cannot).
+_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+           "I32": np.int32, "I64": np.int64, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32,
+           "U64": np.uint64, "BOOL": np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+_METADATA = "__metadata__"
 
 
 def atomic_write(path, write_fn) -> None:
@@ -54,6 +58,11 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write {name: array} to path atomically."""
     header, offset, blobs = {}, 0, []
     for name, arr in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"save_safetensors: tensor names must be strings, got {name!r}")
+        if name == _METADATA:
+            raise ValueError(f"save_safetensors: a tensor cannot be named {_METADATA!r}: the header keeps "
+                             "the file's metadata under that key")
         arr = np.require(arr, requirements="C")  # keeps 0-d shapes (ascontiguousarray makes them (1,))
         if arr.dtype not in _CODES:
             raise TypeError(f"save_safetensors: tensor {name!r} has unsupported dtype {arr.dtype}")
@@ -63,7 +72,7 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
         offset += len(data)
         blobs.append(data)
     if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        header[_METADATA] = {str(k): str(v) for k, v in metadata.items()}
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
 
@@ -78,7 +87,10 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
 
 def load_safetensors(path) -> tuple[dict, dict]:
     """Read a safetensors file -> ({name: array}, metadata). Raises ValueError
-    naming the file for anything malformed."""
+    naming the file for anything malformed, checked as the safetensors package
+    checks it: shapes and offsets are non-negative integers, each tensor's bytes
+    fit its dtype and shape, the tensors cover the data section back to back
+    (no gap, no overlap, nothing after them), metadata maps strings to strings."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read()
@@ -93,18 +105,45 @@ def load_safetensors(path) -> tuple[dict, dict]:
         raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", {}) or {}
+    metadata = header.pop(_METADATA, None)
+    if metadata is None:
+        metadata = {}
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError(f"{path}: corrupt safetensors header ({_METADATA} must map strings to strings, "
+                         f"got {metadata!r})")
     data = memoryview(raw)[8 + n:]
-    out = {}
+
+    def count(v):  # a JSON integer >= 0 (not a float, string or bool)
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    entries = []
     for name, info in header.items():
-        try:
-            dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
-            shape = tuple(int(s) for s in info["shape"])
-            start, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: corrupt entry for tensor {name!r}: {info!r}") from None
-        if not (0 <= start <= end <= len(data)) or end - start != int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(f"{path}: tensor {name!r} of shape {shape} has data offsets [{start}, {end}] "
-                             f"that do not fit its size or the file ({len(data)} data bytes)")
+        if not (isinstance(info, dict) and isinstance(info.get("shape"), list)
+                and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+                and all(count(v) for v in info["shape"] + info["data_offsets"])):
+            raise ValueError(f"{path}: corrupt entry for tensor {name!r}: {info!r} (expected "
+                             '{"dtype": ..., "shape": [sizes >= 0], "data_offsets": [start, end]})')
+        code = info.get("dtype")
+        if code not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {code}, which deepcore cannot read "
+                             f"(it reads {', '.join(_DTYPES)})")
+        dtype = np.dtype(_DTYPES[code]).newbyteorder("<")
+        shape = tuple(info["shape"])
+        start, end = info["data_offsets"]
+        if end < start or end - start != int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError(f"{path}: tensor {name!r} of shape {shape} and dtype {code} has data offsets "
+                             f"[{start}, {end}], which do not span its {int(np.prod(shape)) * dtype.itemsize} bytes")
+        entries.append((start, end, name, dtype, shape))
+    pos = 0
+    for start, end, name, _, _ in sorted(entries, key=lambda e: e[:2]):
+        if start != pos:
+            raise ValueError(f"{path}: tensor {name!r} has data offsets [{start}, {end}], but the data before it "
+                             f"end at {pos}: the tensors must cover the data section back to back")
+        pos = end
+    if pos != len(data):
+        raise ValueError(f"{path}: the tensors cover {pos} bytes of the {len(data)}-byte data section "
+                         f"(a truncated or padded file)")
+    out = {}
+    for start, end, name, dtype, shape in entries:
         out[name] = np.frombuffer(data[start:end], dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
     return out, metadata
