@@ -77,17 +77,35 @@ def test_lr_find_bad_input():
         dc.lr_find(dc.Sequential([dc.Input((784,)), dc.Dense(2)]), x, y)
 
 
+def _zero_fraction(*arrays):
+    """Fraction of exact zeros over the given arrays, counted here."""
+    return sum(int(np.count_nonzero(a == 0)) for a in arrays) / sum(a.size for a in arrays)
+
+
 def test_prune_zeroes_small_weights_and_reports_the_fraction():
     model = _mlp("sgd")
     k0 = model.layers[0].kernel.value.copy()
+    k1 = model.layers[1].kernel.value.copy()
+    k1[:3] = 0.0  # already zero: counted as zero, not as pruned now
+    model.layers[1].kernel.assign(k1)
     b1 = model.layers[1].bias.value
     b1[...] = 1e-4  # tiny biases are kept unless include_bias
     thr = float(np.quantile(np.abs(k0), 0.3))
     report = sparsity.prune(model, thr)
-    k = model.layers[0].kernel.value
-    np.testing.assert_array_equal(k, np.where(np.abs(k0) < thr, 0, k0))
-    assert report["fraction"] == pytest.approx(sparsity.sparsity(model))
+    want0 = np.where(np.abs(k0) < thr, 0, k0)
+    want1 = np.where(np.abs(k1) < thr, 0, k1)
+    np.testing.assert_array_equal(model.layers[0].kernel.value, want0)
+    np.testing.assert_array_equal(model.layers[1].kernel.value, want1)
+    newly = int(np.count_nonzero((np.abs(k0) < thr) & (k0 != 0)) + np.count_nonzero((np.abs(k1) < thr) & (k1 != 0)))
+    assert report["pruned"] == newly
+    assert report["total"] == k0.size + k1.size
+    assert report["fraction"] == pytest.approx(_zero_fraction(want0, want1), rel=1e-12)
+    assert report["per_weight"] == {model.layers[0].kernel.path: pytest.approx(_zero_fraction(want0), rel=1e-12),
+                                    model.layers[1].kernel.path: pytest.approx(_zero_fraction(want1), rel=1e-12)}
     assert 0.25 < report["per_weight"][model.layers[0].kernel.path] < 0.35
+    assert sparsity.sparsity(model) == pytest.approx(_zero_fraction(want0, want1), rel=1e-12)
+    assert sparsity.sparsity(model, include_bias=True) == pytest.approx(
+        _zero_fraction(want0, want1, model.layers[0].bias.value, b1), rel=1e-12)
     assert np.all(b1 == np.float32(1e-4))
     with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
         sparsity.prune(model, -1)
@@ -99,8 +117,10 @@ def test_ftrl_with_l1_trains_a_sparse_model():
     sparse = _mlp(dc.optimizers.Ftrl(learning_rate=0.1, l1_regularization_strength=0.01))
     for m in (dense, sparse):
         m.fit(x, y, epochs=2, verbose=0, seed=0)
-    assert sparsity.sparsity(sparse) > 0.5
-    assert sparsity.sparsity(sparse) > sparsity.sparsity(dense) + 0.3  # (dense: inputs that are always 0)
+    kernels = lambda m: [m.layers[0].kernel.numpy(), m.layers[1].kernel.numpy()]  # noqa: E731
+    assert sparsity.sparsity(sparse) == pytest.approx(_zero_fraction(*kernels(sparse)), rel=1e-12)
+    assert _zero_fraction(*kernels(sparse)) > 0.5
+    assert _zero_fraction(*kernels(sparse)) > _zero_fraction(*kernels(dense)) + 0.3  # (dense: inputs always 0)
     acc = (sparse.predict(x).argmax(1) == y).mean()
     assert acc > 0.6  # still a working classifier
 
