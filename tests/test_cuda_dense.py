@@ -67,7 +67,7 @@ def test_twin_has_the_cpu_name_and_signature(name):
 def test_every_cpu_kernel_has_a_twin_but_the_host_only_ones():
     G = cuda_module()
     host_only = {"Buffer", "OptParams", "_set_philox_simd", "blas_config", "blas_num_threads", "get_num_threads",
-                 "set_num_threads", "perceptron_epoch", "philox4x32_10", "philox_permutation"}
+                 "set_num_threads", "perceptron_epoch", "philox4x32_10", "philox_permutation", "parallel_thresholds"}
     missing = {n for n in dir(C) if not n.startswith("__")} - set(dir(G)) - host_only
     assert not missing
 
