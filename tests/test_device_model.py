@@ -672,15 +672,26 @@ def test_gpu_model_to_round_trip_and_host_results(gpu, tmp_path):
         assert type(v.value) is np.ndarray and np.array_equal(v.value, w)
 
 
+def fashion_like(n=30000, seed=0):
+    """A Fashion-MNIST-sized problem that is not separable: each image is a
+    class prototype at 20% contrast under pixel noise (sd 0.5), clipped to
+    [0, 1]. The MLP below reaches about 75%, 85% and 87% validation accuracy
+    in its three epochs, still rising: a GPU that trains worse stays behind."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((10, 784)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    x = np.clip(0.5 + 0.2 * (protos[y] - 0.5) + rng.normal(0, 0.5, (n, 784)), 0, 1).astype(np.float32)
+    return x, y
+
+
 def test_gpu_fashion_mnist_like_run_reaches_the_cpu_accuracy(gpu):
     """A 784-300-100-10 MLP (BN, dropout, Adam) trained for 3 epochs on a
-    Fashion-MNIST-sized synthetic problem: the GPU's final validation
-    accuracy is within 1.5 points of the CPU's (rounding differences change
-    the trajectory, not the outcome)."""
-    rng = np.random.default_rng(0)
-    protos = rng.random((10, 784)).astype(np.float32)
-    y = rng.integers(0, 10, 12000)
-    x = np.clip(protos[y] + rng.normal(0, 0.6, (12000, 784)), 0, 1).astype(np.float32)
+    Fashion-MNIST-sized problem the CPU does not solve perfectly: the GPU's
+    final validation accuracy is within 1.5 points of the CPU's and its
+    validation loss within 5% (rounding differences change the trajectory,
+    not the outcome: runs from weights perturbed by 2e-7 relative on the CPU
+    spread over 0.9 points and 2% of loss)."""
+    x, y = fashion_like()
 
     def make():
         dc.set_random_seed(5)
@@ -688,11 +699,15 @@ def test_gpu_fashion_mnist_like_run_reaches_the_cpu_accuracy(gpu):
                            L.BatchNormalization(), L.Dropout(0.2),
                            L.Dense(100, activation="relu", kernel_initializer="he_normal"),
                            L.Dense(10, activation="softmax")])
-        m.compile(optimizer=dc.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.compile(optimizer=dc.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return m
 
     kwargs = dict(epochs=3, batch_size=64, verbose=0, validation_split=0.2, seed=1)
     h_cpu = make().fit(x, y, **kwargs).history
     h_gpu = make().to("cuda").fit(x, y, **kwargs).history
-    assert abs(h_gpu["val_accuracy"][-1] - h_cpu["val_accuracy"][-1]) < 0.015
-    assert h_gpu["val_loss"][-1] == pytest.approx(h_cpu["val_loss"][-1], rel=0.1)
+    acc = h_cpu["val_accuracy"]
+    # The comparison can fail: the CPU is far from a perfect fit and still improving.
+    assert 0.8 < acc[-1] < 0.95 and acc[0] < acc[1] < acc[2] and h_cpu["val_loss"][-1] > 0.25
+    assert abs(h_gpu["val_accuracy"][-1] - acc[-1]) < 0.015
+    assert h_gpu["val_loss"][-1] == pytest.approx(h_cpu["val_loss"][-1], rel=0.05)
+    assert h_gpu["val_accuracy"][0] < h_gpu["val_accuracy"][-1]
