@@ -1,4 +1,4 @@
-"""Monte Carlo dropout: MCDropout layers and Model.predict_mc."""
+"""Monte Carlo dropout: MCDropout layers and Model.predict_mc (which turns every dropout layer on)."""
 
 import numpy as np
 import pytest
@@ -88,13 +88,111 @@ def test_predict_mc_agrees_with_repeated_stochastic_calls():
     assert (std > 0).all()
 
 
-def test_predict_mc_without_mc_dropout_has_zero_spread():
-    x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
-    model = dc.Sequential([dc.Input(shape=[4]), dc.Dense(8, activation="relu"), dc.Dropout(0.5),
-                           dc.Dense(3, activation="softmax")])
-    mean, std = model.predict_mc(x, samples=10)
-    np.testing.assert_allclose(mean, model.predict(x), rtol=1e-6)
-    assert (std == 0).all()
+class RecordInputs(Layer):
+    """A Python identity layer that keeps a copy of every input it sees."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inputs = []
+
+    def forward(self, x, training=False):
+        self.inputs.append(np.array(x, dtype=np.float64))
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+
+def _softmax64(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _bn_dropout_model(rate=0.4, seed=5):
+    """Dense(relu) -> BatchNorm (non-trivial moving statistics) -> Dropout -> record -> Dense(softmax)."""
+    rng = np.random.default_rng(1)
+    dc.set_random_seed(4)
+    dense1, bn, drop, record = dc.Dense(16, activation="relu"), dc.BatchNormalization(), dc.Dropout(rate, seed=seed), \
+        RecordInputs()
+    model = dc.Sequential([dc.Input(shape=[6]), dense1, bn, drop, record, dc.Dense(3, activation="softmax")])
+    bn.set_weights([rng.uniform(0.5, 2, 16), rng.normal(size=16), rng.normal(size=16) * 0.5,
+                    rng.uniform(0.2, 3, 16)])  # gamma, beta, moving mean, moving variance
+    return model, dense1, bn, record
+
+
+def test_predict_mc_turns_on_plain_dropout_layers():
+    x = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
+    model, _, _, _ = _bn_dropout_model()
+    mean, std = model.predict_mc(x, samples=50)
+    assert (std > 1e-3).all()  # not the ~1e-8 of a model whose Dropout stayed off
+    np.testing.assert_allclose(mean.sum(1), 1.0, rtol=1e-5)
+    # Afterwards the Dropout layer is off again: predict is deterministic.
+    np.testing.assert_array_equal(model.predict(x), model.predict(x))
+
+
+def test_predict_mc_mean_and_std_match_a_float64_forward_over_the_same_masks():
+    x = np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
+    rate, samples = 0.4, 300
+    model, dense1, bn, record = _bn_dropout_model(rate)
+    mean, std = model.predict_mc(x, samples=samples, batch_size=len(x))
+    seen = np.concatenate(record.inputs).reshape(samples, len(x), 16)  # one batch: the tiles in sample order
+    # float64 reference of everything but the masks, BatchNorm on its moving statistics.
+    w1, b1 = (v.astype(np.float64) for v in dense1.get_weights())
+    gamma, beta, mm, mv = (v.astype(np.float64) for v in bn.get_weights())
+    h = gamma * (np.maximum(x @ w1 + b1, 0) - mm) / np.sqrt(mv + bn.epsilon) + beta
+    keep = seen != 0
+    assert abs(keep.mean() - (1 - rate)) < 0.02
+    assert not (keep == keep[:1]).all(axis=0).all()  # the masks differ between samples
+    np.testing.assert_allclose(seen[keep], np.broadcast_to(h / (1 - rate), seen.shape)[keep], rtol=2e-5, atol=1e-6)
+    w2, b2 = (v.astype(np.float64) for v in model.layers[-1].get_weights())
+    outs = _softmax64((h * keep / (1 - rate)) @ w2 + b2)
+    np.testing.assert_allclose(mean, outs.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, outs.std(axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_predict_mc_leaves_batchnorm_moving_statistics_untouched_with_plain_dropout():
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    model, _, bn, _ = _bn_dropout_model()
+    before = [w.copy() for w in bn.get_weights()]
+    model.predict_mc(x, samples=20, batch_size=16)
+    for a, b in zip(before, bn.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_predict_mc_is_reproducible_under_the_same_seed_and_advances_the_masks():
+    x = np.random.default_rng(0).normal(size=(9, 6)).astype(np.float32)
+
+    def make():
+        dc.set_random_seed(11)
+        return dc.Sequential([dc.Input(shape=[6]), dc.Dense(12, activation="relu"), dc.Dropout(0.3),
+                              dc.AlphaDropout(0.1), dc.Dense(3, activation="softmax")])
+
+    a, b = make(), make()
+    mean_a, std_a = a.predict_mc(x, samples=40, batch_size=4)
+    mean_b, std_b = b.predict_mc(x, samples=40, batch_size=4)
+    np.testing.assert_array_equal(mean_a, mean_b)
+    np.testing.assert_array_equal(std_a, std_b)
+    mean_again, _ = a.predict_mc(x, samples=40, batch_size=4)  # the next masks of the layers' streams
+    assert not np.array_equal(mean_again, mean_a)
+
+
+def test_predict_mc_turns_on_alpha_dropout_but_keeps_rrelu_at_its_mean_slope():
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    dc.set_random_seed(2)
+    rrelu, after_rrelu, drop = dc.RReLU(), RecordInputs(), dc.AlphaDropout(0.2, seed=1)
+    model = dc.Sequential([dc.Input(shape=[6]), rrelu, after_rrelu, drop, dc.Dense(3)])
+    _, std = model.predict_mc(x, samples=30)
+    assert (std > 0).all()
+    slope = (rrelu.lower + rrelu.upper) / 2
+    for seen in after_rrelu.inputs:  # every tile: the inference slope, no random one
+        np.testing.assert_allclose(seen.reshape(-1, *x.shape), np.broadcast_to(np.where(x >= 0, x, slope * x),
+                                   (len(seen) // len(x),) + x.shape), rtol=1e-6)
+
+
+def test_predict_mc_raises_when_the_model_has_no_dropout_layer():
+    model = dc.Sequential([dc.Input(shape=[4]), dc.Dense(8, activation="relu"), dc.Dense(3, activation="softmax")])
+    with pytest.raises(ValueError, match="no dropout layer"):
+        model.predict_mc(np.zeros((2, 4), np.float32), samples=10)
 
 
 def test_predict_mc_with_one_sample_has_zero_spread():

@@ -41,6 +41,10 @@ class _RandomLayer(Layer):
     """A layer drawing from its own Philox stream, one call counter per draw."""
 
     supports_device = True
+    #: Set (on the dropout layers) only while Model.predict_mc samples: the
+    #: layer then drops as in training although the model runs in inference
+    #: mode (models/mc.py).
+    _mc_sampling = False
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -108,7 +112,7 @@ class Dropout(_RandomLayer):
         self._mask = None
 
     def _active(self, training) -> bool:
-        return bool(training) and self.rate > 0.0
+        return (bool(training) or self._mc_sampling) and self.rate > 0.0
 
     def _device_blocker(self):
         if self.noise_shape is not None:
@@ -171,9 +175,11 @@ class Dropout(_RandomLayer):
 
 class MCDropout(Dropout):
     """Monte Carlo dropout (Gal & Ghahramani, 2016): a Dropout that stays
-    active at inference, so repeated predictions sample an approximate
-    posterior. Use with ``Model.predict_mc(x, samples)`` for the mean and
-    spread of the predictions. Same arguments as Dropout."""
+    active at inference (``predict``, ``model(x)``, an eager call), so
+    repeated predictions sample an approximate posterior. For the mean and
+    spread of the predictions, ``Model.predict_mc(x, samples)`` works with
+    this layer and with plain Dropout and AlphaDropout alike (it turns every
+    dropout layer on while it samples). Same arguments as Dropout."""
 
     def _active(self, training) -> bool:
         return self.rate > 0.0
@@ -198,7 +204,7 @@ class AlphaDropout(_RandomLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        if not (training and self.rate > 0.0):
+        if not ((training or self._mc_sampling) and self.rate > 0.0):
             self._call = None
             return x
         b = self._buffers(x)

@@ -1,7 +1,9 @@
 """Monte Carlo dropout predictions (Gal & Ghahramani, 2016, "Dropout as a
-Bayesian approximation"): run the model ``samples`` times with its MCDropout
-layers active and everything else (BatchNorm, Dropout) in inference mode, and
-return the mean and standard deviation of the outputs.
+Bayesian approximation"): run the model ``samples`` times with every dropout
+layer active (Dropout, AlphaDropout, MCDropout, each drawing fresh masks) and
+everything else in inference mode (BatchNorm normalizes with its moving
+statistics and leaves them untouched; RReLU uses its mean slope), and return
+the mean and standard deviation of the outputs.
 
 The samples of a batch run as one forward pass over the batch tiled
 ``samples`` times (in groups of at most ``_MAX_ROWS`` rows): every MCDropout
@@ -39,13 +41,42 @@ def _shares_mask_across_batch(model):
                for layer in model.layers)
 
 
+def _dropout_layers(model):
+    """The model's dropout-family layers: what predict_mc turns on."""
+    from ..layers.regularization import AlphaDropout, Dropout  # MCDropout is a Dropout
+
+    return [layer for layer in model.layers if isinstance(layer, (Dropout, AlphaDropout))]
+
+
 def predict_mc(model, x, samples=100, batch_size=None):
     """(mean, std) over ``samples`` stochastic forward passes, each of shape
     (len(x),) + output shape, float32. std is the population standard
-    deviation (``np.std(outputs, axis=0)``)."""
+    deviation (``np.std(outputs, axis=0)``).
+
+    Every dropout layer samples: Dropout, AlphaDropout and MCDropout alike
+    draw a fresh mask per sample (the chapter's MC dropout recipe, which
+    calls the model with ``training=True``, minus its side effects). The
+    other layers run in inference mode: BatchNormalization normalizes with its
+    moving statistics and does not update them, and RReLU uses its mean slope
+    ``(lower + upper) / 2`` (its random slopes are a training-time
+    regularizer, not a dropout mask, so they are not sampled).
+
+    Masks come from each layer's Philox stream and call counter, so a model
+    built after the same ``deepcore.set_random_seed`` (or with seeded dropout
+    layers) gives the same result; each call advances the counters, as a
+    training step does.
+
+    Raises ValueError when the model has no dropout layer: every sample would
+    be the same prediction.
+    """
     if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
         raise ValueError(f"predict_mc: samples must be an int >= 1, got {samples!r}")
     samples = int(samples)
+    dropout = _dropout_layers(model)
+    if not dropout:
+        raise ValueError(f"predict_mc: model '{model.name}' has no dropout layer (Dropout, AlphaDropout or "
+                         f"MCDropout), so its {samples} samples would all be the same prediction; add one, "
+                         f"or use predict()")
     x = model._prepare_x(x, "predict_mc")
     batch_size = 32 if batch_size is None else int(batch_size)
     if batch_size < 1:
@@ -57,8 +88,12 @@ def predict_mc(model, x, samples=100, batch_size=None):
     shared = _shares_mask_across_batch(model)
     used = set()
     try:
+        for layer in dropout:
+            layer._mc_sampling = True
         _predict_groups(model, x, samples, batch_size, out_shape, widest, shared, mean, std, used)
     finally:
+        for layer in dropout:
+            layer._mc_sampling = False
         _release_buffers(model, used)
     return mean, std
 
