@@ -6,6 +6,15 @@ seeded layer gives the same sequence of masks on any machine and thread count.
 The forward also stores the keep mask as one bit per element (n / 8 bytes):
 backward then streams dy once instead of running Philox a second time, which
 measured about 3x faster on 10M floats.
+
+Buffers: the model path (``forward``) writes into an output buffer kept per
+batch size and returns it, so a steady-state training step allocates nothing;
+the next forward overwrites it, which the model's executor expects. An eager
+call (``layer(x, training=True)``) returns a fresh array, as every layer's
+eager call does (a later call never changes an earlier result): the kernel
+writes straight into that array, with no intermediate buffer and no copy, and
+only the keep bits (and, at the first backward, the input gradient) are kept
+per batch size.
 """
 from __future__ import annotations
 
@@ -75,18 +84,39 @@ class _RandomLayer(Layer):
             return getattr(ops(x), kernel), self._call
         return getattr(ops(x), kernel + "_graph"), self._graph_call
 
-    def _buffers(self, x, keep_bits=True):
-        """y and dx beside x, plus a keep bitmask (one bit per element) for the dropout layers."""
+    def _buffers(self, x, keep_bits=True, io=True):
+        """This batch size's buffers beside x: y and dx (``io``), plus a keep
+        bitmask (one bit per element) for the dropout layers, each made the
+        first time it is asked for."""
+        b = self._bufs.get(x.shape[0], lambda _, like: {}, x)
         shape = (x.shape[0],) + self.input_shape
-        words = (int(np.prod(shape)) + 31) // 32
+        if io and "y" not in b:
+            b.update(_io_buffers(shape, x))
+        if keep_bits and "mask" not in b:
+            b["mask"] = empty(((int(np.prod(shape)) + 31) // 32,), "int32", like=x)
+        return b
 
-        def make(_, like):
-            bufs = _io_buffers(shape, like)
-            if keep_bits:
-                bufs["mask"] = empty((words,), "int32", like=like)
-            return bufs
+    def _dx(self, b, dy):
+        """The input-gradient buffer of this batch (made at the first backward after an eager call)."""
+        if "dx" not in b:
+            b["dx"] = empty(dy.shape, like=dy)
+        return b["dx"]
 
-        return self._bufs.get(x.shape[0], make, x)
+    def __call__(self, x, training=False):
+        """Eager call on a NumPy array, returning a fresh array. On the CPU a
+        layer with a ``_forward_into`` writes its output straight into that
+        array (no copy of a kept buffer); elsewhere as Layer.__call__."""
+        forward_into = getattr(self, "_forward_into", None)
+        if forward_into is None or self._device != "cpu":
+            return super().__call__(x, training)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._build_for(x.shape[1:])
+        self._check_input(x)
+        out = np.empty_like(x)
+        y = forward_into(x, training, out)
+        if y is not out:  # inactive: the identity, returned as a copy like any eager call
+            np.copyto(out, y)
+        return out
 
 
 class Dropout(_RandomLayer):
@@ -135,22 +165,29 @@ class Dropout(_RandomLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
+        return self._forward_into(x, training, None)
+
+    def _forward_into(self, x, training, out):
+        """The forward pass into out (an eager call's fresh array), or into
+        this batch size's kept output buffer when out is None (the model path).
+        Returns x itself when inactive."""
         if not self._active(training):
             self._call = None
             return x
-        b = self._buffers(x)
+        b = self._buffers(x, io=out is None)
+        y = b["y"] if out is None else out
         self._call = self._next_call()
         noise = self._resolved_noise_shape(x)
         if noise is None:
             self._mask = None
             forward, call = self._keyed(x, "dropout_forward")
-            forward(x, b["y"], self.rate, self._key_seed, self._stream, call, b["mask"])
+            forward(x, y, self.rate, self._key_seed, self._stream, call, b["mask"])
         else:
             self._mask = np.empty(noise, np.float32)
             ops(self._mask).dropout_mask(self._mask, self.rate, self._key_seed, self._stream, self._call)
-            np.multiply(x, self._mask, out=b["y"])
+            np.multiply(x, self._mask, out=y)
         self._cur = b
-        return b["y"]
+        return y
 
     def backward(self, dy, need_dx=True):
         if not need_dx:
@@ -158,13 +195,14 @@ class Dropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
+        dx = self._dx(b, dy)
         if self._mask is not None:
-            np.multiply(dy, self._mask, out=b["dx"])
+            np.multiply(dy, self._mask, out=dx)
         else:
             # From the forward's keep bits: the call word is not read, so this
             # kernel also serves a CUDA graph (no mask regenerated).
-            ops(dy).dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
-        return b["dx"]
+            ops(dy).dropout_backward(dy, dx, self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        return dx
 
     def get_config(self):
         cfg = super().get_config()
@@ -204,15 +242,20 @@ class AlphaDropout(_RandomLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
+        return self._forward_into(x, training, None)
+
+    def _forward_into(self, x, training, out):
+        """As Dropout._forward_into."""
         if not ((training or self._mc_sampling) and self.rate > 0.0):
             self._call = None
             return x
-        b = self._buffers(x)
+        b = self._buffers(x, io=out is None)
+        y = b["y"] if out is None else out
         self._call = self._next_call()
         forward, call = self._keyed(x, "alpha_dropout_forward")
-        forward(x, b["y"], self.rate, self._key_seed, self._stream, call, b["mask"])
+        forward(x, y, self.rate, self._key_seed, self._stream, call, b["mask"])
         self._cur = b
-        return b["y"]
+        return y
 
     def backward(self, dy, need_dx=True):
         if not need_dx:
@@ -220,9 +263,10 @@ class AlphaDropout(_RandomLayer):
         if self._call is None:
             return dy
         b = self._cur
+        dx = self._dx(b, dy)
         # From the forward's keep bits (the call word is not read; also a CUDA graph's kernel).
-        ops(dy).alpha_dropout_backward(dy, b["dx"], self.rate, self._key_seed, self._stream, self._call, b["mask"])
-        return b["dx"]
+        ops(dy).alpha_dropout_backward(dy, dx, self.rate, self._key_seed, self._stream, self._call, b["mask"])
+        return dx
 
     def get_config(self):
         cfg = super().get_config()
