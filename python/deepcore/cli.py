@@ -67,10 +67,20 @@ def _info(args) -> int:
     return 0
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _bench(args) -> int:
     from deepcore.bench import run
 
-    run(quick=args.quick, torch=not args.no_torch, sections=args.only)
+    run(quick=args.quick, torch=not args.no_torch, sections=args.only, repeats=args.repeats)
     return 0
 
 
@@ -87,7 +97,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="microbenchmarks and training throughput vs NumPy (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, training rows on a subset")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
-    p.add_argument("--only", choices=["kernels", "batchnorm", "dropout", "training", "optimizers", "gpu"], action="append", help="run only these sections")
+    p.add_argument("--only", choices=["kernels", "batchnorm", "dropout", "training", "optimizers", "coexist", "gpu"],
+                   action="append", help="run only these sections (repeatable); coexist (two libraries in one "
+                   "process) runs only when named")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="fresh processes per side of each CPU row, the sides alternating (default 3; 1 with --quick)")
     p.set_defaults(fn=_bench)
     args = parser.parse_args(argv)
     return args.fn(args)

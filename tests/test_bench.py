@@ -1,0 +1,105 @@
+"""The benchmark harness (deepcore bench): each side in its own process, the
+sides alternating, medians over processes. Tiny rows only; no timing is
+asserted, only what was run where."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deepcore import bench, bench_worker
+from deepcore.cli import main
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TINY_SGEMM = {"case": "sgemm", "p": {"m": 4, "k": 5, "n": 3}}
+
+
+@pytest.fixture
+def harness(tmp_path):
+    h = bench._Harness(quick=True, repeats=1, workdir=str(tmp_path))
+    yield h
+    h.close()
+
+
+def _worker_run(spec):
+    out = subprocess.run([sys.executable, "-c", bench._BOOT, bench_worker.__file__, json.dumps(spec)],
+                         env=bench._Harness(quick=True).env, capture_output=True, text=True, check=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith(bench_worker.RESULT_MARK)][-1]
+    return json.loads(line[len(bench_worker.RESULT_MARK):])
+
+
+@pytest.mark.parametrize("side", ["numpy", "deepcore"] + (["torch"] if HAS_TORCH else []))
+def test_each_side_process_loads_its_own_library_and_not_its_competitors(side):
+    out = _worker_run({"side": side, "rows": [TINY_SGEMM], "mt": 0.001, "threads": 1})
+    assert out["loaded"]["deepcore"] == (side == "deepcore")
+    assert out["loaded"]["torch"] == (side == "torch")
+    assert out["results"][0]["t"] > 0
+
+
+def test_a_side_process_that_loads_a_competitor_is_refused(harness, monkeypatch):
+    real = subprocess.run
+
+    def leaky(*args, **kwargs):  # the worker's report, as if the NumPy process had loaded deepcore
+        proc = real(*args, **kwargs)
+        proc.stdout = proc.stdout.replace('"deepcore": false', '"deepcore": true')
+        return proc
+
+    monkeypatch.setattr(bench.subprocess, "run", leaky)
+    with pytest.raises(bench.BenchError, match="numpy process loaded"):
+        harness.job("numpy", [TINY_SGEMM], 0.001)
+
+
+def test_a_failing_side_process_raises_with_its_traceback(harness):
+    with pytest.raises(bench.BenchError, match="no case 'nope'"):
+        harness.job("numpy", [{"case": "nope"}], 0.001)
+
+
+def test_measure_alternates_the_sides_over_repeats_and_takes_medians(harness, monkeypatch):
+    order, times = [], {"numpy": iter([3.0, 1.0, 2.0]), "deepcore": iter([5.0, 4.0, 6.0])}
+
+    def job(side, rows, mt):
+        order.append(side)
+        return [{"t": next(times[side]), "kind": side}]
+
+    monkeypatch.setattr(harness, "job", job)
+    harness.repeats = 3
+    res = harness.measure([TINY_SGEMM], sides=["numpy", "deepcore"])
+    assert order == ["numpy", "deepcore"] * 3
+    assert res["numpy"][0]["t"] == 2.0 and res["deepcore"][0]["t"] == 5.0
+    assert res["numpy"][0]["kind"] == "numpy" and res["numpy"][0]["processes"] == 3
+
+
+def test_merge_keeps_a_time_that_a_process_could_not_take_as_none():
+    merged = bench._merge([{"t": None, "kind": None}, {"t": 1.0, "kind": None}])
+    assert merged["t"] is None and merged["kind"] is None
+
+
+def test_measure_rows_runs_groups_of_rows_in_one_process_per_side(harness, monkeypatch):
+    calls = []
+    monkeypatch.setattr(harness, "job", lambda side, rows, mt: calls.append((side, len(rows))) or
+                        [{"t": 1.0}] * len(rows))
+    rows = [TINY_SGEMM] * (bench._ROWS_PER_PROCESS + 1)
+    got = list(harness.measure_rows(rows, sides=["numpy", "deepcore"]))
+    assert len(got) == len(rows)
+    assert calls == [("numpy", bench._ROWS_PER_PROCESS), ("deepcore", bench._ROWS_PER_PROCESS),
+                     ("numpy", 1), ("deepcore", 1)]
+
+
+def test_a_tiny_training_row_and_coexist_case_run_end_to_end(harness):
+    n = 2100
+    harness.images(n)
+    (row, res), = harness.measure_rows([{"case": "epoch", "p": {"n": n, "batch": 256}}], sides=["numpy", "deepcore"])
+    assert res["numpy"]["t"] > 0 and res["deepcore"]["t"] > 0
+    out = harness.job("deepcore_alone", [{"case": "coexist", "p": {"n": n, "epochs": 2}}], 0.0)[0]
+    assert 0 < out["t"] <= out["worst"]
+
+
+def test_cli_rejects_bad_repeats_and_unknown_sections(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--repeats", "0"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--only", "everything"])
+    with pytest.raises(ValueError, match="unknown section"):
+        bench.run(sections=["everything"])
