@@ -368,7 +368,7 @@ def bench_coexist(h):
                    f"batch 32, {n} {source}; each case in its own fresh processes, best of {epochs} epochs per "
                    f"process, median over {h.repeats} process(es); ratio = time / the same library alone "
                    f"(> 1: slower beside the neighbour)",
-                   ["case", "epoch", "vs alone", "OpenMP runtimes in the process (threadpoolctl)"])
+                   ["case", "epoch", "vs alone", "thread pools besides BLAS, after the run (threadpoolctl)"])
     rows = [{"case": "coexist", "p": {"n": n, "epochs": epochs}}]
     res = {}
     runs = {c: [] for c in cases}

@@ -829,19 +829,20 @@ def _step_share(p, ctx):
 COEXIST = ("deepcore_alone", "deepcore_after_torch", "deepcore_after_sklearn", "torch_alone", "torch_after_deepcore")
 
 
-def _openmp_pools():
-    """The OpenMP runtimes threadpoolctl sees in this process (path inside site-packages, threads)."""
+def _thread_pools():
+    """The thread pools besides BLAS that threadpoolctl sees in this process
+    (OpenMP runtimes, deepcore's own pool when it registers one): user API,
+    library path inside site-packages, threads."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
     pools = []
     for info in threadpool_info():
-        if info.get("user_api") != "openmp":
+        if info.get("user_api") == "blas":
             continue
-        path = info.get("filepath", "?")
-        short = path.split("site-packages" + os.sep, 1)[-1]
-        pools.append(f"{short} ({info.get('num_threads')} threads)")
+        short = info.get("filepath", "?").split("site-packages" + os.sep, 1)[-1]
+        pools.append(f"{info.get('user_api')} {short} x{info.get('num_threads')}")
     return "; ".join(pools) or "none"
 
 
@@ -870,7 +871,7 @@ def _coexist(p, ctx):
         import torch
 
         times = _epochs_torch(torch, X, y, batch, epochs)
-    return {"t": min(times), "worst": max(times), "pools": _openmp_pools()}
+    return {"t": min(times), "worst": max(times), "pools": _thread_pools()}
 
 
 for _name in COEXIST:
