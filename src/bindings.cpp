@@ -6,7 +6,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <omp.h>
 #include <cblas.h>
 
 #include <cmath>
@@ -23,6 +22,7 @@
 #include "ops/optimizers.h"
 #include "ops/perceptron.h"
 #include "ops/philox.h"
+#include "cpu/parallel.h"
 #include "bind/common.h"
 #include "bind/shared_checks.h"
 
@@ -83,6 +83,22 @@ py::array scalar_tensor(py::handle obj, const char* fn, const char* name, bool w
 
 }  // namespace
 
+// The thread count of deepcore's pool, for threadpoolctl (python/deepcore/threads.py
+// registers a controller that calls these through ctypes). C symbols with
+// default visibility: the module is otherwise built with hidden visibility.
+// They leave OpenBLAS alone: threadpoolctl controls deepcore's OpenBLAS
+// (libscipy_openblas) through its own OpenBLAS controller.
+extern "C" __attribute__((visibility("default"))) int deepcore_get_num_threads() { return pool_num_threads(); }
+extern "C" __attribute__((visibility("default"))) int deepcore_set_num_threads(int n) {
+  // threadpoolctl passes a positive count; anything else is refused (returns -1), never thrown across C.
+  try {
+    pool_set_num_threads(n);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "deepcore C++ kernels (CPU backend)";
 
@@ -96,11 +112,11 @@ PYBIND11_MODULE(_core, m) {
 
   // ---------------------------------------------------------------- runtime
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("set_num_threads: expected n >= 1, got " + std::to_string(n));
-    omp_set_num_threads(n);
+    pool_set_num_threads(n);  // ValueError for n < 1
     scipy_openblas_set_num_threads(n);
-  }, py::arg("n"), "Threads for OpenMP kernels and for OpenBLAS.");
-  m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  }, py::arg("n"), "Threads for deepcore's kernels (its own thread pool) and for its OpenBLAS (scipy_openblas32's).");
+  m.def("get_num_threads", []() { return pool_num_threads(); },
+        "Threads of deepcore's thread pool, the calling thread included.");
   m.def("parallel_thresholds", []() {
     py::dict d;
     d["kParallelThreshold"] = kParallelThreshold;
@@ -334,10 +350,12 @@ PYBIND11_MODULE(_core, m) {
     const float* p = cptr<float>(x);
     const index_t n = x.size();
     py::gil_scoped_release nogil;
-    int64_t bad = 0;
-#pragma omp parallel for reduction(+ : bad) if (n >= kParallelThreshold)
-    for (index_t i = 0; i < n; ++i) bad += !std::isfinite(p[i]);
-    return bad;
+    constexpr index_t kBlock = 4096;  // integer counts: exact in any order
+    return sum_blocks_in_order((n + kBlock - 1) / kBlock, int64_t(0), [&](index_t k) {
+      int64_t bad = 0;
+      for (index_t i = k * kBlock; i < std::min(n, (k + 1) * kBlock); ++i) bad += !std::isfinite(p[i]);
+      return bad;
+    }, n);
   }, py::arg("x"));
 
   // ------------------------------------------------------------- perceptron

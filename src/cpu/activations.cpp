@@ -104,14 +104,12 @@ DC_MULTIVERSION void softmax_backward_rows(const float* y, const float* dy, floa
   }
 }
 
+// fn(r0, r1) over contiguous row ranges (starts multiples of 8 rows), in
+// parallel when the tensor is large. Each row is computed alone: the same bits
+// at any split.
 template <class Fn>
 void parallel_rows(index_t rows, index_t cols, Fn fn) {
-  if (rows * cols < kParallelThreshold) {
-    fn(index_t(0), rows);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (index_t r = 0; r < rows; r += 8) fn(r, std::min(rows, r + 8));
+  parallel_chunks_if(rows * cols >= kParallelThreshold, rows, fn, 8);
 }
 
 }  // namespace
@@ -142,15 +140,10 @@ void bias_activation_forward(ActParams a, float* z, float* y, const float* b, in
     activation_forward(a, z, y, rows, cols);
     return;
   }
-  if (rows * cols < kParallelThreshold) {
-    bias_fwd_chunk(a.kind, z, y, b, rows, cols, a.alpha, a.beta);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (index_t r = 0; r < rows; r += 16) {
-    const index_t n = std::min<index_t>(16, rows - r);
-    bias_fwd_chunk(a.kind, z + r * cols, y + r * cols, b, n, cols, a.alpha, a.beta);
-  }
+  // Elementwise after the bias add: the same bits at any split of the rows.
+  parallel_chunks_if(rows * cols >= kParallelThreshold, rows, [&](index_t r0, index_t r1) {
+    bias_fwd_chunk(a.kind, z + r0 * cols, y + r0 * cols, b, r1 - r0, cols, a.alpha, a.beta);
+  }, 16);
 }
 
 // Swish with beta read from *beta: the Act::Swish paths above, so the same
@@ -209,17 +202,8 @@ void swish_beta_grad(const float* x, const float* dy, index_t n, const float* be
     const index_t i = k * kBetaGradBlock;
     return swish_beta_grad_block(x + i, dy + i, std::min(kBetaGradBlock, n - i), b);
   };
-  // Both paths add the blocks' partials to 0 in block order: the same bits.
-  double acc = 0.0;
-  if (n < kParallelThreshold || omp_get_max_threads() == 1) {
-    for (index_t k = 0; k < blocks; ++k) acc += block_sum(k);
-  } else {
-    std::vector<double> partial(static_cast<size_t>(blocks));
-    parallel_chunks(
-        blocks, [&](index_t k0, index_t k1) { for (index_t k = k0; k < k1; ++k) partial[size_t(k)] = block_sum(k); },
-        0, 1);
-    for (const double p : partial) acc += p;
-  }
+  // The blocks' partials added to 0 in block order, on one thread or several: the same bits.
+  const double acc = sum_blocks_in_order(blocks, 0.0, block_sum, n);
   *dbeta = float(acc);
 }
 

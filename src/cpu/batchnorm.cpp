@@ -5,10 +5,11 @@
 //   - an elementwise pass with per-feature coefficients.
 // For B == 1 (features last, the dense case) the inner loops run along the C
 // contiguous features; otherwise along the B contiguous values of one feature.
-// Rows are split across OpenMP threads only above kParallelThreshold; each
-// thread reduces into its own partial sums, combined in thread order.
+// The reduction sums groups of rows fixed by the shape (reduce_rows), each
+// from 0, and adds the groups' sums in order: the same bits at any thread
+// count. Above kParallelThreshold the groups (and the elementwise rows) are
+// split across deepcore's thread pool.
 #include "ops/batchnorm.h"
-#include <omp.h>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -84,43 +85,48 @@ DC_MULTIVERSION void grad_sums_chunk(const float* x, const float* dy, const floa
   centered_sums<true>(x, dy, k, a0, a1, C, B, s1, s2, f1, f2);
 }
 
+// Row groups of reduce_rows: at least kGroupElems elements each (a smaller
+// tensor is one group: the plain loop), at most kMaxGroups of them (the
+// groups' partial sums take at most kMaxGroups * 2C doubles); for B == 1 a
+// group is whole float blocks of kRowBlock rows.
+constexpr index_t kGroupElems = index_t(1) << 14;
+constexpr index_t kMaxGroups = 64;
+
 // s1, s2 (C each) = the sums of fn over all A rows; fn(a0, a1, s1, s2, f1, f2)
-// adds rows [a0, a1) into its arguments.
+// adds rows [a0, a1) into its arguments. The rows are cut into groups that
+// depend on (A, C, B) only; each group is summed from 0 and the groups' sums
+// are added in group order, so the result has the same bits at any thread
+// count.
 template <class Fn>
 void reduce_rows(index_t A, index_t C, index_t B, double* s1, double* s2, Fn fn) {
   std::fill(s1, s1 + C, 0.0);
   std::fill(s2, s2 + C, 0.0);
-  const index_t nt = A * C * B < kParallelThreshold ? 1 : std::min<index_t>(omp_get_max_threads(), A);
-  if (nt <= 1) {
+  const index_t row = std::max<index_t>(C * B, 1);
+  index_t rows_per_group = std::max((kGroupElems + row - 1) / row, (A + kMaxGroups - 1) / kMaxGroups);
+  if (B == 1) rows_per_group = (rows_per_group + kRowBlock - 1) / kRowBlock * kRowBlock;
+  const index_t groups = (A + rows_per_group - 1) / rows_per_group;
+  if (groups <= 1) {
     std::vector<float> f(2 * C);
     fn(index_t(0), A, s1, s2, f.data(), f.data() + C);
     return;
   }
-  std::vector<double> part(2 * C * nt, 0.0);
-  std::vector<float> scratch(2 * C * nt);
-#pragma omp parallel num_threads(int(nt))
-  {
-    const index_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-    const index_t per = (A + nth - 1) / nth;
-    const index_t a0 = std::min(A, t * per), a1 = std::min(A, a0 + per);
-    double* p = part.data() + 2 * C * t;
-    float* f = scratch.data() + 2 * C * t;
-    if (a0 < a1) fn(a0, a1, p, p + C, f, f + C);
-  }
-  for (index_t t = 0; t < nt; ++t)
-    for (index_t c = 0; c < C; ++c) s1[c] += part[2 * C * t + c], s2[c] += part[2 * C * t + C + c];
+  std::vector<double> part(2 * C * groups, 0.0);
+  parallel_chunks_if(A * C * B >= kParallelThreshold, groups, [&](index_t g0, index_t g1) {
+    std::vector<float> f(2 * C);
+    for (index_t g = g0; g < g1; ++g) {
+      double* p = part.data() + 2 * C * g;
+      fn(g * rows_per_group, std::min(A, (g + 1) * rows_per_group), p, p + C, f.data(), f.data() + C);
+    }
+  }, 1);
+  for (index_t g = 0; g < groups; ++g)
+    for (index_t c = 0; c < C; ++c) s1[c] += part[2 * C * g + c], s2[c] += part[2 * C * g + C + c];
 }
 
-// fn(a0, a1) over blocks of rows, in parallel when the tensor is large.
+// fn(a0, a1) over contiguous row ranges, in parallel when the tensor is large
+// (elementwise: the same bits at any split).
 template <class Fn>
 void for_row_blocks(index_t A, index_t row_len, Fn fn) {
-  if (A * row_len < kParallelThreshold || omp_get_max_threads() == 1) {
-    fn(index_t(0), A);
-    return;
-  }
-  const index_t rows = std::max<index_t>(1, (index_t(1) << 14) / std::max<index_t>(row_len, 1));
-#pragma omp parallel for schedule(static)
-  for (index_t a = 0; a < A; a += rows) fn(a, std::min(A, a + rows));
+  parallel_chunks_if(A * row_len >= kParallelThreshold, A, fn, 1);
 }
 
 // y = (x - m[c]) * s[c] + o[c] over rows [a0, a1).

@@ -428,15 +428,16 @@ DC_MULTIVERSION double prelu_bwd_shared(const float* x, float alpha, const float
 
 void prelu_forward(const float* x, const float* alpha, float* y, index_t B, index_t P, index_t S, index_t Q) {
   const index_t rows = B * P, n = rows * S * Q;
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold && rows > 1)
-  for (index_t r = 0; r < rows; ++r) {
-    const index_t p = r % P, base = r * S * Q;
-    if (Q == 1) {
-      prelu_fwd_shared(x + base, alpha[p], y + base, S);
-    } else {
-      for (index_t s = 0; s < S; ++s) prelu_fwd_row(x + base + s * Q, alpha + p * Q, y + base + s * Q, Q);
+  parallel_chunks_if(n >= kParallelThreshold, rows, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t p = r % P, base = r * S * Q;
+      if (Q == 1) {
+        prelu_fwd_shared(x + base, alpha[p], y + base, S);
+      } else {
+        for (index_t s = 0; s < S; ++s) prelu_fwd_row(x + base + s * Q, alpha + p * Q, y + base + s * Q, Q);
+      }
     }
-  }
+  }, 1);
 }
 
 void prelu_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha, index_t B,
@@ -460,17 +461,7 @@ void prelu_backward(const float* x, const float* alpha, const float* dy, float* 
         }
       }
   };
-  if (n < kParallelThreshold || C < kPreluBackwardParallelChannels || omp_get_max_threads() == 1) {
-    run(0, C);
-  } else {
-#pragma omp parallel
-    {
-      const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const index_t per = ((C + nt - 1) / nt + 15) / 16 * 16;
-      const index_t c0 = std::min(C, t * per), c1 = std::min(C, c0 + per);
-      if (c0 < c1) run(c0, c1);
-    }
-  }
+  parallel_chunks_if(n >= kParallelThreshold && C >= kPreluBackwardParallelChannels, C, run, 16);
   for (index_t c = 0; c < C; ++c) dalpha[c] = float(acc[size_t(c)]);
 }
 

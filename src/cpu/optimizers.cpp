@@ -1,7 +1,5 @@
 #include "ops/optimizers.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -185,23 +183,26 @@ DC_MULTIVERSION void update_run(const OptParams& p, float* __restrict w, const f
 #undef DC_EFFECTIVE_GRAD
 #undef DC_RUN_CONSTANTS
 
-// Sum of squares of the penalized gradient, and the penalty value, over a run.
-DC_MULTIVERSION void reduce_run(const float* __restrict w, const float* __restrict g, index_t n, float l1, float l2,
-                                double* sumsq, double* penalty) {
+// The norms and the penalty are sums over blocks of kNormBlock elements
+// counted from each segment's start: each block summed in float (full-width
+// SIMD), then the blocks of a segment added in double in order. The blocks
+// depend on the segments only, so the sums have the same bits at any thread
+// count.
+constexpr index_t kNormBlock = 4096;
+
+// Over one block: sum of squares of the penalized gradient
+// g + 2 l2 w + l1 sign(w), and the penalty l1 |w| + l2 w^2.
+DC_MULTIVERSION void reduce_block(const float* __restrict w, const float* __restrict g, index_t n, float l1,
+                                  float l2, float* sumsq, float* penalty) {
   const float l2x2 = 2.0f * l2;
-  double sq = 0.0, pen = 0.0;
-  for (index_t b = 0; b < n; b += 4096) {
-    const index_t e = std::min(n, b + 4096);
-    float s = 0.0f, q = 0.0f;
+  float s = 0.0f, q = 0.0f;
 #pragma omp simd reduction(+ : s, q)
-    for (index_t i = b; i < e; ++i) {
-      const float wi = w[i], gi = g[i] + l2x2 * wi + l1 * sign(wi);
-      s += gi * gi;
-      q += l1 * std::fabs(wi) + l2 * wi * wi;
-    }
-    sq += s, pen += q;
+  for (index_t i = 0; i < n; ++i) {
+    const float wi = w[i], gi = g[i] + l2x2 * wi + l1 * sign(wi);
+    s += gi * gi;
+    q += l1 * std::fabs(wi) + l2 * wi * wi;
   }
-  *sumsq += sq, *penalty += pen;
+  *sumsq = s, *penalty = q;
 }
 
 // Calls fn(segment, begin, end) for each run of [b, e) that lies in one segment.
@@ -233,20 +234,25 @@ double optimizer_step(const OptParams& p, float* w, const float* g, float* s0, f
   const bool by_norm = p.clipnorm > 0.0f || p.global_clipnorm > 0.0f || grad_norm;
   double penalty = 0.0;
   if (by_norm || penalties) {
-    // Per-thread, per-segment partial sums, combined in a fixed order.
-    const int nt = n < kOptimizerParallelThreshold ? 1 : omp_get_max_threads();
-    std::vector<double> part(size_t(nt) * size_t(nseg) * 2, 0.0);
-    optimizer_chunks(n, [&](index_t b, index_t e) {
-      double* mine = part.data() + size_t(omp_get_thread_num()) * size_t(nseg) * 2;
-      for_runs(offsets, nseg, b, e, [&](index_t s, index_t rb, index_t re) {
-        reduce_run(w + rb, g + rb, re - rb, segs[s].l1, segs[s].l2, &mine[2 * s], &mine[2 * s + 1]);
-      });
-    });
+    // first[s]: the index of segment s's first block; part: (sum of squares, penalty) per block.
+    std::vector<index_t> first(size_t(nseg) + 1, 0);
+    for (index_t s = 0; s < nseg; ++s) first[s + 1] = first[s] + (offsets[s + 1] - offsets[s] + kNormBlock - 1) / kNormBlock;
+    const index_t blocks = first[nseg];
+    std::vector<float> part(size_t(2 * blocks));
+    parallel_chunks_if(n >= kOptimizerParallelThreshold, blocks, [&](index_t k0, index_t k1) {
+      index_t s = index_t(std::upper_bound(first.begin(), first.end(), k0) - first.begin()) - 1;
+      for (index_t k = k0; k < k1; ++k) {
+        while (k >= first[s + 1]) ++s;  // past empty segments too
+        const index_t b = offsets[s] + (k - first[s]) * kNormBlock, e = std::min<index_t>(offsets[s + 1], b + kNormBlock);
+        reduce_block(w + b, g + b, e - b, segs[s].l1, segs[s].l2, &part[2 * k], &part[2 * k + 1]);
+      }
+    }, 1);
     double total = 0.0;
     for (index_t s = 0; s < nseg; ++s) {
-      double sq = 0.0;
-      for (int t = 0; t < nt; ++t) sq += part[(size_t(t) * nseg + s) * 2], penalty += part[(size_t(t) * nseg + s) * 2 + 1];
+      double sq = 0.0, pen = 0.0;
+      for (index_t k = first[s]; k < first[s + 1]; ++k) sq += part[2 * k], pen += part[2 * k + 1];
       total += sq;
+      penalty += pen;
       if (p.clipnorm > 0.0f) {
         const double norm = std::sqrt(sq);
         segs[s].scale = float(double(p.clipnorm) / std::max(norm, double(p.clipnorm)));

@@ -7,16 +7,18 @@ namespace deepcore {
 void philox_uniform(float* out, index_t n, uint64_t seed, uint64_t stream, float low, float high) {
   const float span = high - low;
   const index_t nblocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-  for (index_t b = 0; b < nblocks; ++b) {
-    const Philox4 r = philox_block(seed, stream, uint64_t(b));
-    for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
-      // low + span * u can round up to high when ulp(high) > span * 2^-24;
-      // keep the interval half-open.
-      const float v = low + span * uint_to_unit(r.v[l]);
-      out[b * 4 + l] = v < high ? v : std::nextafter(high, low);
+  // Element i's value depends on (seed, stream, i) only: the same bits at any split.
+  parallel_chunks_if(n >= kParallelThreshold, nblocks, [&](index_t b0, index_t b1) {
+    for (index_t b = b0; b < b1; ++b) {
+      const Philox4 r = philox_block(seed, stream, uint64_t(b));
+      for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
+        // low + span * u can round up to high when ulp(high) > span * 2^-24;
+        // keep the interval half-open.
+        const float v = low + span * uint_to_unit(r.v[l]);
+        out[b * 4 + l] = v < high ? v : std::nextafter(high, low);
+      }
     }
-  }
+  }, 1);
 }
 
 namespace {
@@ -33,30 +35,31 @@ inline void box_muller(uint32_t a, uint32_t b, float* z0, float* z1) {
 void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float mean, float stddev,
                    bool truncated) {
   const index_t nblocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (n >= kNormalParallelThreshold)
-  for (index_t b = 0; b < nblocks; ++b) {
-    const Philox4 r = philox_block(seed, stream, uint64_t(b));
-    float z[4];
-    box_muller(r.v[0], r.v[1], &z[0], &z[1]);
-    box_muller(r.v[2], r.v[3], &z[2], &z[3]);
-    for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
-      float v = z[l];
-      if (truncated) {
-        // Redraw from a counter keyed by (element, attempt): the high half of
-        // the stream word marks redraws, so it never collides with the main draws.
-        const index_t i = b * 4 + l;
-        for (uint32_t attempt = 1; std::fabs(v) > 2.0f; ++attempt) {
-          const Philox4 q = philox4x32_10(uint32_t(i), uint32_t(uint64_t(i) >> 32), uint32_t(stream),
-                                          uint32_t(stream >> 32) ^ (0x80000000u | attempt), uint32_t(seed),
-                                          uint32_t(seed >> 32));
-          float z0, z1;
-          box_muller(q.v[0], q.v[1], &z0, &z1);
-          v = std::fabs(z0) <= 2.0f ? z0 : z1;
+  parallel_chunks_if(n >= kNormalParallelThreshold, nblocks, [&](index_t b0, index_t b1) {
+    for (index_t b = b0; b < b1; ++b) {
+      const Philox4 r = philox_block(seed, stream, uint64_t(b));
+      float z[4];
+      box_muller(r.v[0], r.v[1], &z[0], &z[1]);
+      box_muller(r.v[2], r.v[3], &z[2], &z[3]);
+      for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
+        float v = z[l];
+        if (truncated) {
+          // Redraw from a counter keyed by (element, attempt): the high half of
+          // the stream word marks redraws, so it never collides with the main draws.
+          const index_t i = b * 4 + l;
+          for (uint32_t attempt = 1; std::fabs(v) > 2.0f; ++attempt) {
+            const Philox4 q = philox4x32_10(uint32_t(i), uint32_t(uint64_t(i) >> 32), uint32_t(stream),
+                                            uint32_t(stream >> 32) ^ (0x80000000u | attempt), uint32_t(seed),
+                                            uint32_t(seed >> 32));
+            float z0, z1;
+            box_muller(q.v[0], q.v[1], &z0, &z1);
+            v = std::fabs(z0) <= 2.0f ? z0 : z1;
+          }
         }
+        out[b * 4 + l] = mean + stddev * v;
       }
-      out[b * 4 + l] = mean + stddev * v;
     }
-  }
+  }, 1);
 }
 
 void philox_permutation(int64_t* out, index_t n, uint64_t seed, uint64_t stream) {
