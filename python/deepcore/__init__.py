@@ -4,6 +4,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import _native  # noqa: F401  (loads OpenBLAS and the kernels first)
+from .threads import register_threadpoolctl_controller
+
+register_threadpoolctl_controller(__version__)  # threadpoolctl then lists and limits deepcore's pool
 from . import (activations, callbacks, constraints, cuda, datasets, diagnostics, initializers, layers, losses,
                metrics, optimizers, regularizers, schedules, sparsity)
 from .lr_finder import lr_find
