@@ -9,6 +9,7 @@ caught and which survived. The working tree is never modified.
     python tools/mutants.py --list          # names, files, what each plants
     python tools/mutants.py --only NAME...  # some of them
     python tools/mutants.py --scratch DIR   # where the copy and build live
+    python tools/mutants.py --rev HEAD      # a commit's files instead of the working tree
 
 How it works: the tracked and untracked-not-ignored files are copied to
 DIR/tree; deepcore._core is built there with CMake + Ninja (CPU only, the same
@@ -255,11 +256,17 @@ def run(cmd, cwd, env=None, log=None):
     return p.returncode, p.stdout
 
 
-def copy_tree(scratch):
-    """The tracked and untracked-not-ignored files of the working tree, as they are now."""
+def copy_tree(scratch, rev=None):
+    """The tracked and untracked-not-ignored files of the working tree, as they
+    are now; or, with rev, the files of that commit."""
     tree = scratch / "tree"
     if tree.exists():
         shutil.rmtree(tree)
+    if rev:
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        return tree
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            check=True, stdout=subprocess.PIPE).stdout.decode().split("\0")
     for rel in filter(None, files):
@@ -308,6 +315,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
+    ap.add_argument("--rev", help="test the files of this commit (e.g. HEAD) instead of the working tree")
     ap.add_argument("--scratch", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "deepcore-mutants"),
                     help="folder for the copy of the tree, the build and the log")
     args = ap.parse_args()
@@ -326,7 +334,7 @@ def main():
     scratch = Path(args.scratch).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     log = open(scratch / "mutants.log", "w")
-    tree = copy_tree(scratch)
+    tree = copy_tree(scratch, args.rev)
     build = Build(scratch, tree, log)
     print(f"mutants: copy in {tree}, log in {log.name}", flush=True)
     build.configure()
