@@ -81,6 +81,20 @@ py::array scalar_tensor(py::handle obj, const char* fn, const char* name, bool w
   return a;
 }
 
+// Non-finite floats (NaN, +-Inf: all exponent bits set) in x[0, n). A test on
+// the bits vectorizes; std::isfinite in the same loop did not (fit's check of
+// 55000x784 inputs on 2 threads: 72 ms with std::isfinite, 12 ms with the bit
+// test; the OpenMP loop with std::isfinite took 25-36 ms).
+DC_MULTIVERSION int64_t count_nonfinite_run(const float* x, index_t n) {
+  uint32_t bad = 0;  // n <= kBlock below
+  for (index_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, sizeof(u));
+    bad += (u & 0x7F800000u) == 0x7F800000u;
+  }
+  return bad;
+}
+
 }  // namespace
 
 // The thread count of deepcore's pool, for threadpoolctl (python/deepcore/threads.py
@@ -352,9 +366,7 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release nogil;
     constexpr index_t kBlock = 4096;  // integer counts: exact in any order
     return sum_blocks_in_order((n + kBlock - 1) / kBlock, int64_t(0), [&](index_t k) {
-      int64_t bad = 0;
-      for (index_t i = k * kBlock; i < std::min(n, (k + 1) * kBlock); ++i) bad += !std::isfinite(p[i]);
-      return bad;
+      return count_nonfinite_run(p + k * kBlock, std::min(kBlock, n - k * kBlock));
     }, n);
   }, py::arg("x"));
 

@@ -30,7 +30,9 @@ struct InvalidInput : std::invalid_argument {
 };
 
 // Parallel thresholds, all of them: work below one stays on the calling thread
-// (an OpenMP fork costs a few microseconds, more than a small loop). Listed by
+// (a job on deepcore's thread pool, src/cpu/parallel.h, costs a few
+// microseconds, and ~100 us on the 2-core VM when it wakes a sleeping worker:
+// more than a small loop). Listed by
 // name by deepcore._core.parallel_thresholds() (src/bindings.cpp), so tests can
 // size their inputs just above each.
 
