@@ -137,8 +137,8 @@ MUTANTS = [
       ["tests/test_parallel_paths.py"],
       "the parallel Dense bias epilogue reads the bias one column off on every thread but the first"),
     M("philox_normal_parallel_counter", "src/cpu/random.cpp",
-      "const Philox4 r = philox_block(seed, stream, uint64_t(b));\n      float z[4];",
-      "const Philox4 r = philox_block(seed, stream, uint64_t(b - b0));\n      float z[4];",
+      "const Philox4 r = philox_block(seed, stream, uint64_t(b));\n    float z[4];",
+      "const Philox4 r = philox_block(seed, stream, uint64_t(b - b0));\n    float z[4];",
       ["tests/test_parallel_paths.py"],
       "the parallel Philox normal fill restarts the counter in every thread's share"),
     # ---- kernels' math

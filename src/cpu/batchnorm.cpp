@@ -85,10 +85,11 @@ DC_MULTIVERSION void grad_sums_chunk(const float* x, const float* dy, const floa
   centered_sums<true>(x, dy, k, a0, a1, C, B, s1, s2, f1, f2);
 }
 
-// Row groups of reduce_rows: at least kGroupElems elements each (a smaller
-// tensor is one group: the plain loop), at most kMaxGroups of them (the
-// groups' partial sums take at most kMaxGroups * 2C doubles); for B == 1 a
-// group is whole float blocks of kRowBlock rows.
+// Row groups of reduce_rows, for a tensor of at least kParallelThreshold
+// elements (a smaller one is one group, the plain loop, on one thread at any
+// thread count): at least kGroupElems elements each, at most kMaxGroups of
+// them (the groups' partial sums take at most kMaxGroups * 2C doubles); for
+// B == 1 a group is whole float blocks of kRowBlock rows.
 constexpr index_t kGroupElems = index_t(1) << 14;
 constexpr index_t kMaxGroups = 64;
 
@@ -104,20 +105,20 @@ void reduce_rows(index_t A, index_t C, index_t B, double* s1, double* s2, Fn fn)
   const index_t row = std::max<index_t>(C * B, 1);
   index_t rows_per_group = std::max((kGroupElems + row - 1) / row, (A + kMaxGroups - 1) / kMaxGroups);
   if (B == 1) rows_per_group = (rows_per_group + kRowBlock - 1) / kRowBlock * kRowBlock;
-  const index_t groups = (A + rows_per_group - 1) / rows_per_group;
+  const index_t groups = A * row < kParallelThreshold ? 1 : (A + rows_per_group - 1) / rows_per_group;
   if (groups <= 1) {
     std::vector<float> f(2 * C);
     fn(index_t(0), A, s1, s2, f.data(), f.data() + C);
     return;
   }
   std::vector<double> part(2 * C * groups, 0.0);
-  parallel_chunks_if(A * C * B >= kParallelThreshold, groups, [&](index_t g0, index_t g1) {
+  parallel_chunks(groups, [&](index_t g0, index_t g1) {
     std::vector<float> f(2 * C);
     for (index_t g = g0; g < g1; ++g) {
       double* p = part.data() + 2 * C * g;
       fn(g * rows_per_group, std::min(A, (g + 1) * rows_per_group), p, p + C, f.data(), f.data() + C);
     }
-  }, 1);
+  }, 0, 1);
   for (index_t g = 0; g < groups; ++g)
     for (index_t c = 0; c < C; ++c) s1[c] += part[2 * C * g + c], s2[c] += part[2 * C * g + C + c];
 }

@@ -57,6 +57,43 @@ struct LossHits {
   }
 };
 
+// Rows [r0, r1) of the sparse cross-entropy: their loss terms and argmax hits,
+// summed in row order, and their gradient (s = 1 / rows). A function of its
+// own, with values and restrict pointers: as a lambda body run by a pool
+// thread, with its captures by reference, every gradient store could alias
+// them (400000x10 logits on 2 threads: 28.4-29.5 ms as a lambda, 25.7-27.0 ms
+// as a function; the OpenMP loop, whose outlined function reads its shared
+// variables through a restrict pointer, 25.9-26.9 ms).
+LossHits sparse_crossentropy_rows(const float* __restrict pred, const int32_t* __restrict labels,
+                                  float* __restrict grad, index_t r0, index_t r1, index_t cols, float s,
+                                  bool from_logits) {
+  LossHits part;
+  for (index_t r = r0; r < r1; ++r) {
+    const float* z = pred + r * cols;
+    const int32_t y = labels[r];
+    part.hits += row_argmax(z, cols) == y;
+    if (from_logits) {  // loss = lse(z) - z_y ; dz = (softmax(z) - onehot) / rows
+      float m;
+      const double lse = row_logsumexp(z, cols, &m);
+      part.loss += lse - z[y];
+      if (grad) {
+        float* g = grad + r * cols;
+        for (index_t j = 0; j < cols; ++j) g[j] = s * float(std::exp(double(z[j]) - lse));
+        g[y] -= s;
+      }
+    } else {  // loss = -log p_y ; dp_y = -1 / (p_y rows)
+      const float p = clip_probability(z[y]);
+      part.loss += -std::log(double(p));
+      if (grad) {
+        float* g = grad + r * cols;
+        for (index_t j = 0; j < cols; ++j) g[j] = 0.0f;
+        g[y] = -s / p;
+      }
+    }
+  }
+  return part;
+}
+
 }  // namespace
 
 double loss_forward_backward(Loss kind, const float* pred, const float* target, float* grad, index_t rows,
@@ -153,31 +190,8 @@ double sparse_categorical_crossentropy(const float* pred, const int32_t* labels,
   const float s = 1.0f / float(rows);
   const index_t blocks = (rows + kSumRows - 1) / kSumRows;
   const LossHits total = sum_blocks_in_order(blocks, LossHits{}, [&](index_t k) {
-    LossHits part;
-    for (index_t r = k * kSumRows; r < std::min(rows, (k + 1) * kSumRows); ++r) {
-      const float* z = pred + r * cols;
-      const int32_t y = labels[r];
-      part.hits += row_argmax(z, cols) == y;
-      if (from_logits) {  // loss = lse(z) - z_y ; dz = (softmax(z) - onehot) / rows
-        float m;
-        const double lse = row_logsumexp(z, cols, &m);
-        part.loss += lse - z[y];
-        if (grad) {
-          float* g = grad + r * cols;
-          for (index_t j = 0; j < cols; ++j) g[j] = s * float(std::exp(double(z[j]) - lse));
-          g[y] -= s;
-        }
-      } else {  // loss = -log p_y ; dp_y = -1 / (p_y rows)
-        const float p = clip_probability(z[y]);
-        part.loss += -std::log(double(p));
-        if (grad) {
-          float* g = grad + r * cols;
-          for (index_t j = 0; j < cols; ++j) g[j] = 0.0f;
-          g[y] = -s / p;
-        }
-      }
-    }
-    return part;
+    return sparse_crossentropy_rows(pred, labels, grad, k * kSumRows, std::min(rows, (k + 1) * kSumRows), cols, s,
+                                    from_logits);
   }, rows * cols);
   if (correct) *correct = total.hits;
   return total.loss / double(rows);

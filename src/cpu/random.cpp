@@ -30,35 +30,44 @@ inline void box_muller(uint32_t a, uint32_t b, float* z0, float* z1) {
   *z0 = rad * std::cos(th);
   *z1 = rad * std::sin(th);
 }
+
+// Blocks [b0, b1) of philox_normal. A function with value parameters: as a
+// lambda body run by a pool thread, with its captures by reference, every
+// store to out could alias mean and stddev (4M normals on 2 threads: 23.0 ms
+// as a lambda, 21.1-23.1 ms as a function; OpenMP 21.6-22.4 ms).
+void philox_normal_blocks(float* __restrict out, index_t b0, index_t b1, index_t n, uint64_t seed, uint64_t stream,
+                          float mean, float stddev, bool truncated) {
+  for (index_t b = b0; b < b1; ++b) {
+    const Philox4 r = philox_block(seed, stream, uint64_t(b));
+    float z[4];
+    box_muller(r.v[0], r.v[1], &z[0], &z[1]);
+    box_muller(r.v[2], r.v[3], &z[2], &z[3]);
+    for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
+      float v = z[l];
+      if (truncated) {
+        // Redraw from a counter keyed by (element, attempt): the high half of
+        // the stream word marks redraws, so it never collides with the main draws.
+        const index_t i = b * 4 + l;
+        for (uint32_t attempt = 1; std::fabs(v) > 2.0f; ++attempt) {
+          const Philox4 q = philox4x32_10(uint32_t(i), uint32_t(uint64_t(i) >> 32), uint32_t(stream),
+                                          uint32_t(stream >> 32) ^ (0x80000000u | attempt), uint32_t(seed),
+                                          uint32_t(seed >> 32));
+          float z0, z1;
+          box_muller(q.v[0], q.v[1], &z0, &z1);
+          v = std::fabs(z0) <= 2.0f ? z0 : z1;
+        }
+      }
+      out[b * 4 + l] = mean + stddev * v;
+    }
+  }
+}
 }  // namespace
 
 void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float mean, float stddev,
                    bool truncated) {
   const index_t nblocks = (n + 3) / 4;
   parallel_chunks_if(n >= kNormalParallelThreshold, nblocks, [&](index_t b0, index_t b1) {
-    for (index_t b = b0; b < b1; ++b) {
-      const Philox4 r = philox_block(seed, stream, uint64_t(b));
-      float z[4];
-      box_muller(r.v[0], r.v[1], &z[0], &z[1]);
-      box_muller(r.v[2], r.v[3], &z[2], &z[3]);
-      for (int l = 0; l < 4 && b * 4 + l < n; ++l) {
-        float v = z[l];
-        if (truncated) {
-          // Redraw from a counter keyed by (element, attempt): the high half of
-          // the stream word marks redraws, so it never collides with the main draws.
-          const index_t i = b * 4 + l;
-          for (uint32_t attempt = 1; std::fabs(v) > 2.0f; ++attempt) {
-            const Philox4 q = philox4x32_10(uint32_t(i), uint32_t(uint64_t(i) >> 32), uint32_t(stream),
-                                            uint32_t(stream >> 32) ^ (0x80000000u | attempt), uint32_t(seed),
-                                            uint32_t(seed >> 32));
-            float z0, z1;
-            box_muller(q.v[0], q.v[1], &z0, &z1);
-            v = std::fabs(z0) <= 2.0f ? z0 : z1;
-          }
-        }
-        out[b * 4 + l] = mean + stddev * v;
-      }
-    }
+    philox_normal_blocks(out, b0, b1, n, seed, stream, mean, stddev, truncated);
   }, 1);
 }
 
