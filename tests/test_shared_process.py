@@ -85,7 +85,7 @@ def run_child(code, env_drop=("OMP_NUM_THREADS",)):
     reads it for its default thread count, and these tests state defaults."""
     env = {k: v for k, v in os.environ.items() if k not in env_drop}
     proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=120)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -225,6 +225,30 @@ def test_deepcore_set_num_threads_changes_its_own_openblas_not_numpys():
             assert n == 1, path
         else:
             assert n == out["before"][path], path
+
+
+@needs_proc
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_parallel_kernels_on_a_fresh_pool():
+    """After fork() the child has none of the parent's pool threads: its first
+    parallel kernel starts a pool of its own (multiprocessing's default start
+    method on Linux forks), and gives the parent's bits, instead of waiting
+    forever for workers that do not exist."""
+    out = run_child('''
+        import deepcore as dc
+        dc.set_num_threads(2)
+        run, x, y = big_parallel_kernel(dc)
+        run()
+        reference = y.copy()
+        pid = os.fork()
+        if pid == 0:
+            y[:] = 0
+            threads, ns = pool_work(run)
+            os._exit(0 if threads == 1 and ns > 0 and (y == reference).all() else 1)
+        _, status = os.waitpid(pid, 0)
+        report(child_exit=os.waitstatus_to_exitcode(status))
+    ''')
+    assert out["child_exit"] == 0
 
 
 # --------------------------------------------------------------------------

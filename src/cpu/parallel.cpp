@@ -227,6 +227,10 @@ class Pool {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    struct RestoreMask {
+      sigset_t* mask;
+      ~RestoreMask() { pthread_sigmask(SIG_SETMASK, mask, nullptr); }  // also when std::thread throws
+    } restore{&old};
 #endif
     w->thread = std::thread([this, index, self = w.get(), seen] {
 #if defined(__linux__)
@@ -234,9 +238,6 @@ class Pool {
 #endif
       worker_main(index, self, seen);
     });
-#if defined(__linux__)
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-#endif
     workers_.push_back(std::move(w));
   }
 
