@@ -213,7 +213,8 @@ def contiguous(x):
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by OpenMP kernels and by OpenBLAS."""
+    """Threads used by deepcore's own pool (its CPU kernels) and by its OpenBLAS
+    (the scipy_openblas32 library it loads; never NumPy's or PyTorch's)."""
     core.set_num_threads(int(n))
 
 

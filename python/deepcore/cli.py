@@ -54,7 +54,7 @@ def _info(args) -> int:
     print(f"deepcore {dc.__version__}")
     print(f"numpy {np.__version__}")
     print(f"BLAS: {core.blas_config()}")
-    print(f"threads: OpenMP {core.get_num_threads()}, OpenBLAS {core.blas_num_threads()}")
+    print(f"threads: deepcore pool {core.get_num_threads()}, OpenBLAS {core.blas_num_threads()}")
     print(f"CUDA available: {cuda.is_available()}" + ("" if cuda.is_available() else f" ({cuda.reason()})"))
     if cuda.is_available():
         current, mod = cuda.current_device(), cuda._probe()
