@@ -23,16 +23,17 @@ def harness(tmp_path):
     h.close()
 
 
-def _worker_run(spec):
+def _worker_run(spec, harness):
+    """The worker's own report, run as the harness runs it."""
     out = subprocess.run([sys.executable, "-c", bench._BOOT, bench_worker.__file__, json.dumps(spec)],
-                         env=bench._Harness(quick=True).env, capture_output=True, text=True, check=True)
+                         env=harness.env, cwd=harness.workdir, capture_output=True, text=True, check=True)
     line = [x for x in out.stdout.splitlines() if x.startswith(bench_worker.RESULT_MARK)][-1]
     return json.loads(line[len(bench_worker.RESULT_MARK):])
 
 
 @pytest.mark.parametrize("side", ["numpy", "deepcore"] + (["torch"] if HAS_TORCH else []))
-def test_each_side_process_loads_its_own_library_and_not_its_competitors(side):
-    out = _worker_run({"side": side, "rows": [TINY_SGEMM], "mt": 0.001, "threads": 1})
+def test_each_side_process_loads_its_own_library_and_not_its_competitors(side, harness):
+    out = _worker_run({"side": side, "rows": [TINY_SGEMM], "mt": 0.001, "threads": 1}, harness)
     assert out["loaded"]["deepcore"] == (side == "deepcore")
     assert out["loaded"]["torch"] == (side == "torch")
     assert out["results"][0]["t"] > 0
