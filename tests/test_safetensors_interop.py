@@ -280,23 +280,17 @@ def test_load_weights_rejects_a_wrong_shape_naming_both(tmp_path, name, shape):
     assert_same_tensors(weights_of(m), before)
 
 
-def test_load_weights_rejects_a_missing_tensor_naming_it(tmp_path):
-    m, path = _model_and_file(tmp_path, lambda t: t.pop("bn/moving_variance"))
+@pytest.mark.parametrize("edit,named", [
+    (lambda t: t.pop("bn/moving_variance"), "missing ['bn/moving_variance']"),
+    (lambda t: t.update({"extra/kernel": np.zeros(2, np.float32)}), "unexpected ['extra/kernel']"),
+], ids=["missing", "unexpected"])
+def test_load_weights_rejects_a_missing_or_unexpected_tensor_naming_it(tmp_path, edit, named):
+    m, path = _model_and_file(tmp_path, edit)
     before = weights_of(m)
     with pytest.raises(ValueError) as e:
         m.load_weights(path)
     msg = str(e.value)
-    assert "bad.safetensors" in msg and "missing ['bn/moving_variance']" in msg
-    assert_same_tensors(weights_of(m), before)
-
-
-def test_load_weights_rejects_an_unexpected_tensor_naming_it(tmp_path):
-    m, path = _model_and_file(tmp_path, lambda t: t.update({"extra/kernel": np.zeros(2, np.float32)}))
-    before = weights_of(m)
-    with pytest.raises(ValueError) as e:
-        m.load_weights(path)
-    msg = str(e.value)
-    assert "bad.safetensors" in msg and "unexpected ['extra/kernel']" in msg
+    assert "bad.safetensors" in msg and named in msg
     assert_same_tensors(weights_of(m), before)
 
 

@@ -53,15 +53,14 @@ build() {
 }
 # GPU_TEST_TIMEOUT=N: each test stops after N s (pytest-timeout, where installed)
 TO=""; [ -n "${GPU_TEST_TIMEOUT:-}" ] && "$PY" -c "import pytest_timeout" 2>/dev/null && TO="--timeout=$GPU_TEST_TIMEOUT"
+test_cuda() { run_stage test-cuda "$PY" -m pytest -q -rs --tb=short --maxfail=100 $TO $(cuda_tests); }
 cuda_tests() { ls tests/test_cuda*.py tests/test_device_*.py tests/test_graph_training.py tests/test_multi_device.py 2>/dev/null; }
 
 for stage in "$@"; do
   case "$stage" in
     build) run_stage build build ;;
-    test)
-      run_stage test-cuda "$PY" -m pytest -q -rs --tb=short --maxfail=100 $TO $(cuda_tests)
-      run_stage test-all "$PY" -m pytest -q -rs $TO tests ;;
-    test-cuda) run_stage test-cuda "$PY" -m pytest -q -rs --tb=short --maxfail=100 $TO $(cuda_tests) ;;
+    test) test_cuda; run_stage test-all "$PY" -m pytest -q -rs $TO tests ;;
+    test-cuda) test_cuda ;;
     sync) run_stage sync env DEEPCORE_CUDA_SYNC=1 "$PY" -m pytest -q -rs --tb=short --maxfail=100 $(cuda_tests) ;;
     # Two tests cannot run under memcheck: the out-of-memory test's failed
     # cudaMalloc is, by design, a reported API error, and the graph-host test
