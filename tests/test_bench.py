@@ -104,3 +104,42 @@ def test_cli_rejects_bad_repeats_and_unknown_sections(capsys):
         main(["bench", "--only", "everything"])
     with pytest.raises(ValueError, match="unknown section"):
         bench.run(sections=["everything"])
+
+
+class _StubHarness:
+    """What bench_gpu needs of the harness, with made-up medians per side."""
+    quick, repeats, torch_why = False, 3, None
+
+    def __init__(self, torch=True):
+        self.torch = torch
+        self.torch_why = None if torch else "--no-torch"
+        self.asked = None
+
+    def measure(self, rows, sides=None, mt=0.3):
+        self.asked = (rows, sides)
+        dc = [{"t": 0.010, "t_sgemm": 0.011, "device": "stub GPU"}, {"t": 0.005, "t_sgemm": 0.006},
+              {"t": 0.028, "t_copy": 0.016}, {"t": 1e-4, "t_graph": 5e-5}, {"t": 2e-3, "t_graph": None}]
+        th = [{"t": 0.010}, {"t": 0.004}, {"t": 0.020, "t_copy": 0.008}, {"t": 3e-4}, {"t": 4e-3}]
+        return {"deepcore": dc, "torch": th} if self.torch else {"deepcore": dc}
+
+
+@pytest.mark.parametrize("torch", [True, False])
+def test_gpu_section_asks_both_sides_in_their_processes_and_prints_ratios(monkeypatch, capsys, torch):
+    from deepcore import bench_gpu, cuda
+
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    h = _StubHarness(torch)
+    bench_gpu.bench_gpu(h)
+    out = capsys.readouterr().out
+    rows, sides = h.asked
+    assert sides == ("deepcore", "torch") and [r["case"] for r in rows] == ["gpu_dense"] * 2 + ["gpu_adam"] + \
+        ["gpu_mlp"] * 2
+    assert "stub GPU" in out and "did not capture" in out  # batch 4096's graph column is empty
+    # Adam: 7 x 4 x 1e8 bytes / 0.028 s = 100 GB/s against a copy of 2 x 4 x 1e8 / 0.016 s = 50 GB/s
+    assert "deepcore Adam | 28.00 ms | 100 | 50 | 200%" in out
+    if torch:
+        assert "fp32 | 10.00 ms | 13.7 | 10.00 ms | 11.00 ms | 1.00x | 1.10x" in out
+        assert "32 | 100.0 us | 50.0 us | 300.0 us | 3.00x | 6.00x" in out
+        assert "PyTorch Adam (fused) | 20.00 ms | 140 | 100 | 140%" in out
+    else:
+        assert "32 | 100.0 us | 50.0 us | - | - | -" in out and "PyTorch Adam" not in out

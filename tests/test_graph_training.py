@@ -388,14 +388,13 @@ def test_gpu_graph_steps_agree_with_cpu_steps(gpu):
     assert len(dev._graphs.steps) == 1
 
 
-def test_bench_gpu_mlp_rows_time_the_eager_and_the_graph_step(fake_cuda, capsys):
-    from deepcore.bench import _Table, _fmt_time
-    from deepcore.bench_gpu import _bench_mlp
+@pytest.mark.parametrize("bs", [32, 4096])
+def test_bench_gpu_mlp_rows_time_the_eager_and_the_graph_step(fake_cuda, bs):
+    from deepcore.bench_worker import gpu_mlp_deepcore
 
-    _bench_mlp(fake_cuda, None, fake_cuda.synchronize, 0.005, _Table, _fmt_time)
-    out = capsys.readouterr().out
-    assert "deepcore graph" in out and "did not capture" not in out
-    assert FakeCuda.captures == 2 and FakeCuda.replays > 4
+    t_eager, t_graph = gpu_mlp_deepcore(fake_cuda, bs, 0.005)
+    assert t_eager > 0 and t_graph is not None and t_graph > 0  # None: the step did not capture
+    assert FakeCuda.captures == 1 and FakeCuda.replays > 4
 
 
 def test_released_layer_buffers_or_replaced_weights_mean_a_new_capture(fake_cuda):
@@ -496,3 +495,10 @@ def test_the_fake_graph_api_has_the_real_modules_names_and_arguments(fake_cuda):
     assert list(inspect.signature(fake_cuda.SegmentTable).parameters) == ["size", "offsets", "l1", "l2"]
     assert list(inspect.signature(fake_cuda.DeviceHyper).parameters) == ["hyper"]
     assert issubclass(fake_cuda.CaptureError, fake_cuda.CudaError)
+
+
+def test_bench_gpu_adam_row_times_a_copy_and_a_step(fake_cuda):
+    from deepcore.bench_worker import gpu_adam_deepcore
+
+    t_copy, t_adam = gpu_adam_deepcore(fake_cuda, 4096, 0.005)
+    assert t_copy > 0 and t_adam > 0

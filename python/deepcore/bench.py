@@ -13,8 +13,9 @@ means deepcore is faster. Paired ratios (an overhead, a folding gain) compare
 two calls of deepcore itself and are timed back to back in one process.
 
 The coexist section times the opposite case on purpose: two libraries in one
-process, as users run them. The gpu section (bench_gpu.py) times deepcore and
-PyTorch CUDA in the same process.
+process, as users run them. The gpu section (bench_gpu.py) runs through the
+same harness: deepcore's CUDA backend and PyTorch CUDA, each in its own
+processes.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import time
 import numpy as np
 
 from . import bench_worker as _worker
-from .bench_worker import _median_time, _paired_ratio  # noqa: F401  (bench_gpu and callers use them from here)
+from .bench_worker import _median_time, _paired_ratio  # noqa: F401  (callers use them from here)
 
 SECTIONS = ("kernels", "batchnorm", "dropout", "training", "optimizers", "coexist", "gpu")
 #: What ``deepcore bench`` runs without --only (coexist is asked for by name).
@@ -422,11 +423,11 @@ def run(quick=False, torch=True, sections=None, repeats=None):
             bench_step_share(h)
         if "coexist" in sections:
             bench_coexist(h)
+        if "gpu" in sections:
+            from .bench_gpu import bench_gpu
+
+            bench_gpu(h)
     finally:
         h.close()
     if h.processes:
         print(f"\n({h.processes} benchmark processes, {time.perf_counter() - started:.0f} s)")
-    if "gpu" in sections:
-        from .bench_gpu import bench_gpu
-
-        bench_gpu(quick, torch)

@@ -878,6 +878,172 @@ for _name in COEXIST:
     _CASES[("coexist", _name)] = _coexist
 
 
+# ------------------------------------------------------------------ gpu
+# The GPU section (bench_gpu.py): deepcore's CUDA backend and PyTorch CUDA,
+# each in its own process like the CPU rows. GPU work is asynchronous, so
+# every timing synchronizes before reading the clock. A side that cannot run
+# a row returns t None and why.
+def _gpu_deepcore():
+    from deepcore import cuda
+
+    if not cuda.is_available():
+        return None, cuda.reason()
+    from deepcore import _cuda
+
+    return _cuda, ""
+
+
+def _gpu_torch(ctx):
+    torch = ctx.torch()
+    if not torch.cuda.is_available():
+        return None, f"PyTorch {torch.__version__} has no usable CUDA device"
+    return torch, ""
+
+
+def _gpu_side(ctx):
+    """(deepcore's _cuda or torch, why not, device name)."""
+    if ctx.side == "deepcore":
+        g, why = _gpu_deepcore()
+        return g, why, (str(g.device_properties(0).get("name", "?")) if g is not None else None)
+    torch, why = _gpu_torch(ctx)
+    return torch, why, (torch.cuda.get_device_name(0) if torch is not None else None)
+
+
+def gpu_dense_deepcore(g, n, tf32, mt):
+    """deepcore's dense_forward (x @ W, no bias, linear) and its bare cuBLASLt sgemm, n x n x n."""
+    from deepcore.activations import _CODES
+
+    rng = np.random.default_rng(0)
+    x = g.to_device(rng.standard_normal((n, n), dtype=np.float32))
+    w = g.to_device(rng.standard_normal((n, n), dtype=np.float32))
+    z = g.DeviceBuffer((n, n), "float32")
+    g.set_tf32(tf32)
+    try:
+        t = _median_time(lambda: g.dense_forward(x, w, None, z, z, _CODES["linear"], 0.0, 1.0), mt, 5, g.synchronize)
+        t_sgemm = _median_time(lambda: g.sgemm(x, w, z, False, False, 1.0, 0.0), mt, 5, g.synchronize)
+    finally:
+        g.set_tf32(False)
+    return t, t_sgemm
+
+
+@_case("gpu_dense", "deepcore", "torch")
+def _gpu_dense(p, ctx):
+    lib, why, device = _gpu_side(ctx)
+    if lib is None:
+        return {"t": None, "why": why}
+    n, tf32 = p["n"], p["tf32"]
+    if ctx.side == "deepcore":
+        if not getattr(lib, "blas_available", lambda: False)():
+            return {"t": None, "why": f"cuBLASLt unavailable ({lib.blas_reason()})", "device": device}
+        t, t_sgemm = gpu_dense_deepcore(lib, n, tf32, ctx.mt)
+        return {"t": t, "t_sgemm": t_sgemm, "device": device}
+    torch = lib
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32)).cuda()
+    w = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32)).cuda()
+    out = torch.empty((n, n), device="cuda")
+    return {"t": _median_time(lambda: torch.mm(x, w, out=out), ctx.mt, 5, torch.cuda.synchronize), "device": device}
+
+
+def gpu_adam_deepcore(g, n, mt):
+    """(device-to-device copy of n floats, one Adam step over n parameters), seconds."""
+    import deepcore as dc
+
+    src, dst = g.DeviceBuffer((n,), "float32"), g.DeviceBuffer((n,), "float32")
+
+    def copy():
+        dst[...] = src
+
+    t_copy = _median_time(copy, mt, 5, g.synchronize)
+    del src, dst
+    rng = np.random.default_rng(0)
+    w = g.to_device(rng.standard_normal(n, dtype=np.float32))
+    grad = g.to_device(rng.standard_normal(n, dtype=np.float32) * np.float32(1e-2))
+    opt = dc.optimizers.Adam(1e-3)
+    return t_copy, _median_time(lambda: opt.apply(w, grad), mt, 5, g.synchronize)
+
+
+@_case("gpu_adam", "deepcore", "torch")
+def _gpu_adam(p, ctx):
+    lib, why, device = _gpu_side(ctx)
+    if lib is None:
+        return {"t": None, "why": why}
+    n = p["n"]
+    if ctx.side == "deepcore":
+        t_copy, t = gpu_adam_deepcore(lib, n, ctx.mt)
+        return {"t": t, "t_copy": t_copy, "device": device}
+    torch = lib
+    src, dst = torch.empty(n, device="cuda"), torch.empty(n, device="cuda")
+    t_copy = _median_time(lambda: dst.copy_(src), ctx.mt, 5, torch.cuda.synchronize)
+    del src, dst
+    w = torch.nn.Parameter(torch.randn(n, device="cuda"))
+    w.grad = torch.randn(n, device="cuda") * 1e-2
+    opt = torch.optim.Adam([w], lr=1e-3, fused=True)
+    return {"t": _median_time(opt.step, ctx.mt, 5, torch.cuda.synchronize), "t_copy": t_copy, "device": device}
+
+
+def _gpu_mlp_model(dc, cuda_graphs):
+    dc.set_random_seed(0)
+    model = dc.Sequential([dc.Input(shape=[784]), dc.Dense(300, activation="relu"),
+                           dc.Dense(100, activation="relu"), dc.Dense(10, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=dc.optimizers.SGD(0.01, momentum=0.9, nesterov=True), cuda_graphs=cuda_graphs)
+    return model.to("cuda")
+
+
+def _gpu_mlp_batch(bs):
+    rng = np.random.default_rng(bs)
+    return rng.random((bs, 784), dtype=np.float32), rng.integers(0, 10, bs).astype(np.int32)
+
+
+def gpu_mlp_deepcore(g, bs, mt):
+    """(eager step, CUDA-graph step or None when the step did not capture), seconds."""
+    import deepcore as dc
+
+    xh, yh = _gpu_mlp_batch(bs)
+    model = _gpu_mlp_model(dc, cuda_graphs=False)
+    model.train_on_batch(xh, yh)  # builds, packs and allocates the step's buffers
+    xb, yb = g.to_device(xh), g.to_device(yh)
+    t = _median_time(lambda: model._train_step(xb, yb), mt, 5, g.synchronize)
+    # The graph step: the first train_on_batch warms up, the second captures;
+    # then the timed calls replay (the inputs stay in the batch buffers the
+    # graph reads, as they would after fit's host copy).
+    gm = _gpu_mlp_model(dc, cuda_graphs=True)
+    gm.train_on_batch(xh, yh)
+    gm.train_on_batch(xh, yh)
+    xg, yg, trainer = gm._batch_buffers[("x", bs)], gm._batch_buffers[("y", bs)], gm._graphs
+    if trainer is None or bs not in trainer.steps or trainer.train_step(xg, yg, bs) is None:
+        return t, None
+    return t, _median_time(lambda: trainer.train_step(xg, yg, bs), mt, 5, g.synchronize)
+
+
+@_case("gpu_mlp", "deepcore", "torch")
+def _gpu_mlp(p, ctx):
+    lib, why, device = _gpu_side(ctx)
+    if lib is None:
+        return {"t": None, "why": why}
+    bs = p["bs"]
+    if ctx.side == "deepcore":
+        t, t_graph = gpu_mlp_deepcore(lib, bs, ctx.mt)
+        return {"t": t, "t_graph": t_graph, "device": device}
+    torch = lib
+    xh, yh = _gpu_mlp_batch(bs)
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.from_numpy(xh).cuda(), torch.from_numpy(yh.astype(np.int64)).cuda()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return {"t": _median_time(step, ctx.mt, 5, torch.cuda.synchronize), "device": device}
+
+
 # ------------------------------------------------------------------ entry
 def run_job(job):
     ctx = _Ctx(job)

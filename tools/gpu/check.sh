@@ -12,7 +12,7 @@
 #              misuse) and initcheck (reads of device memory nothing wrote) over the
 #              kernel tests (RACECHECK_TESTS, default tests/test_cuda.py); the host
 #              emulator's own race checker already runs in CI (tests/cuda_emulator)
-#   bench      deepcore bench --only gpu (same-process PyTorch CUDA reference)
+#   bench      deepcore bench --only gpu (deepcore and PyTorch CUDA, each in its own processes)
 #   train      Fashion-MNIST, the README MLP, 10 epochs on CPU and on GPU
 # Each stage writes $OUT/<stage>.log (the device tool returns $OUT). The
 # build dir survives between calls only while the machine stays warm (30 s), so

@@ -4,7 +4,7 @@
 # 540), so that the call ends inside its limit and every log comes back.
 # Run ON THE LENT GPU MACHINE after tools/gpu/prepare.sh ran here:
 #   run(command="bash tools/gpu/session.sh 540", carry=[".gpu"], timeout_s=600)
-# Stages (cap in seconds): build 300, test-cuda 150, bench 100, train 90,
+# Stages (cap in seconds): build 300, test-cuda 150, bench 200, train 90,
 # sync 90, racecheck 120, sanitizer 150, fewer when time runs short;
 # STAGES="build test-cuda ..." picks and orders them. $OUT/summary.txt lists
 # each stage's exit status and time (124: it ran out of its time box).
@@ -25,7 +25,7 @@ box() {  # cap stage...: run check.sh stages with min(cap, time left - 10 s)
 }
 
 STAGES=${STAGES:-build test-cuda bench train sync racecheck sanitizer}
-declare -A CAP=([build]=300 [test-cuda]=150 [bench]=100 [train]=90 [sync]=90 [racecheck]=120 [sanitizer]=150)
+declare -A CAP=([build]=300 [test-cuda]=150 [bench]=200 [train]=90 [sync]=90 [racecheck]=120 [sanitizer]=150)
 for s in $STAGES; do
   box "${CAP[$s]:-120}" "$s"
   if [ "$s" = build ] && ! ls python/deepcore/_cuda*.so >/dev/null 2>&1; then echo "build failed: see build.log"; break; fi
