@@ -42,6 +42,9 @@ void philox_normal(float* out, index_t n, uint64_t seed, uint64_t stream, float 
 
 // ops/optimizers.h
 void sgd_update(float* w, const float* g, float* velocity, index_t n, float lr, float momentum, bool nesterov);
+
+// y <- a x + b y (ops/elementwise.h); x may be null when a == 0.
+void axpby(float a, const float* x, float b, float* y, index_t n);
 // The one exception to "every pointer a device pointer": offsets, seg_l1 and
 // seg_l2 (nseg + 1 and nseg entries, validated by the caller) are host arrays,
 // uploaded with the call, as the Python side keeps them. The update itself

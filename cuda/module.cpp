@@ -550,6 +550,15 @@ PYBIND11_MODULE(_cuda, m) {
   }, py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("learning_rate"), py::arg("momentum"),
      py::arg("nesterov"));
 
+  m.def("axpby", [](float a, py::handle x_, float b, py::handle y_) {
+    const char* fn = "axpby";
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    same_shape(y, x, fn, "y", "x");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::axpby(a, p<float>(x), b, p<float>(y), index_t(y.size()));
+  }, py::arg("a"), py::arg("x"), py::arg("b"), py::arg("y"),
+     "y <- a x + b y in place (float32 DeviceBuffers of one shape); a == 0 ignores x's values.");
+
   m.def("optimizer_step", &optimizer_step_binding, py::arg("hyper"), py::arg("params"), py::arg("grads"),
         py::arg("slot0"), py::arg("slot1"), py::arg("slot2"), py::arg("offsets"), py::arg("l1"), py::arg("l2"),
         py::arg("want_norm") = false,

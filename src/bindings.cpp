@@ -17,6 +17,7 @@
 
 #include "ops/activations.h"
 #include "ops/dense.h"
+#include "ops/elementwise.h"
 #include "ops/gather.h"
 #include "ops/losses.h"
 #include "ops/optimizers.h"
@@ -395,6 +396,15 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("x"), py::arg("targets"), py::arg("w"), py::arg("b"), py::arg("order"), py::arg("eta"));
 
   // ------------------------------------------------------------- optimizers
+  m.def("axpby", [](float a, py::handle x_, float b, py::handle y_) {
+    const char* fn = "axpby";
+    py::array x = checked<float>(x_, fn, "x"), y = checked<float>(y_, fn, "y", true);
+    same_shape(y, x, fn, "y", "x");
+    py::gil_scoped_release nogil;
+    axpby(a, cptr<float>(x), b, ptr<float>(y), index_t(y.size()));
+  }, py::arg("a"), py::arg("x"), py::arg("b"), py::arg("y"),
+     "y <- a x + b y in place (float32 C-contiguous arrays of one shape); a == 0 ignores x's values.");
+
   m.def("sgd_update", [](py::handle w_, py::handle g_, py::object v_, float lr, float momentum, bool nesterov) {
     const char* fn = "sgd_update";
     py::array w = checked<float>(w_, fn, "params", true), g = checked<float>(g_, fn, "grads");

@@ -232,6 +232,27 @@ def test_philox_normal_matches_cpu(G, seed, stream, truncated):
         assert np.all(np.abs(g - 0.5) <= 4.0)
 
 
+# ------------------------------------------------------------- axpby
+@pytest.mark.parametrize("a,b", [(1.0, 1.0), (0.0, 0.7), (-0.5, 2.0)])
+def test_axpby_matches_cpu_and_float64(G, a, b):
+    """y <- a x + b y (the graph engine's gradient sums and loss weights)."""
+    rng = np.random.default_rng(9)
+    n = 70_001
+    x, y = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+    want = a * x.astype(np.float64) + b * y.astype(np.float64)
+    yc = y.copy()
+    C.axpby(a, x, b, yc)
+    yd = dev(G, y)
+    G.axpby(a, dev(G, x), b, yd)
+    np.testing.assert_allclose(yc, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(yd.to_numpy(), yc, rtol=RTOL, atol=ATOL)
+
+
+def test_axpby_rejects_a_shape_mismatch(G):
+    with pytest.raises(ValueError, match="axpby"):
+        G.axpby(1.0, G.DeviceBuffer((5,)), 1.0, G.DeviceBuffer((6,)))
+
+
 # ------------------------------------------------------------- optimizers
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 def test_sgd_update_matches_cpu(G, momentum, nesterov):
