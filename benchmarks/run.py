@@ -1,6 +1,7 @@
 """Run deepcore's benchmarks (same as `deepcore bench`).
 
-    python benchmarks/run.py [--quick] [--no-torch] [--only kernels|training]
+    python benchmarks/run.py [--quick] [--no-torch] [--repeats N]
+        [--only kernels|batchnorm|dropout|training|optimizers|coexist|gpu]
 """
 import sys
 

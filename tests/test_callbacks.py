@@ -539,14 +539,17 @@ def test_failed_checkpoint_write_keeps_the_last_good_file(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["ckpt.w"]  # no temp file left behind
 
 
-def test_full_model_checkpoint_of_a_model_without_save_fails_before_training(tmp_path):
+def test_full_model_checkpoint_writes_model_files_that_load(tmp_path):
+    from deepcore.models import load_model
+
     model = tiny_model()
-    assert not hasattr(model, "save")  # deepcore models write weights files only (save_weights)
-    cb = ModelCheckpoint(str(tmp_path / "m.keras"))  # save_weights_only=False, the Keras default
-    with pytest.raises(NotImplementedError, match="save_weights_only=True"):
-        fit(model, [cb], epochs=1)
-    assert model.optimizer.iterations == 0
-    assert os.listdir(tmp_path) == []
+    cb = ModelCheckpoint(str(tmp_path / "m-{epoch}.deepcore"))  # save_weights_only=False, the Keras default
+    fit(model, [cb], epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["m-1.deepcore", "m-2.deepcore"]
+    loaded = load_model(tmp_path / "m-2.deepcore")
+    x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.optimizer.iterations == model.optimizer.iterations
 
 
 def test_full_model_checkpoint_calls_the_models_save_with_each_epochs_path(tmp_path):

@@ -1012,7 +1012,7 @@ def gpu_mlp_deepcore(g, bs, mt):
     gm = _gpu_mlp_model(dc, cuda_graphs=True)
     gm.train_on_batch(xh, yh)
     gm.train_on_batch(xh, yh)
-    xg, yg, trainer = gm._batch_buffers[("x", bs)], gm._batch_buffers[("y", bs)], gm._graphs
+    xg, yg, trainer = gm._batch_buffers[("x", 0, bs)], gm._batch_buffers[("y", 0, bs)], gm._graphs
     if trainer is None or bs not in trainer.steps or trainer.train_step(xg, yg, bs) is None:
         return t, None
     return t, _median_time(lambda: trainer.train_step(xg, yg, bs), mt, 5, g.synchronize)

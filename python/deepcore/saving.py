@@ -56,6 +56,12 @@ def atomic_write(path, write_fn) -> None:
 
 def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write {name: array} to path atomically."""
+    data = safetensors_bytes(tensors, metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
+    """{name: array} (and string metadata) as the bytes of a safetensors file."""
     header, offset, blobs = {}, 0, []
     for name, arr in tensors.items():
         if not isinstance(name, str):
@@ -76,13 +82,7 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
 
-    def write(f):
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-
-    atomic_write(path, write)
+    return b"".join([struct.pack("<Q", len(head)), head, *blobs])
 
 
 def load_safetensors(path) -> tuple[dict, dict]:
@@ -94,6 +94,11 @@ def load_safetensors(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read()
+    return safetensors_from_bytes(raw, path)
+
+
+def safetensors_from_bytes(raw: bytes, path="safetensors data") -> tuple[dict, dict]:
+    """load_safetensors on bytes already read (``path`` names them in errors)."""
     if len(raw) < 8:
         raise ValueError(f"{path}: not a safetensors file (only {len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
@@ -147,3 +152,16 @@ def load_safetensors(path) -> tuple[dict, dict]:
     for start, end, name, dtype, shape in entries:
         out[name] = np.frombuffer(data[start:end], dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
     return out, metadata
+
+
+def register_serializable(package="Custom", name=None):
+    """Register a custom layer or model class for model files (see
+    deepcore.models.serialization.register_serializable)."""
+    from .models.serialization import register_serializable as register
+    return register(package, name)
+
+
+def load_model(filepath, custom_objects=None, compile=True):  # noqa: A002
+    """deepcore.models.load_model."""
+    from .models.serialization import load_model as load
+    return load(filepath, custom_objects, compile)

@@ -134,6 +134,8 @@ class PReLU(Layer):
     alpha_initializer="zeros", no regularizer or constraint, shared_axes=None.
     """
 
+    _per_call = ("_bufs", "_x", "_cur")
+
     supports_device = True
 
     def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
@@ -193,6 +195,8 @@ class RReLU(_RandomLayer):
     training (from the layer's Philox stream, like dropout masks) and
     ``a = (lower + upper) / 2`` at inference. Defaults lower=1/8, upper=1/3.
     """
+
+    _per_call = ("_bufs", "_x", "_cur", "_training", "_call", "_graph_call")
 
     def __init__(self, lower=1.0 / 8.0, upper=1.0 / 3.0, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)

@@ -18,11 +18,18 @@ def _snake(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def _batched(shape):
+    """A per-sample shape (or a list of them) with the batch axis shown as None."""
+    if isinstance(shape, list):
+        return [(None,) + tuple(s) for s in shape]
+    return (None,) + tuple(shape)
+
+
 class Variable:
     """A named parameter with its gradient buffer. ``value`` may be a view into
     the model's flat parameter buffer (see Model._pack_parameters)."""
 
-    __slots__ = ("name", "path", "value", "grad", "trainable", "regularizer", "constraint", "version")
+    __slots__ = ("name", "path", "value", "grad", "trainable", "regularizer", "constraint", "version", "owner")
 
     def __init__(self, name, path, value, trainable=True, regularizer=None, constraint=None):
         self.name, self.path, self.value, self.trainable = name, path, value, trainable
@@ -30,6 +37,10 @@ class Variable:
         # does not train (Normalization's scale) is recomputed only when the
         # value was assigned, never read back from the device every step.
         self.version = 0
+        # The model whose flat buffers value and grad are views into (None:
+        # standalone). A layer shared by two models moves into the flat
+        # buffers of whichever trains, and the other repacks before its next step.
+        self.owner = None
         self.grad = empty(value.shape, like=value)
         self.regularizer, self.constraint = regularizer, constraint
 
@@ -71,6 +82,13 @@ class Layer:
     needs_gemm = False
     #: Where this layer's weights live ("cpu" or "cuda:N"); set by Model.to.
     _device = "cpu"
+    #: The attributes that forward sets and backward reads (what one call
+    #: saves for its backward, its per-batch buffers included). A model that
+    #: calls this layer more than once in a step (shared weights) keeps one
+    #: set of them per call and swaps them in around each call's forward and
+    #: backward (models/engine.py). None: undeclared, so the layer can be
+    #: called only once per step.
+    _per_call = None
 
     def __init__(self, name=None, trainable=True, input_shape=None, input_dim=None, dtype=None, **kwargs):
         if kwargs:
@@ -89,6 +107,7 @@ class Layer:
         self._declared_input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.input_shape = None   # excludes batch
         self.output_shape = None  # excludes batch
+        self._inbound_nodes = []  # one per symbolic call (models/engine.py Node)
 
     # ------------------------------------------------------------ weights
     def add_weight(self, name, shape, initializer, trainable=True, regularizer=None, constraint=None):
@@ -146,16 +165,20 @@ class Layer:
         return tuple(input_shape)
 
     def _build_for(self, input_shape) -> tuple:
-        """Build (once) for input_shape and return the output shape."""
-        input_shape = tuple(input_shape)
+        """Build (once) for input_shape and return the output shape. A layer
+        called on a list of tensors (a merge layer) gets a list of shapes."""
+        if isinstance(input_shape, list):
+            input_shape = [tuple(int(d) for d in shape) for shape in input_shape]
+        else:
+            input_shape = tuple(input_shape)
         if not self.built:
             self.build(input_shape)
             self.built = True
             self.input_shape = input_shape
             self.output_shape = tuple(self.compute_output_shape(input_shape))
         elif self.input_shape != input_shape:
-            raise ValueError(f"Layer '{self.name}' was built for input shape {(None,) + self.input_shape}, "
-                             f"got {(None,) + input_shape}")
+            raise ValueError(f"Layer '{self.name}' was built for input shape {_batched(self.input_shape)}, "
+                             f"got {_batched(input_shape)}")
         return self.output_shape
 
     def _check_input(self, x) -> None:
@@ -177,13 +200,55 @@ class Layer:
     def backward(self, dy, need_dx=True):
         raise NotImplementedError
 
-    def __call__(self, x, training=False):
-        """Eager call on a NumPy array: builds if needed and returns a fresh
-        NumPy array (x goes to the layer's device and the result comes back)."""
+    def __call__(self, x, training=None):
+        """On a symbolic tensor (``dc.Input(...)`` or another layer call's
+        output): records the call as a node of a graph and returns the
+        symbolic output (the functional API). Inside a subclassed model's
+        ``call``: runs the layer and records it for the model's backward.
+        On a NumPy array (a list of arrays for a merge layer): an eager call
+        that builds if needed and returns a fresh NumPy array (x goes to the
+        layer's device and the result comes back)."""
+        from ..models import engine
+
+        if engine.is_symbolic(x):
+            return engine.symbolic_call(self, x)
+        tape = engine.active_tape()
+        if tape is not None:
+            return tape.call(self, x, training)
+        training = bool(training)
+        if isinstance(x, (list, tuple)):
+            return self._call_list(list(x), training)
         x = np.ascontiguousarray(x, dtype=np.float32)
         with _cuda_front.device(self._device):  # the layer's device current for its kernels
             self._build_for(x.shape[1:])
             return to_host(self.forward(to_device(x, self._device), training=training), copy=True)
+
+    def _call_list(self, xs, training=False):
+        """Eager call on a list of NumPy arrays (a layer with several inputs)."""
+        xs = [np.ascontiguousarray(x, dtype=np.float32) for x in xs]
+        with _cuda_front.device(self._device):
+            self._build_for([x.shape[1:] for x in xs])
+            out = self.forward([to_device(x, self._device) for x in xs], training=training)
+            return to_host(out, copy=True)
+
+    @property
+    def input(self):
+        """The symbolic input of this layer's first call (functional API)."""
+        return self._node_attr("input", 0)
+
+    @property
+    def output(self):
+        """The symbolic output of this layer's first call (functional API)."""
+        return self._node_attr("output", 0)
+
+    def _node_attr(self, what, index):
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer '{self.name}' has never been called on a symbolic tensor, so it has no "
+                                 f"{what}")
+        node = self._inbound_nodes[index]
+        if what == "input":
+            return node.inputs if node.multi else node.inputs[0]
+        return node.outputs[0]
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}

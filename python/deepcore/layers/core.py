@@ -9,7 +9,7 @@ from .. import activations as _activations
 from .. import constraints as _constraints
 from .. import regularizers as _regularizers
 from .. import initializers as _initializers
-from ..backend import empty, ops
+from ..backend import empty, ops, reshape
 from .base import Layer
 
 __all__ = ["Input", "InputLayer", "Dense", "Flatten", "Activation"]
@@ -17,6 +17,8 @@ __all__ = ["Input", "InputLayer", "Dense", "Flatten", "Activation"]
 
 class InputLayer(Layer):
     """Declares the shape of one sample (batch axis excluded)."""
+
+    _per_call = ()
 
     supports_device = True
 
@@ -43,9 +45,18 @@ class InputLayer(Layer):
         return {"name": self.name, "shape": list(self.input_shape)}
 
 
-def Input(shape=None, batch_size=None, name=None, **kwargs) -> InputLayer:
-    """Keras's ``Input(shape)``: the first element of a Sequential model."""
-    return InputLayer(shape=shape, batch_size=batch_size, name=name, **kwargs)
+def Input(shape=None, batch_size=None, name=None, **kwargs):
+    """Keras's ``Input(shape)``: a symbolic tensor (a KerasTensor) of shape
+    (None,) + shape, the start of a functional model
+    (``dc.Model(inputs, outputs)``) or the first element of a Sequential."""
+    from ..models.engine import KerasTensor, Node
+
+    layer = InputLayer(shape=shape, batch_size=batch_size, name=name, **kwargs)
+    node = Node(layer, [], False)
+    out = KerasTensor(layer.input_shape, node, 0, name=layer.name)
+    node.outputs.append(out)
+    layer._inbound_nodes.append(node)
+    return out
 
 
 def _io_buffers(shape, like):
@@ -88,6 +99,8 @@ class Dense(Layer):
     activation derivative and the bias gradient.
     """
 
+    _per_call = ("_bufs", "_x", "_z", "_y", "_cur")
+
     supports_device = True
     needs_gemm = True
 
@@ -114,31 +127,38 @@ class Dense(Layer):
         self._x = self._z = self._y = None
 
     def build(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(f"Dense '{self.name}' expects 2-D input (batch, features), got shape "
-                             f"{(None,) + tuple(input_shape)}; add a Flatten() layer before it")
-        self.kernel = self.add_weight("kernel", (input_shape[0], self.units), self.kernel_initializer,
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense '{self.name}' expects input of shape (batch, ..., features), got shape "
+                             f"{(None,) + tuple(input_shape)}")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
         self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer,
                                      regularizer=self.bias_regularizer, constraint=self.bias_constraint)
                      if self.use_bias else None)
 
     def compute_output_shape(self, input_shape):
-        return (self.units,)
+        return tuple(input_shape[:-1]) + (self.units,)
 
-    def _make_buffers(self, batch, like):
-        z = empty((batch, self.units), like=like)
-        y = z if self.activation.name in self._IN_PLACE else empty((batch, self.units), like=like)
-        return {"z": z, "y": y, "dz": empty((batch, self.units), like=like),
-                "dx": empty((batch, self.input_shape[0]), like=like)}
+    def _make_buffers(self, rows, like):
+        z = empty((rows, self.units), like=like)
+        y = z if self.activation.name in self._IN_PLACE else empty((rows, self.units), like=like)
+        return {"z": z, "y": y, "dz": empty((rows, self.units), like=like),
+                "dx": empty((rows, self.input_shape[-1]), like=like)}
 
     def forward(self, x, training=False):
+        # On (batch, ..., features): applied to the last axis, as a GEMM over
+        # batch x ... rows (views in and out, no copy).
         self._check_input(x)
+        nd = len(self.input_shape) > 1
+        if nd:
+            x = reshape(x, (x.shape[0] * math.prod(self.input_shape[:-1]), self.input_shape[-1]))
         b = self._bufs.get(x.shape[0], self._make_buffers, x)
         a = self.activation
         ops(x).dense_forward(x, self.kernel.value, self.bias.value if self.bias is not None else None,
                             b["z"], b["y"], a.code, a.alpha, a.beta)
         self._x, self._z, self._y, self._cur = x, b["z"], b["y"], b
+        if nd:
+            return reshape(b["y"], (x.shape[0] // math.prod(self.input_shape[:-1]),) + self.output_shape)
         return b["y"]
 
     @property
@@ -148,11 +168,18 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx=True, dy_is_dz=False):
         b, a = self._cur, self.activation
+        nd = len(self.input_shape) > 1
+        if nd:
+            dy = reshape(dy, (self._x.shape[0], self.units))
         ops(dy).dense_backward(self._x, self.kernel.value, self._z, self._y, dy, b["dz"],
                              b["dx"] if need_dx else None, self.kernel.grad,
                              self.bias.grad if self.bias is not None else None,
                              a.code, a.alpha, a.beta, dy_is_dz, False)
-        return b["dx"] if need_dx else None
+        if not need_dx:
+            return None
+        if nd:
+            return reshape(b["dx"], (self._x.shape[0] // math.prod(self.input_shape[:-1]),) + self.input_shape)
+        return b["dx"]
 
     def get_config(self):
         cfg = super().get_config()
@@ -169,6 +196,8 @@ class Dense(Layer):
 class Flatten(Layer):
     """Reshapes (batch, d1, d2, ...) to (batch, d1*d2*...) without copying."""
 
+    _per_call = ()
+
     supports_device = True
 
     def compute_output_shape(self, input_shape):
@@ -184,6 +213,8 @@ class Flatten(Layer):
 
 class Activation(Layer):
     """Applies an activation by name: ``Activation("relu")``."""
+
+    _per_call = ("_bufs", "_x", "_cur")
 
     supports_device = True
 

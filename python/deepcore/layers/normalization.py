@@ -151,6 +151,8 @@ class BatchNormalization(Layer):
     gamma and beta are trainable; moving_mean and moving_variance are not.
     """
 
+    _per_call = ("_bufs", "_x3", "_cur", "_batch_stats")
+
     supports_device = True
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -281,6 +283,8 @@ class Normalization(Layer):
     weights, saved with the model). Backward passes gradients through,
     ``dx = dy / std``, so the layer may sit first in a trained model.
     """
+
+    _per_call = ("_bufs", "_cur")
 
     supports_device = True
 

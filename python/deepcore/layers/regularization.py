@@ -102,13 +102,17 @@ class _RandomLayer(Layer):
             b["dx"] = empty(dy.shape, like=dy)
         return b["dx"]
 
-    def __call__(self, x, training=False):
+    def __call__(self, x, training=None):
         """Eager call on a NumPy array, returning a fresh array. On the CPU a
         layer with a ``_forward_into`` writes its output straight into that
         array (no copy of a kept buffer); elsewhere as Layer.__call__."""
+        from ..models import engine
+
         forward_into = getattr(self, "_forward_into", None)
-        if forward_into is None or self._device != "cpu":
+        if (forward_into is None or self._device != "cpu" or engine.is_symbolic(x)
+                or engine.active_tape() is not None or isinstance(x, (list, tuple))):
             return super().__call__(x, training)
+        training = bool(training)
         x = np.ascontiguousarray(x, dtype=np.float32)
         self._build_for(x.shape[1:])
         self._check_input(x)
@@ -134,6 +138,8 @@ class Dropout(_RandomLayer):
         seed: an int for reproducible masks; None draws a stream from the
             global generator (``deepcore.set_random_seed``).
     """
+
+    _per_call = ("_bufs", "_cur", "_call", "_mask", "_graph_call")
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -235,6 +241,8 @@ class AlphaDropout(_RandomLayer):
         rate: fraction of units to drop, in [0, 1).
         seed: an int for reproducible masks, or None (global generator).
     """
+
+    _per_call = ("_bufs", "_cur", "_call", "_graph_call")
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)

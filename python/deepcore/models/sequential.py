@@ -3,20 +3,31 @@ from __future__ import annotations
 
 from ..layers.base import Layer
 from ..layers.core import InputLayer
+from . import engine
 from .model import Model, _on_model_device
 
 
 class Sequential(Model):
     """``Sequential([Flatten(input_shape=[28, 28]), Dense(300, activation="relu"), ...])``
-    or ``model.add(layer)``. Built as soon as the input shape is known."""
+    or ``model.add(layer)``. Built as soon as the input shape is known.
+    A linear plan (layer i reads what layer i - 1 wrote) run by the same
+    executor as functional models (models/engine.py)."""
 
     def __init__(self, layers=None, name=None):
-        super().__init__(name or _auto_name())
+        super().__init__(name=name or _auto_name())
         self._layers: list[Layer] = []
         self._input_shape = None  # excludes batch
-        self._taps = None         # {layer name: last output} while diagnostics run
         for layer in layers or []:
             self.add(layer)
+
+    def _input_shapes(self):
+        return [self._input_shape]
+
+    def _output_shapes(self):
+        return [self._layers[-1].output_shape if self._layers else None]
+
+    def _run(self, xs, training):
+        return self._plan_forward(xs, training)
 
     @property
     def layers(self):
@@ -38,6 +49,10 @@ class Sequential(Model):
 
     @_on_model_device
     def add(self, layer):
+        if isinstance(layer, engine.KerasTensor):  # dc.Input(...)
+            if not isinstance(layer._node.layer, InputLayer):
+                raise TypeError(f"Sequential.add: expected a Layer or dc.Input(...), got {layer!r}")
+            layer = layer._node.layer
         if isinstance(layer, InputLayer):
             if self._layers or self._input_shape is not None:
                 raise ValueError("Sequential: an Input can only be the first element")
@@ -61,6 +76,7 @@ class Sequential(Model):
             raise ValueError("Sequential.pop: the model has no layers")
         layer = self._layers.pop()
         self._flat_params = None
+        self._plan = engine.linear_plan(self._layers) if self._layers else None
         return layer
 
     def get_layer(self, name=None, index=None):
@@ -90,30 +106,8 @@ class Sequential(Model):
             shape = layer._build_for(shape)
         self._place_layers()
         self._flat_params = None  # repack on next training use
-
-    def _output_layer(self):
-        return self._layers[-1]
-
-    def _forward(self, x, training):
-        taps = self._taps
-        for layer in self._layers:
-            x = layer.forward(x, training)
-            if taps is not None:  # GradientDiagnostics: references to this batch's outputs
-                taps[layer.name] = x
-        return x
-
-    def _backward(self, dy, dy_is_dz):
-        # Nothing before the first layer with trainable weights needs a
-        # gradient: skipping it saves the largest GEMM (dx of the first Dense).
-        layers = self._layers
-        first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
-        last = len(layers) - 1
-        for i in range(last, first - 1, -1):
-            if i == last and dy_is_dz:
-                dy = layers[i].backward(dy, need_dx=i > first, dy_is_dz=True)
-            else:
-                dy = layers[i].backward(dy, need_dx=i > first)
-        return dy
+        self._plan = engine.linear_plan(self._layers)
+        self._call_states = {}
 
 
 _count = [0]

@@ -1,0 +1,109 @@
+"""Functional models: ``dc.Model(inputs, outputs)`` over a graph of layer calls."""
+from __future__ import annotations
+
+from . import engine
+from .model import Model
+
+_count = [0]
+
+
+def _flatten(struct, what):
+    """(list of tensors, keys or None, whether it was a single tensor)."""
+    if isinstance(struct, dict):
+        return list(struct.values()), list(struct.keys()), False
+    if isinstance(struct, (list, tuple)):
+        if not struct:
+            raise ValueError(f"Model: {what} is empty")
+        return list(struct), None, False
+    return [struct], None, True
+
+
+class Functional(Model):
+    """``dc.Model(inputs, outputs, name=None)``: inputs are ``dc.Input``
+    tensors, outputs layer outputs (each a tensor, a list or a dict by name).
+    Layers may be called several times (shared weights) and a tensor may feed
+    several layers; the model trains through the same executor as
+    Sequential. Output names are the dict keys, else the names of the layers
+    that produce them; input names are the Input layers' names."""
+
+    def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Model(): unexpected keyword argument(s) {sorted(kwargs)}")
+        if inputs is None or outputs is None:
+            raise TypeError("Model(inputs, outputs): both are required")
+        if name is None:
+            n = _count[0]
+            _count[0] += 1
+            name = "functional" if n == 0 else f"functional_{n}"
+        super().__init__(name=name)
+        ins, in_keys, _ = _flatten(inputs, "inputs")
+        outs, out_keys, _ = _flatten(outputs, "outputs")
+        plan, layers = engine.graph_plan(ins, outs, self.name)
+        self._plan = plan
+        self._layers = layers
+        self._inputs, self._outputs = ins, outs
+        self._in_names = in_keys or [t._node.layer.name for t in ins]
+        if out_keys is not None:
+            self._out_names = [str(k) for k in out_keys]
+        else:
+            names, seen = [], {}
+            for t in outs:
+                base = t._node.layer.name
+                seen[base] = seen.get(base, 0) + 1
+                names.append(base if seen[base] == 1 else f"{base}_{seen[base] - 1}")
+            self._out_names = names
+        self._fused_list = [False] * len(outs)
+        self._logits = [None] * len(outs)
+        self._place_layers()
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    @property
+    def built(self):
+        return True
+
+    @property
+    def inputs(self):
+        return list(self._inputs)
+
+    @property
+    def outputs(self):
+        return list(self._outputs)
+
+    def _input_shapes(self):
+        return [tuple(t.shape[1:]) for t in self._inputs]
+
+    def _output_shapes(self):
+        return [tuple(t.shape[1:]) for t in self._outputs]
+
+    @property
+    def input_names(self):
+        return list(self._in_names)
+
+    @property
+    def output_names(self):
+        return list(self._out_names)
+
+    def build(self, input_shape=None):
+        return None  # built at construction
+
+    def _run(self, xs, training):
+        return self._plan_forward(xs, training)
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self._layers[index]
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No layer named '{name}' in model '{self.name}'; layers: "
+                         f"{[layer.name for layer in self._layers]}")
+
+    def _inbound(self):
+        """{id(step): [names of the layers whose outputs it reads]}."""
+        producer = {s: self._inputs[i]._node.layer.name for i, s in enumerate(self._plan.in_slots)}
+        for st in self._plan.steps:
+            producer[st.out] = st.layer.name
+        return [(st, [producer[i] for i in st.ins]) for st in self._plan.steps]
