@@ -917,3 +917,19 @@ def test_remedies_model_fit_agrees_at_one_and_two_threads():
     unclipped, _ = remedies_fit(1, global_clipnorm=None)
     gaps = [relative_distance(a, b) for a, b in zip(model1.get_weights(), unclipped.get_weights())]
     assert max(gaps) > 10 * FIT_WEIGHT_RTOL
+
+
+@pytest.mark.parametrize("a,b", [(1.0, 1.0), (0.0, 0.5), (-2.0, 0.25)])
+def test_axpby_same_bits_at_one_and_two_threads(a, b):
+    rng = np.random.default_rng(11)
+    n = ELEMENTS + 37
+    x, y = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+
+    def run():
+        out = y.copy()
+        C.axpby(a, x, b, out)
+        return out
+
+    one, two = at_one_and_two_threads(run)
+    assert_same_bits(one, two, "axpby")
+    np.testing.assert_allclose(one, a * x.astype(np.float64) + b * y, rtol=1e-6, atol=1e-6)

@@ -198,6 +198,7 @@ def bench_kernels(h):
     rows += [{"case": "dense", "p": {"m": m, "k": k, "n": n}} for m, k, n in [(32, 784, 300), (256, 784, 300)]]
     rows += [{"case": "act", "p": {"name": name}} for name in _CODES if name != "linear"]
     rows += [{"case": "swish_beta"}] + [{"case": "xent", "p": {"rows": r}} for r in (32, 256)]
+    rows += [{"case": "axpby", "p": {"n": n}} for n in (256 * 300, 4_000_000)]
     for row, res in h.measure_rows(rows, mt=mt):
         case, p = row["case"], row.get("p", {})
         if case in ("sgemm", "dense"):
@@ -211,6 +212,8 @@ def bench_kernels(h):
             _three(table, f"{p['name']} fwd+bwd", "256x300", res)
         elif case == "swish_beta":
             _three(table, "swish fwd+bwd (incl. dbeta)", "256x300", res)
+        elif case == "axpby":
+            _three(table, "gradient sum y += x (axpby)", f"{p['n']:,}", res)
         else:
             _three(table, "softmax+sparse CE fwd+bwd", f"{p['rows']}x10", res)
     return table

@@ -137,6 +137,21 @@ def _sgemm(p, ctx):
     return {"t": _median_time(lambda: torch.mm(ta, tb, out=tc), ctx.mt)}
 
 
+@_case("axpby", *SIDES)
+def _axpby(p, ctx):
+    """y <- y + x in place (the graph engine's gradient sum)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(p["n"], dtype=np.float32), rng.standard_normal(p["n"], dtype=np.float32)
+    if ctx.side == "numpy":
+        return {"t": _median_time(lambda: np.add(y, x, out=y), ctx.mt)}
+    if ctx.side == "deepcore":
+        core = _core()
+        return {"t": _median_time(lambda: core.axpby(1.0, x, 1.0, y), ctx.mt)}
+    torch = ctx.torch()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return {"t": _median_time(lambda: yt.add_(xt), ctx.mt)}
+
+
 @_case("dense", *SIDES)
 def _dense(p, ctx):
     rng = np.random.default_rng(0)
