@@ -339,3 +339,42 @@ def test_layers_reused_in_another_model_share_weights_and_freeze():
     a.fit(x, y, epochs=1, verbose=0)  # A repacks the shared weights into its own buffers and trains them
     np.testing.assert_array_equal(b.get_layer("t1").get_weights()[0], a.get_layer("t1").get_weights()[0])
     assert not np.array_equal(a.get_layer("t1").get_weights()[0], moved[0])
+
+
+def _frozen_model():
+    dc.set_random_seed(5)
+    m = dc.Sequential([dc.Input(shape=[4, 5]), dc.layers.Flatten(), Dense(12, activation="relu", name="f1"),
+                       dc.layers.BatchNormalization(name="fbn"), Dense(8, activation="elu", name="t1"),
+                       dc.layers.Dropout(0.2, seed=1), Dense(3, activation="softmax", name="out")])
+    for name in ("f1", "fbn"):
+        m.get_layer(name).trainable = False
+    m.compile(optimizer=dc.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+def test_cached_frozen_outputs_train_the_same_weights(capsys):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(100, 4, 5)).astype(np.float32), rng.integers(0, 3, 100)
+    xv, yv = rng.normal(size=(30, 4, 5)).astype(np.float32), rng.integers(0, 3, 30)
+    assert _frozen_model()._frozen_prefix()[0] == 3
+    a, b = _frozen_model(), _frozen_model()
+    ha = a.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=4, validation_data=(xv, yv), cache_frozen=True)
+    assert a._fit_plan is None  # the whole model again after fit
+    hb = b.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=4, validation_data=(xv, yv), cache_frozen=False)
+    assert ha.history == hb.history
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    c = _frozen_model()
+    c.fit(x, y, epochs=1, verbose=1, seed=4)  # "auto" caches and says so once
+    c.fit(x, y, epochs=1, verbose=1, seed=4)
+    assert capsys.readouterr().out.count("are frozen and deterministic") == 1
+
+
+def test_cache_frozen_true_says_why_nothing_can_be_cached():
+    m = dc.Sequential([dc.Input(shape=[3]), dc.layers.Dropout(0.5), Dense(2, name="x")])
+    m.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="nothing to cache"):
+        m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0, cache_frozen=True)
+    with pytest.raises(ValueError, match="cache_frozen"):
+        m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0, cache_frozen="yes")

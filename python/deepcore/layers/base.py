@@ -37,8 +37,8 @@ class Variable:
         # does not train (Normalization's scale) is recomputed only when the
         # value was assigned, never read back from the device every step.
         self.version = 0
-        # The model whose flat buffers value and grad are views into (None:
-        # standalone). A layer shared by two models moves into the flat
+        # A weak reference to the model whose flat buffers value and grad are
+        # views into (None: standalone; weak, so copying a layer never copies a model). A layer shared by two models moves into the flat
         # buffers of whichever trains, and the other repacks before its next step.
         self.owner = None
         self.grad = empty(value.shape, like=value)

@@ -68,7 +68,7 @@ def _clone(layer):
     """An independent copy of a layer with its weights (not its batch
     buffers), on the CPU: device weights are copied to the host and what the
     last forward cached on the device is dropped."""
-    memo = {}
+    memo = {id(layer._inbound_nodes): []}  # the copy belongs to no graph
     if isinstance(getattr(layer, "_bufs", None), _BatchBuffers):
         memo[id(layer._bufs)] = _BatchBuffers()
     for var in layer._variables:

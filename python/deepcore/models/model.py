@@ -8,6 +8,7 @@ import json
 import math
 import os
 import warnings
+import weakref
 
 import numpy as np
 
@@ -45,6 +46,24 @@ def _on_model_device(method):
     return run
 
 
+def _whole_model(method):
+    """The method sees the whole model even inside a fit that trains on
+    cached frozen outputs (a callback's predict or evaluate)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        saved = self._fit_plan
+        if saved is None:
+            return method(self, *args, **kwargs)
+        self._fit_plan = None
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._fit_plan = saved
+
+    return run
+
+
 class Model:
     """A model: a plan of layer calls (models/engine.py) with compile, fit,
     evaluate, predict, summary and weights I/O.
@@ -69,6 +88,7 @@ class Model:
                             f"dc.Model(inputs, outputs, name=...) or subclass dc.Model and call "
                             f"super().__init__(name=...)")
         object.__setattr__(self, "_tracked", [])
+        self._weak_self = weakref.ref(self)
         self.name = name or _snake_model(type(self).__name__)
         self.optimizer = None
         self.loss = None
@@ -90,6 +110,9 @@ class Model:
         self._call_states = {}         # saved per-call state of layers called more than once per step
         self._multi_call_layers = set()
         self._plan = None
+        self._fit_plan = None   # during a fit with cached frozen outputs: the plan of the layers after them
+        self._last_plan = None  # the plan of the last forward (what backward runs through)
+        self._cache_said = False
         self._losses = self._loss_weights = self._out_metrics = None
         self._fused_list = [False]
         self._logits = [None]
@@ -213,7 +236,7 @@ class Model:
         multi = isinstance(outs, (list, tuple))
         outs = list(outs) if multi else [outs]
         plan = tape.plan(outs)
-        self._plan = plan
+        self._plan = self._last_plan = plan
         if training:
             engine.prepare_backward(plan)
             if any(self._fused_list):
@@ -226,19 +249,20 @@ class Model:
     def _plan_forward(self, xs, training):
         """_run for models with a fixed plan (Sequential, functional)."""
         from . import engine
-        plan = self._plan
+        plan = self._fit_plan or self._plan
+        self._last_plan = plan
         return engine.run_forward(self, plan, xs, training, self._logits)
 
     def _backprop(self, dys):
         from . import engine
-        engine.run_backward(self, self._plan, dys)
+        engine.run_backward(self, self._last_plan, dys)
 
     def _forward(self, x, training):
         """One input, one output (the CUDA-graph step, MC dropout, lr_find)."""
         return self._run([x], training)[0]
 
     def _backward(self, dy, dy_is_dz):
-        plan = self._plan
+        plan = self._last_plan
         step = plan.steps[-1] if plan.steps else None
         if step is not None and step.out == plan.out_slots[0] and step.fused != bool(dy_is_dz):
             from . import engine
@@ -321,7 +345,7 @@ class Model:
             n, shape = v.value.size, tuple(v.value.shape)
             v.value = reshape(self._flat_params[offset:offset + n], shape)
             v.grad = reshape(self._flat_grads[offset:offset + n], shape)
-            v.owner = self
+            v.owner = self._weak_self
             offset += n
 
     def _regularization_penalty(self) -> float:
@@ -333,7 +357,7 @@ class Model:
     def _ensure_packed(self):
         variables = self.trainable_weights
         if (self._flat_params is None or self._packed_ids != [id(v) for v in variables]
-                or any(v.owner is not self for v in variables)):  # (a shared layer packed by another model)
+                or any(v.owner is not self._weak_self for v in variables)):  # (a shared layer packed by another model)
             self._pack_parameters()
         opt = self.optimizer
         if opt is not None:
@@ -374,7 +398,7 @@ class Model:
         if dev == self._device:
             return self
         packed = (self._flat_params is not None and self._packed_ids == [id(v) for v in self.trainable_weights]
-                  and all(v.owner is self for v in self.trainable_weights))
+                  and all(v.owner is self._weak_self for v in self.trainable_weights))
         moved = set()
         if packed:  # two transfers for all trainable weights; the weights stay views
             self._flat_params = to_device(self._flat_params, dev)
@@ -893,10 +917,24 @@ class Model:
 
     @_on_model_device
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None,
+            cache_frozen="auto"):
         """Train for ``epochs`` epochs; returns a History. Keras defaults:
         batch_size=32, shuffle=True, verbose=1 (tqdm bar per epoch). x and y:
-        arrays, or lists or dicts (by input and output name) of arrays."""
+        arrays, or lists or dicts (by input and output name) of arrays.
+
+        ``cache_frozen`` ("auto", True or False): when a Sequential model
+        starts with layers that have nothing to train and give the same
+        output in training as in inference (frozen layers, BatchNormalization
+        frozen, activations, Flatten; not dropout or other random layers),
+        their outputs are computed once for the whole training (and
+        validation) data and the rest of the model trains on them: the same
+        weights as without the cache, each epoch without the frozen layers'
+        cost. "auto" caches when the cached arrays take at most
+        ``CACHE_FROZEN_BUDGET`` bytes (1 GiB) and says so once (with
+        verbose); True caches whatever the size (ValueError if nothing can be
+        cached); False never. Callbacks that call predict or evaluate during
+        fit see the whole model."""
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
@@ -925,7 +963,88 @@ class Model:
             validation = False
         self._ensure_packed()
         self._set_fusion()
+        if cache_frozen not in ("auto", True, False):
+            raise ValueError(f"fit: cache_frozen must be 'auto', True or False, got {cache_frozen!r}")
+        if cache_frozen:
+            cached = self._cache_frozen(xs, xv if validation else None, batch_size, cache_frozen, verbose)
+            if cached is not None:
+                xs, xv_cached = cached
+                if validation:
+                    xv = xv_cached
+        try:
+            return self._fit_loop(xs, ys, xv if validation else None, yv if validation else None, batch_size,
+                                  epochs, verbose, callbacks, shuffle, initial_epoch, seed)
+        finally:
+            self._fit_plan = None
 
+    CACHE_FROZEN_BUDGET = 1 << 30
+
+    def _frozen_prefix(self):
+        """(k, why): the first k layers of a Sequential can be cached (none: k = 0, why says)."""
+        from ..layers.activation_layers import RReLU
+        from ..layers.regularization import _RandomLayer
+        from .sequential import Sequential
+        if not isinstance(self, Sequential):
+            return 0, "only a Sequential model's leading frozen layers are cached"
+        from ..layers.core import Activation, Flatten
+        k = 0
+        for layer in self._layers:
+            if layer.trainable_weights or isinstance(layer, (_RandomLayer, RReLU)):
+                break
+            # A layer left trainable counts only if it is one of deepcore's own
+            # stateless layers (a custom layer may act on every call; a
+            # trainable BatchNormalization uses batch statistics in training).
+            if layer.trainable and not (isinstance(layer, (Flatten, Activation))
+                                        and type(layer).__module__.startswith("deepcore.")):
+                break
+            k += 1
+        if k == len(self._layers):
+            k -= 1  # something must train
+        if k > 0 and not any(layer._variables for layer in self._layers[:k]):
+            return 0, "no frozen layer with weights leads the model (nothing worth computing once)"
+        return (k, None) if k > 0 else (0, "the model's first layer trains, is random or is not frozen")
+
+    def _cache_frozen(self, xs, xv, batch_size, mode, verbose):
+        """Cached outputs of the frozen prefix for xs (and xv), with the rest of
+        the plan installed for the fit; None when nothing is cached."""
+        from . import engine
+        k, why = self._frozen_prefix()
+        if k == 0:
+            if mode is True:
+                raise ValueError(f"fit(cache_frozen=True): nothing to cache: {why}")
+            return None
+        shape = tuple(self._layers[k - 1].output_shape)
+        nbytes = 4 * int(np.prod(shape)) * (len(xs[0]) + (len(xv[0]) if xv is not None else 0))
+        if mode == "auto" and nbytes > self.CACHE_FROZEN_BUDGET:
+            return None
+        prefix = engine.linear_plan(self._layers[:k])
+        saved_plan = self._plan
+
+        def outputs(x):
+            out = np.empty((len(x),) + shape, np.float32)
+            for lo in range(0, len(x), max(batch_size, 256)):
+                xb = self._on_device(x[lo:lo + max(batch_size, 256)], ("cache", 0, min(len(x) - lo, max(batch_size, 256))))
+                out[lo:lo + len(xb)] = to_host(engine.run_forward(self, prefix, [xb], False)[0])
+            return out
+
+        try:
+            self._plan = prefix
+            cx = [outputs(xs[0])]
+            cv = [outputs(xv[0])] if xv is not None else None
+        finally:
+            self._plan = saved_plan
+        rest = engine.linear_plan(self._layers[k:])
+        engine.mark_fused(rest, self._fused_list)
+        self._fit_plan = rest
+        if verbose and not self._cache_said:
+            self._cache_said = True
+            print(f"fit: the first {k} layer(s) ({', '.join(la.name for la in self._layers[:k])}) are frozen and "
+                  f"deterministic: their outputs are computed once ({nbytes / 2**20:.1f} MiB) and the rest of the "
+                  f"model trains on them (cache_frozen=False turns this off)")
+        return cx, cv
+
+    def _fit_loop(self, xs, ys, xv, yv, batch_size, epochs, verbose, callbacks, shuffle, initial_epoch, seed):
+        validation = xv is not None
         n = len(xs[0])
         steps = math.ceil(n / batch_size)
         verbose = 1 if verbose == "auto" else int(verbose)
@@ -1062,6 +1181,7 @@ class Model:
             return self._logits[k]
         return self._output_layers()[k].logits
 
+    @_whole_model
     @_on_model_device
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None):
         """Loss and metrics on (x, y). Returns a scalar loss when there are no
@@ -1083,6 +1203,7 @@ class Model:
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
+    @_whole_model
     @_on_model_device
     def predict(self, x, batch_size=None, verbose=0, callbacks=None):
         """Model outputs for x (NumPy in, NumPy out, on any device), batch by
@@ -1116,6 +1237,7 @@ class Model:
             cb.call("on_predict_end", {})
         return results[0] if len(results) == 1 else results
 
+    @_whole_model
     @_on_model_device
     def predict_mc(self, x, samples=100, batch_size=None):
         """Monte Carlo dropout: (mean, std) of the outputs over ``samples``
@@ -1127,6 +1249,7 @@ class Model:
 
         return predict_mc(self, x, samples, batch_size)
 
+    @_whole_model
     @_on_model_device
     def __call__(self, x, training=False):
         """On data (NumPy, or a list/dict of arrays): the outputs as new NumPy
