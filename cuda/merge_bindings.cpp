@@ -32,9 +32,9 @@ TensorRef device_ref(py::handle h, const char* fn, const std::string& name, bool
   return t;
 }
 
-// The sequence holds the buffers alive for the call.
+// The list (or tuple) holds the buffers alive for the call.
 std::vector<TensorRef> device_refs(py::handle seq, const char* fn, const char* name, bool optional = false) {
-  if (!py::isinstance<py::sequence>(seq) || py::isinstance<py::str>(seq))
+  if (!py::isinstance<py::list>(seq) && !py::isinstance<py::tuple>(seq))
     throw py::type_error(std::string(fn) + ": " + name + " must be a list of deepcore._cuda.DeviceBuffer float32 "
                          "tensors, got " + py::str(py::type::of(seq)).cast<std::string>());
   py::sequence s = py::reinterpret_borrow<py::sequence>(seq);

@@ -31,7 +31,7 @@ struct HostRefs {
   }
 
   std::vector<TensorRef> list(py::handle seq, const char* fn, const char* name, bool writable, bool optional = false) {
-    if (!py::isinstance<py::sequence>(seq) || py::isinstance<py::str>(seq))
+    if (!py::isinstance<py::list>(seq) && !py::isinstance<py::tuple>(seq))
       throw py::type_error(std::string(fn) + ": " + name + " must be a list of numpy float32 arrays, got " +
                            py::str(py::type::of(seq)).cast<std::string>());
     py::sequence s = py::reinterpret_borrow<py::sequence>(seq);
