@@ -506,3 +506,21 @@ def test_concatenate_and_maximum_match_pytorch_autograd():
     np.testing.assert_array_equal(y, ty.detach().numpy())
     for d, t in zip(dxs, ts):
         np.testing.assert_array_equal(d, t.grad.numpy())
+
+
+@pytest.mark.parametrize("make", [dc.Add, dc.Multiply, dc.Maximum, lambda: dc.Concatenate(axis=-1)],
+                         ids=["Add", "Multiply", "Maximum", "Concatenate"])
+def test_merge_layers_on_the_fake_device_compute_through_the_kernel_module_only(fake_cuda, make):
+    """On the CPU-backed fake of deepcore._cuda (tests/fake_cuda.py), whose
+    tensors refuse NumPy math: the layers call only ops(x) kernels and give
+    the CPU's bits."""
+    xs = inputs(MULTIPLY, 3, (5, 4), seed=3)
+    cpu, fake = make(), make()
+    for layer in (cpu, fake):
+        layer._build_for([(4,)] * 3)
+    y = cpu.forward(xs)
+    fy = fake.forward([fake_cuda.to_device(x) for x in xs])
+    np.testing.assert_array_equal(fy.to_numpy(), y)
+    dy = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    for f, c in zip(fake.backward(fake_cuda.to_device(dy)), cpu.backward(dy)):
+        np.testing.assert_array_equal(f.to_numpy(), c)
