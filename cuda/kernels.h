@@ -22,6 +22,7 @@
 #include "ops/dropout.h"
 #include "ops/losses.h"
 #include "ops/merge.h"
+#include "ops/repeat.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
@@ -102,6 +103,9 @@ void merge_forward(MergeOp op, const float* const* xs, int k, float* y, index_t 
 void merge_backward(MergeOp op, const float* const* xs, int k, const float* dy, float* const* dxs, index_t n);
 void concatenate_forward(const float* const* xs, const index_t* cols, int k, float* y, index_t rows);
 void concatenate_backward(const float* dy, const index_t* cols, int k, float* const* dxs, index_t rows);
+// ops/repeat.h (RepeatVector).
+void repeat_forward(const float* x, float* y, index_t rows, index_t n, index_t cols);
+void repeat_backward(const float* dy, float* dx, index_t rows, index_t n, index_t cols);
 
 // ops/dense.h, through cuBLASLt loaded at run time (cublaslt.h, matmul.h):
 // throw std::runtime_error with lt::reason() when it is unavailable. fp32

@@ -1,4 +1,5 @@
-// CUDA merge and concatenate kernels: the twin of src/cpu/merge.cpp, one
+// CUDA merge, concatenate and repeat kernels: the twin of src/cpu/merge.cpp
+// and src/cpu/repeat.cpp, one
 // thread per element where the CPU has one loop iteration per element. Each
 // element folds its inputs in the CPU's order (ops/merge.h), and none of the
 // expressions can be contracted into a fused multiply-add, so the results are
@@ -10,6 +11,7 @@
 #include "kernels.h"
 #include "launch.cuh"
 #include "ops/merge.h"
+#include "ops/repeat.h"
 
 namespace deepcore {
 namespace cuda {
@@ -129,6 +131,26 @@ __global__ void concatenate_backward_kernel(ConcatTable t, const float* dy, inde
   }
 }
 
+// y[r, j, c] = x[r, c], one thread per element of y.
+__global__ void repeat_forward_kernel(const float* x, float* y, index_t rows, index_t n, index_t cols) {
+  const index_t total = rows * n * cols;
+  for (index_t e = grid_index(); e < total; e += grid_stride()) {
+    const index_t r = e / (n * cols), c = e % cols;
+    y[e] = x[r * cols + c];
+  }
+}
+
+// dx[r, c] = dy[r, 0, c] + ... + dy[r, n-1, c], in j order as on the CPU; one thread per element of dx.
+__global__ void repeat_backward_kernel(const float* dy, float* dx, index_t rows, index_t n, index_t cols) {
+  for (index_t e = grid_index(); e < rows * cols; e += grid_stride()) {
+    const index_t r = e / cols, c = e - r * cols;
+    const float* g = dy + r * n * cols + c;
+    float acc = n > 0 ? g[0] : 0.0f;
+    for (index_t j = 1; j < n; ++j) acc += g[j * cols];
+    dx[e] = acc;
+  }
+}
+
 MergeTable merge_table(const float* const* xs, float* const* dxs, int k) {
   MergeTable t{};
   for (int i = 0; i < k; ++i) {
@@ -186,6 +208,19 @@ void concatenate_backward(const float* dy, const index_t* cols, int k, float* co
   const dim3 grid(blocks_for(rows * widest), unsigned(k));
   concatenate_backward_kernel<<<grid, kThreads, 0, current_stream()>>>(t, dy, rows, total);
   check_launch("concatenate_backward_kernel");
+}
+
+void repeat_forward(const float* x, float* y, index_t rows, index_t n, index_t cols) {
+  const index_t total = rows * n * cols;
+  if (total == 0) return;
+  repeat_forward_kernel<<<blocks_for(total), kThreads, 0, current_stream()>>>(x, y, rows, n, cols);
+  check_launch("repeat_forward_kernel");
+}
+
+void repeat_backward(const float* dy, float* dx, index_t rows, index_t n, index_t cols) {
+  if (rows * cols == 0) return;
+  repeat_backward_kernel<<<blocks_for(rows * cols), kThreads, 0, current_stream()>>>(dy, dx, rows, n, cols);
+  check_launch("repeat_backward_kernel");
 }
 
 }  // namespace cuda

@@ -1,4 +1,4 @@
-// Bindings of the CUDA merge and concatenate kernels (merge.cu), with the
+// Bindings of the CUDA merge, concatenate and repeat kernels (merge.cu), with the
 // names, arguments and checks of the CPU ones (src/bind/merge.cpp): the
 // tensors are DeviceBuffers on the current device, and the shape rules are
 // bind/merge_checks.h's, shared with the CPU module.
@@ -86,6 +86,22 @@ void def_merge(py::module_& m) {
     deepcore::cuda::concatenate_backward(dy.data, a.cols.data(), a.k, a.dxs.data(), a.n);
   }, py::arg("xs"), py::arg("dy"), py::arg("dxs"), py::arg("axis"),
      "CUDA twin of deepcore._core.concatenate_backward.");
+
+  m.def("repeat_forward", [](py::handle x_, py::handle y_) {
+    const char* fn = "repeat_forward";
+    const TensorRef x = device_ref(x_, fn, "x"), y = device_ref(y_, fn, "y");
+    const index_t n = bind::repeat_count(x, y, fn, "x", "y");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::repeat_forward(x.data, y.data, x.shape[0], n, x.shape[1]);
+  }, py::arg("x"), py::arg("y"), "CUDA twin of deepcore._core.repeat_forward.");
+
+  m.def("repeat_backward", [](py::handle dy_, py::handle dx_) {
+    const char* fn = "repeat_backward";
+    const TensorRef dy = device_ref(dy_, fn, "dy"), dx = device_ref(dx_, fn, "dx");
+    const index_t n = bind::repeat_count(dx, dy, fn, "dx", "dy");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::repeat_backward(dy.data, dx.data, dx.shape[0], n, dx.shape[1]);
+  }, py::arg("dy"), py::arg("dx"), "CUDA twin of deepcore._core.repeat_backward.");
 }
 
 }  // namespace cuda

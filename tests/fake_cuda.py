@@ -103,7 +103,7 @@ TWINS = (
     "channel_affine", "dropout_forward", "dropout_backward", "dropout_mask", "alpha_dropout_forward",
     "alpha_dropout_backward", "rrelu_forward", "rrelu_backward", "prelu_forward", "prelu_backward",
     "count_nonfinite", "gather_rows", "merge_forward", "merge_backward", "concatenate_forward",
-    "concatenate_backward",
+    "concatenate_backward", "repeat_forward", "repeat_backward",
 )
 # Twins that wait for the device (they return a host value or read host
 # memory): refused during a capture, as by ensure_not_capturing in cuda/.

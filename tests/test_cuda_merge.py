@@ -1,4 +1,4 @@
-"""The CUDA merge and concatenate kernels (cuda/merge.cu) against the CPU's,
+"""The CUDA merge, concatenate and repeat kernels (cuda/merge.cu) against the CPU's,
 bit for bit (ops/merge.h: every element folds its inputs in the same order
 and no expression can become a fused multiply-add), their bad-input errors
 in the CPU's words, and the merge layers running on device tensors. Skips
@@ -13,7 +13,8 @@ from deepcore import _core as C
 from device_data import dev
 
 KINDS = {"add": 0, "subtract": 1, "multiply": 2, "average": 3, "maximum": 4, "minimum": 5}
-TWINS = ["merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward"]
+TWINS = ["merge_forward", "merge_backward", "concatenate_forward", "concatenate_backward", "repeat_forward",
+         "repeat_backward"]
 
 
 def cuda_module():
@@ -200,3 +201,36 @@ def test_reshape_is_a_view_of_device_tensors(G):
     assert gy.shape == (2, 3, 4)
     assert_bit_identical(gy.to_numpy(), x.reshape(2, 3, 4))
     assert layer.backward(gy).shape == (2, 12)
+
+
+@pytest.mark.parametrize("rows,n,cols", [(3, 1, 4), (5, 4, 7), (2, 9, 300), (0, 2, 3)], ids=str)
+def test_repeat_forward_and_backward_are_bit_identical_to_cpu(G, rows, n, cols):
+    rng = np.random.default_rng(rows + n)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    dy = rng.standard_normal((rows, n, cols)).astype(np.float32)
+    y, dx = np.empty((rows, n, cols), np.float32), np.empty((rows, cols), np.float32)
+    C.repeat_forward(x, y)
+    C.repeat_backward(dy, dx)
+    gy, gdx = G.DeviceBuffer((rows, n, cols)), G.DeviceBuffer((rows, cols))
+    G.repeat_forward(dev(G, x), gy)
+    G.repeat_backward(dev(G, dy), gdx)
+    assert_bit_identical(gy.to_numpy(), y, "y")
+    assert_bit_identical(gdx.to_numpy(), dx, "dx")
+    X, Y = np.zeros((4, 3), np.float32), np.zeros((4, 2, 3), np.float32)
+    for name, args in [("repeat_forward", (X, X)), ("repeat_forward", (Y, Y)), ("repeat_backward", (X, X)),
+                       ("repeat_backward", (Y, np.zeros((5, 3), np.float32)))]:
+        with pytest.raises(ValueError) as cpu_err:
+            getattr(C, name)(*[a.copy() for a in args])
+        with pytest.raises(ValueError) as gpu_err:
+            getattr(G, name)(*[dev(G, a) for a in args])
+        assert str(gpu_err.value) == str(cpu_err.value)
+
+
+def test_repeat_vector_layer_runs_on_device_tensors_like_on_the_cpu(G):
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    cpu, gpu = dc.RepeatVector(3), dc.RepeatVector(3)
+    for layer in (cpu, gpu):
+        layer._build_for((4,))
+    assert_bit_identical(gpu.forward(dev(G, x)).to_numpy(), cpu.forward(x))
+    dy = np.random.default_rng(1).standard_normal((6, 3, 4)).astype(np.float32)
+    assert_bit_identical(gpu.backward(dev(G, dy)).to_numpy(), cpu.backward(dy))

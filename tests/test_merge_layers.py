@@ -1,6 +1,7 @@
-"""Merge kernels (src/ops/merge.h) and the merge and reshape layers
-(layers/merge.py, layers/reshaping.py): forward against float64 NumPy and
-bit for bit against a float32 fold in input order, backward against the
+"""Merge kernels (src/ops/merge.h), the repeat kernels (src/ops/repeat.h)
+and the merge and reshaping layers (layers/merge.py, layers/reshaping.py):
+forward against float64 NumPy and bit for bit against a float32 fold in
+input order, backward against the
 analytic gradient and central finite differences, the tie and NaN rules of
 Maximum/Minimum, Multiply's gradient at zeros, Concatenate on every axis,
 the multi-input layer protocol, bad input (a clear exception, never a
@@ -418,11 +419,12 @@ def test_get_config_round_trips(layer):
 
 
 def test_layers_are_exported_with_keras_names():
-    for name in ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Reshape"]:
+    for name in ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Reshape",
+                 "RepeatVector"]:
         assert getattr(dc, name) is getattr(dc.layers, name)
     for name in ["add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"]:
         assert callable(getattr(dc.layers, name))
-    assert all(cls.supports_device for cls in (dc.Add, dc.Concatenate, dc.Reshape))
+    assert all(cls.supports_device for cls in (dc.Add, dc.Concatenate, dc.Reshape, dc.RepeatVector))
 
 
 # --------------------------------------------------------------------------
@@ -524,3 +526,58 @@ def test_merge_layers_on_the_fake_device_compute_through_the_kernel_module_only(
     dy = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
     for f, c in zip(fake.backward(fake_cuda.to_device(dy)), cpu.backward(dy)):
         np.testing.assert_array_equal(f.to_numpy(), c)
+
+
+# --------------------------------------------------------------------------
+# RepeatVector
+# --------------------------------------------------------------------------
+def repeat_fold32(dy):
+    """repeat_backward's float32 arithmetic: the n gradients added in order."""
+    acc = dy[:, 0].copy()
+    for j in range(1, dy.shape[1]):
+        acc = acc + dy[:, j]
+    return acc
+
+
+@pytest.mark.parametrize("rows,n,cols", [(3, 1, 4), (5, 4, 7), (2, 9, 1100), (0, 3, 2)], ids=str)
+def test_repeat_kernels_match_numpy_and_the_float32_fold(rows, n, cols):
+    rng = np.random.default_rng(rows + n)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    y = np.full((rows, n, cols), np.nan, np.float32)
+    C.repeat_forward(x, y)
+    np.testing.assert_array_equal(y, np.repeat(x[:, None, :], n, axis=1))
+    dy = rng.standard_normal((rows, n, cols)).astype(np.float32)
+    dx = np.full((rows, cols), np.nan, np.float32)
+    C.repeat_backward(dy, dx)
+    np.testing.assert_array_equal(dx.view(np.uint32), repeat_fold32(dy).view(np.uint32))
+    np.testing.assert_allclose(dx, dy.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_repeat_vector_layer_forward_backward_and_finite_differences():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 5, 4))
+    layer = dc.RepeatVector(5)
+    y = layer(x)
+    assert y.shape == (3, 5, 4) and layer.output_shape == (5, 4)
+    dx = layer.backward(w.astype(np.float32))
+    fd = central_difference(lambda a: float(np.sum(w * np.repeat(a[:, None, :], 5, axis=1))), x)
+    np.testing.assert_allclose(dx, fd, rtol=1e-5, atol=1e-5)
+    assert layer.backward(w.astype(np.float32), need_dx=False) is None
+    assert dc.RepeatVector.from_config(layer.get_config()).get_config() == layer.get_config()
+    assert layer.get_config()["n"] == 5
+
+
+def test_repeat_vector_bad_input_raises():
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        dc.RepeatVector(0)
+    with pytest.raises(ValueError, match=r"RepeatVector 'rv3' expects 2-D input \(batch, features\), got shape "
+                                         r"\(None, 2, 3\)"):
+        dc.RepeatVector(2, name="rv3")(np.zeros((4, 2, 3)))
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"repeat_forward: y must have shape \(4, n, 3\) for x \(4, 3\), got \(4, 3\)"):
+        C.repeat_forward(x, x.copy())
+    with pytest.raises(ValueError, match=r"repeat_backward: dx must have shape \(rows, cols\), got \(4, 1, 3\)"):
+        C.repeat_backward(np.zeros((4, 2, 3), np.float32), np.zeros((4, 1, 3), np.float32))
+    with pytest.raises(TypeError, match="dy must have dtype float32"):
+        C.repeat_backward(np.zeros((4, 2, 3)), x)

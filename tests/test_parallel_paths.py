@@ -35,7 +35,7 @@ from test_activation_layers import prelu64
 from test_activations import ACTS, ref_backward, swish_beta_grad64
 from test_batchnorm import EPS, bn_ref, close32
 from test_dropout import ALPHA_P, alpha_coefficients, call_bits, eff, philox4x32_10, ref_keep, unpack_keep_bits
-from test_merge_layers import fold32, ref_backward as merge_ref_backward
+from test_merge_layers import fold32, repeat_fold32, ref_backward as merge_ref_backward
 from test_losses import (BCE, BCE_LOGITS, CCE, CCE_LOGITS, HUBER, MAE, MSE, P_HI, P_LO, assert_grad_close,
                          binary_data, categorical_data, ref_loss, ref_sparse, regression_data, sparse_data)
 from test_optimizers import reference as optimizer_reference
@@ -807,6 +807,27 @@ def test_concatenate_forward_and_backward_are_identical_at_one_and_two_threads_a
     np.testing.assert_array_equal(two[0], want)
     for d, part in zip(two[1:], np.split(dy, [widths[0]], axis=axis)):
         np.testing.assert_array_equal(d, part)
+
+
+def test_repeat_forward_and_backward_are_identical_at_one_and_two_threads_above_the_threshold():
+    n, cols = 5, 64
+    rows = rows_above(ELEMENTS, n * cols, extra=3)
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    dy = rng.standard_normal((rows, n, cols)).astype(np.float32)
+
+    def run():
+        y = np.empty((rows, n, cols), np.float32)
+        C.repeat_forward(x, y)
+        dx = np.empty((rows, cols), np.float32)
+        C.repeat_backward(dy, dx)
+        return y, dx
+
+    (y1, dx1), (y2, dx2) = at_one_and_two_threads(run)
+    assert_same_bits(y1, y2, "y")
+    assert_same_bits(dx1, dx2, "dx")
+    np.testing.assert_array_equal(y2, np.repeat(x[:, None, :], n, axis=1))
+    assert_same_bits(dx2, repeat_fold32(dy), "dx against the float32 fold")
 
 
 # --------------------------------------------------------------------------

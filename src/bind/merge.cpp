@@ -1,5 +1,5 @@
 // Bindings for the merge layers' kernels (add, subtract, multiply, average,
-// maximum, minimum) and concatenate. Lists of tensors come in as Python
+// maximum, minimum), concatenate, and RepeatVector's repeat. Lists of tensors come in as Python
 // sequences; shapes, counts and the axis are checked by bind/merge_checks.h,
 // the rules the CUDA bindings share.
 #include <string>
@@ -8,6 +8,7 @@
 #include "bind/common.h"
 #include "bind/merge_checks.h"
 #include "ops/merge.h"
+#include "ops/repeat.h"
 
 namespace deepcore {
 namespace bind {
@@ -93,6 +94,24 @@ void bind_merge(py::module_& m) {
     concatenate_backward(dy.data, a.cols.data(), a.k, a.dxs.data(), a.n);
   }, py::arg("xs"), py::arg("dy"), py::arg("dxs"), py::arg("axis"),
      "dxs[i] = the slice of dy that xs[i] filled (None entries skipped); xs give the shapes only.");
+
+  m.def("repeat_forward", [](py::handle x_, py::handle y_) {
+    const char* fn = "repeat_forward";
+    HostRefs refs;
+    const TensorRef x = refs.one(x_, fn, "x", false), y = refs.one(y_, fn, "y", true);
+    const index_t n = repeat_count(x, y, fn, "x", "y");
+    py::gil_scoped_release nogil;
+    repeat_forward(x.data, y.data, x.shape[0], n, x.shape[1]);
+  }, py::arg("x"), py::arg("y"), "y[r, j, c] = x[r, c]: x (rows, cols) repeated into y (rows, n, cols).");
+
+  m.def("repeat_backward", [](py::handle dy_, py::handle dx_) {
+    const char* fn = "repeat_backward";
+    HostRefs refs;
+    const TensorRef dy = refs.one(dy_, fn, "dy", false), dx = refs.one(dx_, fn, "dx", true);
+    const index_t n = repeat_count(dx, dy, fn, "dx", "dy");
+    py::gil_scoped_release nogil;
+    repeat_backward(dy.data, dx.data, dx.shape[0], n, dx.shape[1]);
+  }, py::arg("dy"), py::arg("dx"), "dx[r, c] = sum over j of dy[r, j, c], added in j order (overwritten).");
 }
 
 }  // namespace bind

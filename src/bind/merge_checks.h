@@ -157,5 +157,18 @@ inline MergeArgs concatenate_backward_args(const std::vector<TensorRef>& xs, con
   return a;
 }
 
+// RepeatVector: x (rows, cols) and y (rows, n, cols); returns n. `x_name`
+// and `y_name` name the two in messages (x, y forward; dx, dy backward).
+inline index_t repeat_count(const TensorRef& x, const TensorRef& y, const char* fn, const char* x_name,
+                            const char* y_name) {
+  if (x.shape.size() != 2)
+    throw py::value_error(std::string(fn) + ": " + x_name + " must have shape (rows, cols), got " + x.shape_str);
+  if (y.shape.size() != 3 || y.shape[0] != x.shape[0] || y.shape[2] != x.shape[1])
+    throw py::value_error(std::string(fn) + ": " + y_name + " must have shape (" + std::to_string(x.shape[0]) +
+                          ", n, " + std::to_string(x.shape[1]) + ") for " + x_name + " " + x.shape_str + ", got " +
+                          y.shape_str);
+  return y.shape[1];
+}
+
 }  // namespace bind
 }  // namespace deepcore

@@ -1,14 +1,15 @@
-"""Reshape, with Keras's name and semantics (keras.layers.Reshape)."""
+"""Reshape and RepeatVector, with Keras's names and semantics."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..backend import reshape
+from ..backend import empty, ops, reshape
 from .base import Layer
+from .core import _BatchBuffers
 
-__all__ = ["Reshape"]
+__all__ = ["Reshape", "RepeatVector"]
 
 
 class Reshape(Layer):
@@ -63,4 +64,51 @@ class Reshape(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg["target_shape"] = list(self.target_shape)
+        return cfg
+
+
+class RepeatVector(Layer):
+    """Repeats each sample n times: (batch, features) -> (batch, n, features).
+    Backward sums the n gradients of each feature (in repeat order)."""
+
+    supports_device = True
+    _per_call = ("_bufs", "_cur")
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"RepeatVector '{self.name}': n must be a positive integer, got {n!r}")
+        self.n = int(n)
+        self._bufs = _BatchBuffers()
+        self._cur = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"RepeatVector '{self.name}' expects 2-D input (batch, features), got shape "
+                             f"{(None,) + tuple(input_shape)}")
+
+    def compute_output_shape(self, input_shape):
+        return (self.n,) + tuple(input_shape)
+
+    def _make_buffers(self, batch, like):
+        return {"y": empty((batch, self.n) + self.input_shape, like=like),
+                "dx": empty((batch,) + self.input_shape, like=like)}
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        b = self._bufs.get(x.shape[0], self._make_buffers, x)
+        ops(x).repeat_forward(x, b["y"])
+        self._cur = b
+        return b["y"]
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        b = self._cur
+        ops(dy).repeat_backward(dy, b["dx"])
+        return b["dx"]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["n"] = self.n
         return cfg
