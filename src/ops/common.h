@@ -37,7 +37,7 @@ struct InvalidInput : std::invalid_argument {
 // size their inputs just above each.
 
 // Elements: activations, Dense epilogue, losses, BatchNorm, dropout family, RReLU, PReLU, uniform, count_nonfinite,
-// the elementwise merges (output elements).
+// the elementwise merges (output elements), repeat (output elements).
 constexpr index_t kParallelThreshold = 1 << 20;
 // Parameters: optimizer_step (memory-bound; 266k-parameter MLP, Adam: 185 -> 135 us per step on 2 threads).
 constexpr index_t kOptimizerParallelThreshold = 1 << 17;
