@@ -21,6 +21,8 @@
 #include "ops/common.h"
 #include "ops/dropout.h"
 #include "ops/losses.h"
+#include "ops/merge.h"
+#include "ops/repeat.h"
 #include "ops/optimizers.h"
 
 namespace deepcore {
@@ -96,6 +98,17 @@ void prelu_forward(const float* x, const float* alpha, float* y, index_t B, inde
 // dalpha is overwritten, summed in double in a fixed order (deterministic); dx may be null, or dy.
 void prelu_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha, index_t B,
                     index_t P, index_t S, index_t Q);
+
+// ops/merge.h. xs, dxs and cols are HOST arrays of k entries (k <= kMaxMergeInputs)
+// holding device pointers (dxs entries may be null), copied into the launch's
+// arguments; y, dy and what the pointers point to live on the device.
+void merge_forward(MergeOp op, const float* const* xs, int k, float* y, index_t n);
+void merge_backward(MergeOp op, const float* const* xs, int k, const float* dy, float* const* dxs, index_t n);
+void concatenate_forward(const float* const* xs, const index_t* cols, int k, float* y, index_t rows);
+void concatenate_backward(const float* dy, const index_t* cols, int k, float* const* dxs, index_t rows);
+// ops/repeat.h (RepeatVector).
+void repeat_forward(const float* x, float* y, index_t rows, index_t n, index_t cols);
+void repeat_backward(const float* dy, float* dx, index_t rows, index_t n, index_t cols);
 
 // ops/dense.h, through cuBLASLt loaded at run time (cublaslt.h, matmul.h):
 // throw std::runtime_error with lt::reason() when it is unavailable. fp32

@@ -38,6 +38,7 @@ using namespace deepcore::cuda;
 namespace deepcore {
 namespace cuda {
 void def_graph(py::module_& m);  // graph_bindings.cpp
+void def_merge(py::module_& m);  // merge_bindings.cpp
 }  // namespace cuda
 }  // namespace deepcore
 
@@ -446,6 +447,7 @@ PYBIND11_MODULE(_cuda, m) {
 
   def_device_buffer(m);
   def_graph(m);  // graph_bindings.cpp: CUDA graphs and the *_graph variants
+  def_merge(m);  // merge_bindings.cpp: the merge layers' kernels and concatenate
 
   // ------------------------------------------------------------ activations
   m.def("activation_forward", [](int kind, py::handle x_, py::handle y_, float alpha, float beta) {

@@ -417,5 +417,6 @@ PYBIND11_MODULE(_core, m) {
 
   bind_batchnorm(m);
   bind_dropout(m);
+  bind_merge(m);
   bind_training(m);
 }

@@ -102,7 +102,8 @@ TWINS = (
     "optimizer_step", "max_norm", "batchnorm_forward_train", "batchnorm_forward_inference", "batchnorm_backward",
     "channel_affine", "dropout_forward", "dropout_backward", "dropout_mask", "alpha_dropout_forward",
     "alpha_dropout_backward", "rrelu_forward", "rrelu_backward", "prelu_forward", "prelu_backward",
-    "count_nonfinite", "gather_rows",
+    "count_nonfinite", "gather_rows", "merge_forward", "merge_backward", "concatenate_forward",
+    "concatenate_backward", "repeat_forward", "repeat_backward",
 )
 # Twins that wait for the device (they return a host value or read host
 # memory): refused during a capture, as by ensure_not_capturing in cuda/.
@@ -355,6 +356,8 @@ def _parsed(name, impl):
 
 
 def _unwrap(value, fn, where, host_ok):
+    if isinstance(value, (list, tuple)):  # the merge kernels' lists of tensors (None entries kept)
+        return [_unwrap(v, fn, f"{where}[{i}]", host_ok) for i, v in enumerate(value)]
     if isinstance(value, FakeDeviceBuffer):
         if value._device != FakeCuda.current:
             raise ValueError(f"{fn}: {where} is on cuda:{value._device} but the current device is "

@@ -35,6 +35,7 @@ from test_activation_layers import prelu64
 from test_activations import ACTS, ref_backward, swish_beta_grad64
 from test_batchnorm import EPS, bn_ref, close32
 from test_dropout import ALPHA_P, alpha_coefficients, call_bits, eff, philox4x32_10, ref_keep, unpack_keep_bits
+from test_merge_layers import fold32, repeat_fold32, ref_backward as merge_ref_backward
 from test_losses import (BCE, BCE_LOGITS, CCE, CCE_LOGITS, HUBER, MAE, MSE, P_HI, P_LO, assert_grad_close,
                          binary_data, categorical_data, ref_loss, ref_sparse, regression_data, sparse_data)
 from test_optimizers import reference as optimizer_reference
@@ -755,6 +756,78 @@ def test_gather_rows_is_identical_at_one_and_two_threads_above_the_threshold(dty
     d1, d2 = at_one_and_two_threads(run)
     assert_same_bits(d1, d2)
     np.testing.assert_array_equal(d2, src[idx])
+
+
+# --------------------------------------------------------------------------
+# merge layers' kernels and concatenate
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", range(6), ids=["add", "subtract", "multiply", "average", "maximum", "minimum"])
+def test_merge_forward_and_backward_are_identical_at_one_and_two_threads_above_the_threshold(kind):
+    n = ELEMENTS + 1000  # not a multiple of the 1024-element tile
+    rng = np.random.default_rng(31)
+    xs = [rng.standard_normal(n).astype(np.float32) for _ in range(2 if kind == 1 else 3)]
+    xs[1][:5] = xs[0][:5]  # ties for maximum / minimum
+    dy = rng.standard_normal(n).astype(np.float32)
+
+    def run():
+        y = np.empty(n, np.float32)
+        C.merge_forward(kind, xs, y)
+        dxs = [np.empty(n, np.float32) for _ in xs]
+        C.merge_backward(kind, xs, dy, dxs)
+        return [y] + dxs
+
+    one, two = at_one_and_two_threads(run)
+    for i, (a, b) in enumerate(zip(one, two)):
+        assert_same_bits(a, b, "y" if i == 0 else f"dx[{i - 1}]")
+    assert_same_bits(two[0], fold32(kind, xs), "y against the float32 fold")
+    for got, want in zip(two[1:], merge_ref_backward(kind, xs, dy)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_concatenate_forward_and_backward_are_identical_at_one_and_two_threads_above_the_threshold(axis):
+    widths = (3, 5)
+    per_row = 4 * sum(widths) * 4  # bytes of one row of y: (rows, 4, 8) or (rows, 8, 4) floats
+    rows = rows_above(THRESHOLDS["kGatherParallelBytes"], per_row, extra=3)
+    rng = np.random.default_rng(32)
+    xs = [rng.standard_normal((rows, w, 4) if axis == 1 else (rows, 4, w)).astype(np.float32) for w in widths]
+    want = np.concatenate(xs, axis=axis)
+    dy = rng.standard_normal(want.shape).astype(np.float32)
+
+    def run():
+        y = np.empty(want.shape, np.float32)
+        C.concatenate_forward(xs, y, axis)
+        dxs = [np.empty(x.shape, np.float32) for x in xs]
+        C.concatenate_backward(xs, dy, dxs, axis)
+        return [y] + dxs
+
+    one, two = at_one_and_two_threads(run)
+    for a, b in zip(one, two):
+        assert_same_bits(a, b)
+    np.testing.assert_array_equal(two[0], want)
+    for d, part in zip(two[1:], np.split(dy, [widths[0]], axis=axis)):
+        np.testing.assert_array_equal(d, part)
+
+
+def test_repeat_forward_and_backward_are_identical_at_one_and_two_threads_above_the_threshold():
+    n, cols = 5, 64
+    rows = rows_above(ELEMENTS, n * cols, extra=3)
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    dy = rng.standard_normal((rows, n, cols)).astype(np.float32)
+
+    def run():
+        y = np.empty((rows, n, cols), np.float32)
+        C.repeat_forward(x, y)
+        dx = np.empty((rows, cols), np.float32)
+        C.repeat_backward(dy, dx)
+        return y, dx
+
+    (y1, dx1), (y2, dx2) = at_one_and_two_threads(run)
+    assert_same_bits(y1, y2, "y")
+    assert_same_bits(dx1, dx2, "dx")
+    np.testing.assert_array_equal(y2, np.repeat(x[:, None, :], n, axis=1))
+    assert_same_bits(dx2, repeat_fold32(dy), "dx against the float32 fold")
 
 
 # --------------------------------------------------------------------------

@@ -239,6 +239,27 @@ MUTANTS = [
       "            pass\n",
       ["tests/test_device_scenarios.py", "tests/test_graph_training.py"],
       "a replayed CUDA-graph step reports the loss without the l1/l2 penalty"),
+    # ---- merge layers (issue 15): the rules src/ops/merge.h states
+    M("maximum_ties_go_to_the_last_input", "src/ops/merge.h",
+      "const bool beyond = is_max ? x > best : x < best;",
+      "const bool beyond = is_max ? x >= best : x <= best;",
+      ["tests/test_merge_layers.py"],
+      "Maximum/Minimum send the gradient of a tie to the last tied input instead of the first"),
+    M("multiply_gradient_misses_the_suffix", "src/cpu/merge.cpp",
+      "          for (index_t j = 0; j < m; ++j) d[j] *= acc[j];",
+      "          for (index_t j = 0; j < m; ++j) d[j] *= g[j];",
+      ["tests/test_merge_layers.py"],
+      "Multiply's gradient for input i leaves out the inputs after i (prefix product times dy only)"),
+    M("merge_parallel_tile_offset", "src/cpu/merge.cpp",
+      "for (index_t t = b; t < e; t += kTile) fn(t, std::min(kTile, e - t));",
+      "for (index_t t = b; t < e; t += kTile) fn(t - b, std::min(kTile, e - t));",
+      ["tests/test_parallel_paths.py", "-k", "merge"],
+      "the parallel merge kernels compute every chunk at the first chunk's offset"),
+    M("concatenate_backward_skips_the_offset", "src/cpu/merge.cpp",
+      "        if (dxs[i]) std::memcpy(dxs[i] + r * cols[i], gr, size_t(cols[i]) * sizeof(float));\n        gr += cols[i];",
+      "        if (dxs[i]) std::memcpy(dxs[i] + r * cols[i], gr, size_t(cols[i]) * sizeof(float));",
+      ["tests/test_merge_layers.py"],
+      "Concatenate's backward copies every input's gradient from the first input's columns"),
 ]
 
 

@@ -219,6 +219,20 @@ def bench_kernels(h):
     return table
 
 
+def bench_merge(h):
+    """The merge layers' kernels, forward + backward into preallocated buffers:
+    Add and Maximum of 4 x (256, 300), Concatenate of 2 x (256, 300) on the last axis."""
+    mt = 0.05 if h.quick else 0.3
+    table = _Table("Merge layers (forward + backward; median time per call; ratio = other / deepcore)",
+                   ["kernel", "inputs", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    rows = [{"case": "merge", "p": {"op": op, "k": k}} for op, k in (("add", 4), ("maximum", 4), ("concat", 2))]
+    labels = {"add": "Add fwd+bwd", "maximum": "Maximum fwd+bwd", "concat": "Concatenate(axis=-1) fwd+bwd"}
+    for row, res in h.measure_rows(rows, mt=mt):
+        p = row["p"]
+        _three(table, labels[p["op"]], f"{p['k']} x 256x300", res)
+    return table
+
+
 # ---------------------------------------------------------------- batchnorm
 def bench_batchnorm(h):
     """BatchNormalization kernels on 256x300 (train forward+backward, and the
@@ -415,6 +429,7 @@ def run(quick=False, torch=True, sections=None, repeats=None):
     try:
         if "kernels" in sections:
             bench_kernels(h)
+            bench_merge(h)
         if "batchnorm" in sections:
             bench_batchnorm(h)
         if "dropout" in sections:

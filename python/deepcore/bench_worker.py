@@ -581,6 +581,70 @@ def _prelu(p, ctx):
                               ctx.mt)}
 
 
+# ------------------------------------------------------------ merge layers
+_MERGE_CODES = {"add": 0, "maximum": 4}
+
+
+@_case("merge", *SIDES)
+def _merge(p, ctx):
+    """Forward and backward of a merge of k (rows, cols) float32 inputs into
+    preallocated outputs: "add" and "maximum" (the gradient to the winner),
+    or "concat" on the last axis. NumPy with out= arguments; PyTorch through
+    autograd (its Add backward hands dy itself to every input, its cat
+    backward views of dy)."""
+    op, k, rows, cols = p["op"], int(p["k"]), int(p.get("rows", 256)), int(p.get("cols", 300))
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((rows, cols), dtype=np.float32) for _ in range(k)]
+    out_cols = cols * k if op == "concat" else cols
+    y = np.empty((rows, out_cols), np.float32)
+    dy = rng.standard_normal((rows, out_cols), dtype=np.float32)
+    dxs = [np.empty_like(x) for x in xs]
+    if ctx.side == "numpy":
+        if op == "concat":
+            def np_merge():
+                np.concatenate(xs, axis=1, out=y)
+                for i, dx in enumerate(dxs):
+                    np.copyto(dx, dy[:, i * cols:(i + 1) * cols])
+        elif op == "add":
+            def np_merge():
+                np.add(xs[0], xs[1], out=y)
+                for x in xs[2:]:
+                    np.add(y, x, out=y)
+                for dx in dxs:
+                    np.copyto(dx, dy)
+        else:
+            def np_merge():
+                stacked = np.stack(xs)
+                np.max(stacked, axis=0, out=y)
+                win = np.argmax(stacked, axis=0)
+                for i, dx in enumerate(dxs):
+                    np.multiply(dy, win == i, out=dx)
+        return {"t": _median_time(np_merge, ctx.mt)}
+    if ctx.side == "deepcore":
+        core = _core()
+        if op == "concat":
+            def dc_merge():
+                core.concatenate_forward(xs, y, 1)
+                core.concatenate_backward(xs, dy, dxs, 1)
+        else:
+            code = _MERGE_CODES[op]
+
+            def dc_merge():
+                core.merge_forward(code, xs, y)
+                core.merge_backward(code, xs, dy, dxs)
+        return {"t": _median_time(dc_merge, ctx.mt)}
+    torch = ctx.torch()
+    ts = [torch.from_numpy(x.copy()).requires_grad_(True) for x in xs]
+    tdy = torch.from_numpy(dy)
+    if op == "concat":
+        fwd = lambda: torch.cat(ts, dim=1)  # noqa: E731
+    elif op == "add":
+        fwd = lambda: sum(ts[1:], ts[0])  # noqa: E731
+    else:
+        fwd = lambda: torch.max(torch.stack(ts), dim=0).values  # noqa: E731
+    return {"t": _median_time(lambda: torch.autograd.grad(fwd(), ts, tdy), ctx.mt)}
+
+
 # ---------------------------------------------------------------- training
 def _mlp_deepcore(batchnorm=False):
     import deepcore as dc

@@ -36,13 +36,14 @@ struct InvalidInput : std::invalid_argument {
 // name by deepcore._core.parallel_thresholds() (src/bindings.cpp), so tests can
 // size their inputs just above each.
 
-// Elements: activations, Dense epilogue, losses, BatchNorm, dropout family, RReLU, PReLU, uniform, count_nonfinite.
+// Elements: activations, Dense epilogue, losses, BatchNorm, dropout family, RReLU, PReLU, uniform, count_nonfinite,
+// the elementwise merges (output elements), repeat (output elements).
 constexpr index_t kParallelThreshold = 1 << 20;
 // Parameters: optimizer_step (memory-bound; 266k-parameter MLP, Adam: 185 -> 135 us per step on 2 threads).
 constexpr index_t kOptimizerParallelThreshold = 1 << 17;
 // Elements: philox_normal (Box-Muller's log, sqrt, sin and cos make each element dearer than a uniform).
 constexpr index_t kNormalParallelThreshold = kParallelThreshold / 4;
-// Bytes copied: gather_rows (as many bytes as kParallelThreshold float32 elements).
+// Bytes copied: gather_rows, concatenate (as many bytes as kParallelThreshold float32 elements).
 constexpr index_t kGatherParallelBytes = 4 * kParallelThreshold;
 // Channels (alpha entries): prelu_backward splits them among threads only with this many (and enough elements).
 constexpr index_t kPreluBackwardParallelChannels = 64;
