@@ -378,3 +378,29 @@ def test_cache_frozen_true_says_why_nothing_can_be_cached():
         m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0, cache_frozen=True)
     with pytest.raises(ValueError, match="cache_frozen"):
         m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0, cache_frozen="yes")
+
+
+@pytest.mark.parametrize("merge", ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"])
+def test_every_merge_layer_in_a_graph_trains_as_pytorch(merge):
+    torch = _torch()
+    ops = {"Add": lambda a, b: a + b, "Subtract": lambda a, b: a - b, "Multiply": lambda a, b: a * b,
+           "Average": lambda a, b: (a + b) / 2, "Maximum": torch.maximum, "Minimum": torch.minimum,
+           "Concatenate": lambda a, b: torch.cat([a, b], dim=1)}
+    xa, _, _, y = _data(seed=1)
+    xb = _data(seed=2)[0]
+    a, b = dc.Input(shape=[5]), dc.Input(shape=[5])
+    h = getattr(dc.layers, merge)(name="m")([Dense(4, activation="tanh", name="l")(a),
+                                           Dense(4, activation="tanh", name="r")(b)])
+    model = dc.Model([a, b], Dense(1, name="o")(h))
+    model.compile(optimizer=dc.optimizers.SGD(0.1), loss="mse")
+    lins = [_linear(torch, model.get_layer(n)) for n in ("l", "r", "o")]
+    opt = torch.optim.SGD([p for lin in lins for p in lin.parameters()], lr=0.1)
+    at, bt, yt = (torch.from_numpy(v.astype(np.float64)) for v in (xa, xb, y))
+    for _ in range(5):
+        model.train_on_batch([xa, xb], y)
+        opt.zero_grad()
+        out = lins[2](ops[merge](torch.tanh(lins[0](at)), torch.tanh(lins[1](bt))))
+        torch.nn.functional.mse_loss(out, yt).backward()
+        opt.step()
+    for n, lin in zip(("l", "r", "o"), lins):
+        _assert_weights(model.get_layer(n), lin, f"{merge}: {n}")

@@ -97,16 +97,7 @@ class _MultiInput(Layer):
                 "dx": [empty((batch,) + s, like=like) for s in self._in_shapes]}
 
     # ------------------------------------------------------------ eager call
-    # Layer.__call__ takes one array; until it takes lists (the graph
-    # engine's change to layers/base.py), merge layers route a list here.
-    # Delete this override then: it would bypass the engine's symbolic
-    # calls and its tape of a subclassed model's calls.
-    def __call__(self, inputs, training=False):
-        """On a list of arrays: the eager call (see _call_list)."""
-        if isinstance(inputs, (list, tuple)):
-            return self._call_list(list(inputs), training)
-        return super().__call__(inputs, training)
-
+    # (Layer.__call__ routes a list of arrays here, a symbolic list to the graph engine.)
     def _call_list(self, xs, training=False):
         """Eager call on a list of NumPy arrays: builds if needed and returns
         a fresh NumPy array (the inputs go to the layer's device and the
