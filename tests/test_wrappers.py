@@ -180,3 +180,12 @@ def test_model_instance_is_refused_with_the_remedy(iris):
     X, y = iris
     with pytest.raises(TypeError, match="function that builds"):
         SKClassifier(build_classifier(n_features_in_=4, n_classes_=3)).fit(X, y)
+
+
+def test_callbacks_are_copied_so_a_fitted_estimator_still_clones(iris):
+    X, y = iris
+    stop = dc.callbacks.EarlyStopping(monitor="loss", patience=0)
+    clf = SKClassifier(build_classifier, epochs=3, callbacks=[stop], random_state=0).fit(X, y)
+    assert stop.model is None and clf.callbacks_[0].model is clf.model_
+    scores = cross_val_score(clf, X, y, cv=2)  # clones the fitted estimator's parameters
+    assert scores.shape == (2,)

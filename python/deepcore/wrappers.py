@@ -44,6 +44,7 @@ state: a warm start after unpickling starts the optimizer afresh).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 
@@ -206,9 +207,12 @@ class _SKWrapper(_sklearn_base.BaseEstimator):
             self._compile(model)
             self.model_ = model
         y = self._targets_for(self.model_, y)
+        # Copies: fit binds a callback to its model, and scikit-learn must
+        # still be able to clone (deep-copy) this estimator's parameters.
+        self.callbacks_ = [copy.deepcopy(cb) for cb in self.callbacks or []]
         options = {"epochs": self.epochs, "batch_size": self.batch_size, "verbose": self.verbose,
                    "validation_split": self.validation_split, "shuffle": self.shuffle,
-                   "callbacks": list(self.callbacks) if self.callbacks else None, "seed": seed}
+                   "callbacks": self.callbacks_ or None, "seed": seed}
         options.update(self._routed("fit"))
         history = self.model_.fit(X, y, **options)
         self.history_ = {k: list(v) for k, v in history.history.items()}
@@ -272,8 +276,9 @@ class SKClassifier(_sklearn_base.ClassifierMixin, _SKWrapper):
     sparse categorical cross-entropy, or binary cross-entropy when the model
     has a single output unit and there are two classes (predict_proba then
     returns [1 - p, p]). Fitted attributes: ``model_``, ``history_`` (the
-    History's dict), ``classes_``, ``n_classes_``, ``n_features_in_``,
-    ``n_outputs_``. See the module docstring for the parameters.
+    History's dict), ``callbacks_`` (the copies of ``callbacks`` that fit
+    used), ``classes_``, ``n_classes_``, ``n_features_in_``, ``n_outputs_``.
+    See the module docstring for the parameters.
     """
 
     def _meta(self):
@@ -324,8 +329,8 @@ class SKRegressor(_sklearn_base.RegressorMixin, _SKWrapper):
     """A deepcore model as a scikit-learn regressor (one or several
     targets). The default loss is mean squared error; ``predict`` returns a
     1-D array for a 1-D target. Fitted attributes: ``model_``, ``history_``,
-    ``n_features_in_``, ``n_outputs_``. See the module docstring for the
-    parameters."""
+    ``callbacks_``, ``n_features_in_``, ``n_outputs_``. See the module
+    docstring for the parameters."""
 
     _default_loss = "mse"
 
