@@ -163,7 +163,7 @@ class Tuner:
         trial.set_user_attr("input_shape", list(model.input_shape[1:]))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if pruning.pruned:
-            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_epoch}")
+            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_epoch + 1}")
         return self.objective.best(logs[self.objective.name])
 
     # --------------------------------------------------------------- results
