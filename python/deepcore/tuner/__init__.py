@@ -22,8 +22,9 @@
 storage URL, or a storage object) the search lives in that database: a
 crashed or stopped search resumes where it was, and several processes or
 machines given the same storage and ``directory`` work on one study. Each
-trial's weights (``<directory>/<project_name>/trial_NNNN/model.weights``) and
-history (the trial's user attributes) are kept.
+trial's weights at its best epoch
+(``<directory>/<project_name>/trial_NNNN/model.weights``) and its history
+(the trial's user attributes) are kept.
 """
 from .hyperparameters import HyperParameters
 from .pruning import PruningCallback

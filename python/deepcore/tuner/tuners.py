@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 
 from .._optional import require
+from ..callbacks import Callback
 from ..models import Model
 from ..saving import load_safetensors
 from .hyperparameters import HyperParameters
@@ -36,11 +37,19 @@ class Objective:
         if self.direction not in ("min", "max"):
             raise ValueError(f"Objective({self.name!r}): direction must be 'min' or 'max', got {self.direction!r}")
 
+    def improves(self, value, best):
+        """Whether value beats best (None: anything finite does; NaN never does)."""
+        if not math.isfinite(value):
+            return False
+        return best is None or (value > best if self.direction == "max" else value < best)
+
     def best(self, values):
-        finite = [v for v in values if math.isfinite(v)]
-        if not finite:
-            return float("nan")
-        return max(finite) if self.direction == "max" else min(finite)
+        """The best finite value (NaN if none is finite)."""
+        result = None
+        for v in values:
+            if self.improves(v, result):
+                result = v
+        return float("nan") if result is None else result
 
 
 _MAXIMIZED = ("accuracy", "acc", "auc", "precision", "recall")
@@ -145,15 +154,18 @@ class Tuner:
             raise TypeError(f"build_model(hp) returned {type(model).__name__}, not a deepcore model")
         if model.loss is None:
             raise ValueError("build_model(hp) must return a compiled model (model.compile(...) inside it)")
-        pruning = PruningCallback(trial, self.objective.name)
-        history = model.fit(x, y, callbacks=list(callbacks or []) + [pruning], **fit_options)
-        logs = history.history
-        if self.objective.name not in logs:
-            raise KeyError(f"objective {self.objective.name!r} is not among the logged keys {sorted(logs)}")
         directory = os.path.join(self.project_dir, f"trial_{trial.number:04d}")
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "model.weights")
-        model.save_weights(path, overwrite=True)
+        pruning = PruningCallback(trial, self.objective.name)
+        best_epoch = _SaveBestEpoch(path, self.objective)
+        history = model.fit(x, y, callbacks=list(callbacks or []) + [pruning, best_epoch], **fit_options)
+        logs = history.history
+        if self.objective.name not in logs:
+            raise KeyError(f"objective {self.objective.name!r} is not among the logged keys {sorted(logs)}")
+        if best_epoch.epoch is None:  # the objective was never finite: keep the last weights
+            model.save_weights(path, overwrite=True)
+        trial.set_user_attr("best_epoch", best_epoch.epoch)
         trial.set_user_attr("hyperparameters", hp.values)
         trial.set_user_attr("history", {k: [float(v) for v in vals] for k, vals in logs.items()})
         trial.set_user_attr("weights", os.path.relpath(path, self.directory))
@@ -183,7 +195,7 @@ class Tuner:
 
     def get_best_models(self, num_models=1):
         """The models of the best completed trials, best first, rebuilt with
-        ``hypermodel(hp)`` and given the trial's trained weights."""
+        ``hypermodel(hp)`` and given the weights of the trial's best epoch."""
         return [self.get_model(t.number) for t in self._best_trials(num_models)]
 
     def _trial(self, number):
@@ -193,7 +205,8 @@ class Tuner:
         raise KeyError(f"no trial {number} in study {self.project_name!r}")
 
     def get_model(self, trial_number):
-        """The trained model of a trial (completed or pruned)."""
+        """The model of a trial (completed or pruned) with the weights of its
+        best epoch (``study.trials[n].user_attrs["best_epoch"]``)."""
         t = self._trial(trial_number)
         if "weights" not in t.user_attrs:
             raise ValueError(f"trial {trial_number} ({t.state.name}) kept no weights")
@@ -221,6 +234,24 @@ class Tuner:
             for name, value in t.user_attrs["hyperparameters"].items():
                 print_fn(f"{name}: {value}")
             print_fn(f"Score: {t.value}")
+
+
+class _SaveBestEpoch(Callback):
+    """Writes the weights (and the optimizer's state with them) at each
+    epoch that improves the objective: a trial keeps its best epoch's model,
+    the one its score describes (as Keras Tuner does)."""
+
+    def __init__(self, path, objective):
+        super().__init__()
+        self.path, self.objective = path, objective
+        self.best = None
+        self.epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.objective.name)
+        if value is not None and self.objective.improves(value, self.best):
+            self.best, self.epoch = value, epoch
+            self.model.save_weights(self.path, overwrite=True)
 
 
 class RandomSearch(Tuner):
