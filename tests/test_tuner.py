@@ -130,9 +130,10 @@ WORKER = textwrap.dedent("""
         return build_xor(hp)
 
     storage, directory, max_trials, go = sys.argv[1:5]
-    open(go + "." + str(os.getpid()), "w").close()
-    while go != "-" and not os.path.exists(go):
-        time.sleep(0.02)
+    if go != "-":  # announce this worker, then wait for the start signal
+        open(go + "." + str(os.getpid()), "w").close()
+        while not os.path.exists(go):
+            time.sleep(0.02)
     x, y, xv, yv = xor_data()
     tuner = dc.tuner.RandomSearch(slow_build, objective="val_accuracy", max_trials=int(max_trials),
                                   storage=storage, directory=directory, project_name="shared")
