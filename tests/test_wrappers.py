@@ -4,7 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn", reason="the scikit-learn wrappers need scikit-learn (deepcore[sklearn])")
+sklearn = pytest.importorskip("sklearn", minversion="1.6",
+                              reason="the scikit-learn wrappers need scikit-learn >= 1.6 (deepcore[sklearn])")
 
 import deepcore as dc  # noqa: E402
 from sklearn.base import clone  # noqa: E402
