@@ -55,6 +55,10 @@ from ._optional import require
 _sklearn_base = require("sklearn.base", "deepcore.wrappers")
 _validation = require("sklearn.utils.validation", "deepcore.wrappers")
 _multiclass = require("sklearn.utils.multiclass", "deepcore.wrappers")
+if not hasattr(_validation, "validate_data"):  # added in scikit-learn 1.6, with the estimator tags used here
+    _version = require("sklearn", "deepcore.wrappers").__version__
+    raise ImportError(f"deepcore.wrappers needs scikit-learn >= 1.6, found {_version}: "
+                      f"pip install \"deepcore[sklearn]\"")
 
 from . import losses as _losses  # noqa: E402
 from . import optimizers as _optimizers  # noqa: E402
