@@ -32,18 +32,7 @@ y_proba = model.predict(X_test[:3]).round(2)
 print("first three test images:", [class_names[i] for i in y_proba.argmax(axis=1)], y_proba)
 
 try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:
-    print("(install matplotlib to draw the learning curves)")
-else:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for key, values in history.history.items():
-        if key != "learning_rate":
-            ax.plot(history.epoch, values, label=key)
-    ax.set_xlabel("epoch")
-    ax.grid(True)
-    ax.legend()
-    fig.savefig("fashion_mnist_learning_curves.png", dpi=100)
+    history.plot(path="fashion_mnist_learning_curves.png")  # deepcore.plot.learning_curves
     print("learning curves written to fashion_mnist_learning_curves.png")
+except ImportError as e:
+    print(f"({e})")

@@ -21,3 +21,17 @@ __all__ = [
     "optimizers", "regularizers", "schedules", "sparsity", "lr_find", "Sequential", "Model", "Perceptron",
     "set_random_seed", "set_num_threads", "get_num_threads", "__version__",
 ] + [name for name in layers.__all__ if name not in ("Layer", "Variable")]
+
+# Submodules built on optional dependencies, imported on first use so that
+# `import deepcore` never imports optuna, scikit-learn, tensorboardX or
+# matplotlib; without its extra, such a module raises an ImportError that
+# names the extra (deepcore._optional).
+_LAZY = ("plot", "tuner", "utils", "wrappers")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,8 @@ import tempfile
 import time
 import warnings
 
+from . import plot as _plot
+
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "LambdaCallback", "LearningRateScheduler",
            "ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger"]
 
@@ -147,6 +149,11 @@ class History(Callback):
             self.history.setdefault(k, []).append(v)
         if "learning_rate" in logs and "lr" not in logs:
             self.history.setdefault("lr", []).append(logs["learning_rate"])
+
+    def plot(self, keys=None, path=None, ax=None):
+        """The chapter's learning curves: ``deepcore.plot.learning_curves``
+        (needs matplotlib: pip install "deepcore[plot]")."""
+        return _plot.learning_curves(self, keys=keys, path=path, ax=ax)
 
 
 class ProgbarLogger(Callback):
@@ -782,3 +789,13 @@ class CSVLogger(Callback):
 
     def get_config(self):
         return {"filename": self.filename, "separator": self.sep, "append": self.append}
+
+
+def __getattr__(name):
+    # TensorBoard lives in deepcore.tensorboard_callback: it needs tensorboardX
+    # (the tensorboard extra), imported when the name is first used.
+    if name == "TensorBoard":
+        from .tensorboard_callback import TensorBoard
+
+        return TensorBoard
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

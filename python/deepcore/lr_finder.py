@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cuda as _cuda_front
+from . import plot as _plot
 from . import random as _random
 from .backend import core
 
@@ -33,32 +34,12 @@ class LRFinderResult:
     stopped_early: bool = False
     figure: object = field(default=None, repr=False)
 
-    def plot(self, path=None):
-        """Draw loss against rate (log axis) with the suggestion marked; save
-        to path when given. Needs matplotlib (pip install deepcore[plot])."""
-        try:
-            import matplotlib
-            if path is not None:
-                matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as e:
-            raise ImportError("LRFinderResult.plot needs matplotlib: pip install matplotlib") from e
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(self.learning_rates, self.losses, alpha=0.3, label="batch loss")
-        ax.plot(self.learning_rates, self.smoothed_losses, label="smoothed")
-        ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"suggestion {self.suggestion:.2g}")
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if finite.size:
-            ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite[0] * 2) * 1.1)
-        ax.legend()
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=100)
-        self.figure = fig
-        return fig
+    def plot(self, path=None, ax=None):
+        """Loss against rate (log axis) with the suggestion marked
+        (``deepcore.plot.lr_finder``); saved to path when given. Needs
+        matplotlib: pip install "deepcore[plot]"."""
+        self.figure = _plot.lr_finder(self, path=path, ax=ax)
+        return self.figure
 
 
 def _snapshot_optimizer(opt, size):
