@@ -59,9 +59,12 @@ def test_scalar_input_is_rejected_with_value_error():
 
 
 def test_dense_after_3d_input_without_flatten_suggests_flatten():
+    m = Sequential([Input(shape=(28, 28)), Dense(10, activation="softmax")])  # Keras: Dense on the last axis
+    assert m.output_shape == (None, 28, 10)
+    m.compile(loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="Flatten") as e:
-        Sequential([Input(shape=(28, 28)), Dense(10)])
-    assert "(None, 28, 28)" in str(e.value)
+        m.fit(np.zeros((4, 28, 28), np.float32), np.zeros(4, int), verbose=0)
+    assert "(None, 28, 10)" in str(e.value)
 
 
 def test_dense_after_3d_input_without_flatten_detected_when_fit_builds():

@@ -166,7 +166,9 @@ class SparseCategoricalCrossentropy(Loss):
             raise TypeError(f"{where}: labels must be integers, got dtype {y.dtype}")
         if len(output_shape) != 1:
             raise ValueError(f"{where}: sparse_categorical_crossentropy needs a model output of shape "
-                             f"(batch, classes), got {(None,) + tuple(output_shape)}")
+                             f"(batch, classes), got {(None,) + tuple(output_shape)} (Dense on N-D input applies "
+                             f"to the last axis, as in Keras: add a Flatten() layer before it for one prediction "
+                             f"per sample)")
         classes = output_shape[0]
         if y.size and (y.min() < 0 or y.max() >= classes):
             bad = y[(y < 0) | (y >= classes)][0]
