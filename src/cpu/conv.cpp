@@ -1,0 +1,248 @@
+// CPU convolution, pooling and zero padding on NHWC tensors (ops/conv.h).
+//
+// Convolution is im2col + OpenBLAS sgemm + Dense's fused epilogue
+// (dense_forward / dense_backward on the patch matrix), then col2im for dx.
+// Chosen by measuring at the MNIST ladder's shapes (batch 100; 28x28x1 ->
+// 6@5x5 s1, 12@5x5 s2, 24@4x4 s2, "same"): see benchmarks/conv_choice.py and
+// the README's note. im2col and col2im are copies of runs of cin floats;
+// the GEMMs carry the arithmetic.
+//
+// Threads: im2col, pooling forward and padding write disjoint outputs per
+// row (any split gives the same bits); col2im and the pooling backward add
+// into pixels that several windows share, so each image is summed by one
+// thread in a fixed order (again the same bits at any thread count).
+#include "ops/conv.h"
+
+#include <cstring>
+
+#include "cpu/parallel.h"
+#include "ops/dense.h"
+
+namespace deepcore {
+
+namespace {
+
+inline void copy_run(float* dst, const float* src, index_t n) {
+  if (n == 1) {
+    *dst = *src;
+  } else {
+    std::memcpy(dst, src, size_t(n) * sizeof(float));
+  }
+}
+
+// Rows (n, oh, ow) of the output, in [r0, r1), with their coordinates.
+template <class Fn>
+void for_output_rows(const Window2D& g, index_t r0, index_t r1, Fn fn) {
+  index_t ow = r0 % g.ow, t = r0 / g.ow, oh = t % g.oh, n = t / g.oh;
+  for (index_t r = r0; r < r1; ++r) {
+    fn(r, n, oh, ow);
+    if (++ow == g.ow) {
+      ow = 0;
+      if (++oh == g.oh) oh = 0, ++n;
+    }
+  }
+}
+
+// Splits [0, n) over threads when `work` floats reach the window threshold.
+template <class Fn>
+void window_chunks(index_t n, index_t work, Fn fn) {
+  parallel_chunks_if(work >= kWindowParallelThreshold, n, fn, 1);
+}
+
+}  // namespace
+
+void im2col(const Window2D& g, const float* x, float* col) {
+  const index_t K = g.patch(), C = g.c;
+  window_chunks(g.rows(), g.rows() * K, [&](index_t r0, index_t r1) {
+    for_output_rows(g, r0, r1, [&](index_t r, index_t n, index_t oh, index_t ow) {
+      const float* img = x + n * g.h * g.w * C;
+      float* dst = col + r * K;
+      for (index_t i = 0; i < g.kh; ++i) {
+        const index_t ih = oh * g.sh + i * g.dh - g.pad_top;
+        if (ih < 0 || ih >= g.h) {
+          std::memset(dst, 0, size_t(g.kw * C) * sizeof(float));
+          dst += g.kw * C;
+          continue;
+        }
+        for (index_t j = 0; j < g.kw; ++j, dst += C) {
+          const index_t iw = ow * g.sw + j * g.dw - g.pad_left;
+          if (iw < 0 || iw >= g.w) {
+            std::memset(dst, 0, size_t(C) * sizeof(float));
+          } else {
+            copy_run(dst, img + (ih * g.w + iw) * C, C);
+          }
+        }
+      }
+    });
+  });
+}
+
+void col2im(const Window2D& g, const float* dcol, float* dx) {
+  const index_t K = g.patch(), C = g.c, image = g.h * g.w * C, per_image = g.oh * g.ow;
+  window_chunks(g.batch, g.rows() * K, [&](index_t n0, index_t n1) {
+    for (index_t n = n0; n < n1; ++n) {
+      float* img = dx + n * image;
+      std::memset(img, 0, size_t(image) * sizeof(float));
+      for (index_t oh = 0; oh < g.oh; ++oh) {
+        for (index_t ow = 0; ow < g.ow; ++ow) {
+          const float* src = dcol + (n * per_image + oh * g.ow + ow) * K;
+          for (index_t i = 0; i < g.kh; ++i, src += g.kw * C) {
+            const index_t ih = oh * g.sh + i * g.dh - g.pad_top;
+            if (ih < 0 || ih >= g.h) continue;
+            for (index_t j = 0; j < g.kw; ++j) {
+              const index_t iw = ow * g.sw + j * g.dw - g.pad_left;
+              if (iw < 0 || iw >= g.w) continue;
+              float* d = img + (ih * g.w + iw) * C;
+              const float* s = src + j * C;
+#pragma omp simd
+              for (index_t c = 0; c < C; ++c) d[c] += s[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void conv2d_forward(const Window2D& g, const float* x, const float* w, const float* b, float* col, float* z,
+                    float* y, index_t cout, ActParams act) {
+  im2col(g, x, col);
+  dense_forward(col, w, b, z, y, g.rows(), g.patch(), cout, act);
+}
+
+void conv2d_backward(const Window2D& g, const float* col, const float* w, const float* z, const float* y,
+                     const float* dy, float* dz_buf, float* dcol, float* dx, float* dw, float* db, index_t cout,
+                     ActParams act, bool dy_is_dz, bool accumulate) {
+  dense_backward(col, w, z, y, dy, dz_buf, dx ? dcol : nullptr, dw, db, g.rows(), g.patch(), cout, act, dy_is_dz,
+                 accumulate);
+  if (dx) col2im(g, dcol, dx);
+}
+
+// ------------------------------------------------------------------ pooling
+
+namespace {
+
+// The in-image part [i0, i1) x [j0, j1) of output pixel (oh, ow)'s window.
+struct WindowRange {
+  index_t ih0, iw0, i0, i1, j0, j1;
+};
+inline WindowRange window_range(const Window2D& g, index_t oh, index_t ow) {
+  WindowRange r;
+  r.ih0 = oh * g.sh - g.pad_top;
+  r.iw0 = ow * g.sw - g.pad_left;
+  r.i0 = r.ih0 < 0 ? -r.ih0 : 0;
+  r.i1 = g.h - r.ih0 < g.kh ? g.h - r.ih0 : g.kh;
+  r.j0 = r.iw0 < 0 ? -r.iw0 : 0;
+  r.j1 = g.w - r.iw0 < g.kw ? g.w - r.iw0 : g.kw;
+  return r;
+}
+
+}  // namespace
+
+void pool2d_forward(const Window2D& g, Pool mode, const float* x, float* y, int32_t* argmax) {
+  const index_t C = g.c;
+  window_chunks(g.rows(), g.rows() * g.kh * g.kw * C, [&](index_t r0, index_t r1) {
+    for_output_rows(g, r0, r1, [&](index_t r, index_t n, index_t oh, index_t ow) {
+      const float* img = x + n * g.h * g.w * C;
+      float* out = y + r * C;
+      const WindowRange wr = window_range(g, oh, ow);
+      if (mode == Pool::Max) {
+        int32_t* arg = argmax + r * C;
+        bool first = true;
+        for (index_t i = wr.i0; i < wr.i1; ++i) {
+          for (index_t j = wr.j0; j < wr.j1; ++j) {
+            const index_t pix = (wr.ih0 + i) * g.w + wr.iw0 + j;
+            const float* v = img + pix * C;
+            if (first) {
+              for (index_t c = 0; c < C; ++c) out[c] = v[c], arg[c] = int32_t(pix);
+              first = false;
+              continue;
+            }
+            // Strictly greater: the first maximum wins ties; a NaN, once
+            // taken, stays (nothing compares greater than it).
+            for (index_t c = 0; c < C; ++c) {
+              const bool take = v[c] > out[c] || (v[c] != v[c] && out[c] == out[c]);
+              out[c] = take ? v[c] : out[c];
+              arg[c] = take ? int32_t(pix) : arg[c];
+            }
+          }
+        }
+      } else {
+        std::memset(out, 0, size_t(C) * sizeof(float));
+        for (index_t i = wr.i0; i < wr.i1; ++i) {
+          for (index_t j = wr.j0; j < wr.j1; ++j) {
+            const float* v = img + ((wr.ih0 + i) * g.w + wr.iw0 + j) * C;
+#pragma omp simd
+            for (index_t c = 0; c < C; ++c) out[c] += v[c];
+          }
+        }
+        const float inv = 1.0f / float((wr.i1 - wr.i0) * (wr.j1 - wr.j0));
+#pragma omp simd
+        for (index_t c = 0; c < C; ++c) out[c] *= inv;
+      }
+    });
+  });
+}
+
+void pool2d_backward(const Window2D& g, Pool mode, const float* dy, const int32_t* argmax, float* dx) {
+  const index_t C = g.c, image = g.h * g.w * C, per_image = g.oh * g.ow;
+  window_chunks(g.batch, g.rows() * g.kh * g.kw * C, [&](index_t n0, index_t n1) {
+    for (index_t n = n0; n < n1; ++n) {
+      float* img = dx + n * image;
+      std::memset(img, 0, size_t(image) * sizeof(float));
+      for (index_t oh = 0; oh < g.oh; ++oh) {
+        for (index_t ow = 0; ow < g.ow; ++ow) {
+          const index_t r = n * per_image + oh * g.ow + ow;
+          const float* d = dy + r * C;
+          if (mode == Pool::Max) {
+            const int32_t* arg = argmax + r * C;
+            for (index_t c = 0; c < C; ++c) img[index_t(arg[c]) * C + c] += d[c];
+            continue;
+          }
+          const WindowRange wr = window_range(g, oh, ow);
+          const float inv = 1.0f / float((wr.i1 - wr.i0) * (wr.j1 - wr.j0));
+          for (index_t i = wr.i0; i < wr.i1; ++i) {
+            for (index_t j = wr.j0; j < wr.j1; ++j) {
+              float* p = img + ((wr.ih0 + i) * g.w + wr.iw0 + j) * C;
+#pragma omp simd
+              for (index_t c = 0; c < C; ++c) p[c] += d[c] * inv;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------- zero padding
+
+void pad2d(const float* x, float* y, index_t batch, index_t h, index_t w, index_t c, index_t top, index_t bottom,
+           index_t left, index_t right) {
+  const index_t H = h + top + bottom, W = w + left + right, row = W * c;
+  window_chunks(batch * H, batch * H * row, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t n = r / H, ih = r % H - top;
+      float* dst = y + r * row;
+      if (ih < 0 || ih >= h) {
+        std::memset(dst, 0, size_t(row) * sizeof(float));
+        continue;
+      }
+      std::memset(dst, 0, size_t(left * c) * sizeof(float));
+      std::memcpy(dst + left * c, x + (n * h + ih) * w * c, size_t(w * c) * sizeof(float));
+      std::memset(dst + (left + w) * c, 0, size_t(right * c) * sizeof(float));
+    }
+  });
+}
+
+void crop2d(const float* dy, float* dx, index_t batch, index_t h, index_t w, index_t c, index_t top, index_t bottom,
+            index_t left, index_t right) {
+  const index_t H = h + top + bottom, W = w + left + right;
+  window_chunks(batch * h, batch * h * w * c, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t n = r / h, ih = r % h;
+      std::memcpy(dx + r * w * c, dy + ((n * H + ih + top) * W + left) * c, size_t(w * c) * sizeof(float));
+    }
+  });
+}
+
+}  // namespace deepcore
