@@ -51,34 +51,56 @@ void window_chunks(index_t n, index_t work, Fn fn) {
 
 }  // namespace
 
+namespace {
+
+// The taps j in [j0, j1) of one kernel row that fall inside the image, for
+// an output column whose window starts at iw0 (dilation dw).
+struct TapRange {
+  index_t j0, j1;
+};
+inline TapRange taps_inside(index_t iw0, index_t kw, index_t dw, index_t w) {
+  index_t j0 = 0, j1 = kw;
+  while (j0 < kw && iw0 + j0 * dw < 0) ++j0;
+  while (j1 > j0 && iw0 + (j1 - 1) * dw >= w) --j1;
+  return {j0, j1};
+}
+
+inline void zero_run(float* dst, index_t n) {
+  for (index_t k = 0; k < n; ++k) dst[k] = 0.0f;
+}
+
+}  // namespace
+
 void im2col(const Window2D& g, const float* x, float* col) {
-  const index_t K = g.patch(), C = g.c;
+  const index_t K = g.patch(), C = g.c, span = g.kw * C;
   window_chunks(g.rows(), g.rows() * K, [&](index_t r0, index_t r1) {
     for_output_rows(g, r0, r1, [&](index_t r, index_t n, index_t oh, index_t ow) {
       const float* img = x + n * g.h * g.w * C;
       float* dst = col + r * K;
-      for (index_t i = 0; i < g.kh; ++i) {
+      const index_t iw0 = ow * g.sw - g.pad_left;
+      const TapRange t = taps_inside(iw0, g.kw, g.dw, g.w);
+      for (index_t i = 0; i < g.kh; ++i, dst += span) {
         const index_t ih = oh * g.sh + i * g.dh - g.pad_top;
         if (ih < 0 || ih >= g.h) {
-          std::memset(dst, 0, size_t(g.kw * C) * sizeof(float));
-          dst += g.kw * C;
+          zero_run(dst, span);
           continue;
         }
-        for (index_t j = 0; j < g.kw; ++j, dst += C) {
-          const index_t iw = ow * g.sw + j * g.dw - g.pad_left;
-          if (iw < 0 || iw >= g.w) {
-            std::memset(dst, 0, size_t(C) * sizeof(float));
-          } else {
-            copy_run(dst, img + (ih * g.w + iw) * C, C);
-          }
+        const float* src = img + (ih * g.w + iw0) * C;
+        zero_run(dst, t.j0 * C);
+        if (g.dw == 1) {  // the taps inside the image are one contiguous run of x
+          const index_t b = t.j0 * C, e = t.j1 * C;
+          for (index_t k = b; k < e; ++k) dst[k] = src[k];
+        } else {
+          for (index_t j = t.j0; j < t.j1; ++j) copy_run(dst + j * C, src + j * g.dw * C, C);
         }
+        zero_run(dst + t.j1 * C, span - t.j1 * C);
       }
     });
   });
 }
 
 void col2im(const Window2D& g, const float* dcol, float* dx) {
-  const index_t K = g.patch(), C = g.c, image = g.h * g.w * C, per_image = g.oh * g.ow;
+  const index_t K = g.patch(), C = g.c, image = g.h * g.w * C, per_image = g.oh * g.ow, span = g.kw * C;
   window_chunks(g.batch, g.rows() * K, [&](index_t n0, index_t n1) {
     for (index_t n = n0; n < n1; ++n) {
       float* img = dx + n * image;
@@ -86,16 +108,23 @@ void col2im(const Window2D& g, const float* dcol, float* dx) {
       for (index_t oh = 0; oh < g.oh; ++oh) {
         for (index_t ow = 0; ow < g.ow; ++ow) {
           const float* src = dcol + (n * per_image + oh * g.ow + ow) * K;
-          for (index_t i = 0; i < g.kh; ++i, src += g.kw * C) {
+          const index_t iw0 = ow * g.sw - g.pad_left;
+          const TapRange t = taps_inside(iw0, g.kw, g.dw, g.w);
+          for (index_t i = 0; i < g.kh; ++i, src += span) {
             const index_t ih = oh * g.sh + i * g.dh - g.pad_top;
             if (ih < 0 || ih >= g.h) continue;
-            for (index_t j = 0; j < g.kw; ++j) {
-              const index_t iw = ow * g.sw + j * g.dw - g.pad_left;
-              if (iw < 0 || iw >= g.w) continue;
-              float* d = img + (ih * g.w + iw) * C;
-              const float* s = src + j * C;
+            float* d = img + (ih * g.w + iw0) * C;
+            if (g.dw == 1) {
+              const index_t b = t.j0 * C, e = t.j1 * C;
 #pragma omp simd
-              for (index_t c = 0; c < C; ++c) d[c] += s[c];
+              for (index_t k = b; k < e; ++k) d[k] += src[k];
+            } else {
+              for (index_t j = t.j0; j < t.j1; ++j) {
+                float* dj = d + j * g.dw * C;
+                const float* sj = src + j * C;
+#pragma omp simd
+                for (index_t c = 0; c < C; ++c) dj[c] += sj[c];
+              }
             }
           }
         }
