@@ -4,9 +4,10 @@ on MNIST, one rung after another, one table row per rung.
     python examples/mnist_ladder.py                      # every rung
     python examples/mnist_ladder.py --rungs convnet --epochs 3 --threads 1
 
-Data: MNIST's 60,000 training images from ../shared/data/mnist (--data). The official test set is deliberately not used: the
-first 50,000 images train, the **last 10,000 are held out as the test split**
-and every accuracy below is measured on them.
+Data: MNIST's 60,000 training images from ../shared/data/mnist (--data).
+The official test set is deliberately not used: the first 50,000 images
+train, the **last 10,000 are held out as the test split** and every accuracy
+below is measured on them.
 
 Rungs (batch 100 throughout; "decay" is the tutorial's
 lr = 0.0001 + 0.003 * exp(-step / 2000)):
@@ -35,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 
 
 class TutorialDecay(dc.schedules.LearningRateSchedule):
-    """lr(step) = minimum + (initial - minimum) ... as the tutorial writes it:
-    0.0001 + 0.003 * exp(-step / 2000)."""
+    """The tutorial's decay: lr(step) = minimum + maximum * exp(-step / decay_steps),
+    0.0001 + 0.003 * exp(-step / 2000) by default."""
 
     def __init__(self, maximum=0.003, minimum=0.0001, decay_steps=2000.0):
         self.maximum, self.minimum, self.decay_steps = maximum, minimum, decay_steps

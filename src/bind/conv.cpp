@@ -34,8 +34,8 @@ void positive(const Pair& p, const char* fn, const char* name) {
 Window2D window_of(const py::array& x, const char* name, const Pair& kernel, const Pair& strides,
                    const Pair& dilation, const std::string& padding, const char* fn) {
   if (x.ndim() != 4)
-    throw py::value_error(std::string(fn) + ": " + name + " must be a 4-D (batch, height, width, channels) tensor, got shape " +
-                          shape_str(x));
+    throw py::value_error(std::string(fn) + ": " + name +
+                          " must be a 4-D (batch, height, width, channels) tensor, got shape " + shape_str(x));
   positive(kernel, fn, "the window size");
   positive(strides, fn, "strides");
   positive(dilation, fn, "dilation_rate");
@@ -147,7 +147,8 @@ void bind_conv(py::module_& m) {
     if (!dx_.is_none()) {
       dx = checked<float>(dx_, fn, "dx", true);
       same_shape(x, dx, fn, "x", "dx");
-      if (dcol_.is_none()) throw py::value_error(std::string(fn) + ": dcol (a scratch of col's shape) is required with dx");
+      if (dcol_.is_none())
+        throw py::value_error(std::string(fn) + ": dcol (a scratch of col's shape) is required with dx");
       dcol = checked<float>(dcol_, fn, "dcol", true);
       same_shape(col, dcol, fn, "col", "dcol");
       dxp = ptr<float>(dx);
@@ -179,7 +180,8 @@ void bind_conv(py::module_& m) {
     expect_nhwc(y, g, g.c, true, fn, "y");
     int32_t* argp = nullptr;
     if (pm == Pool::Max) {
-      if (argmax_.is_none()) throw py::value_error(std::string(fn) + ": max pooling needs an int32 argmax buffer of y's shape");
+      if (argmax_.is_none())
+        throw py::value_error(std::string(fn) + ": max pooling needs an int32 argmax buffer of y's shape");
       arg = checked<int32_t>(argmax_, fn, "argmax", true);
       same_shape(y, arg, fn, "y", "argmax");
       argp = ptr<int32_t>(arg);
