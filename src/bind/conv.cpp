@@ -8,65 +8,19 @@
 #include <tuple>
 
 #include "bind/common.h"
+#include "bind/conv_checks.h"
 #include "ops/conv.h"
 
 namespace deepcore {
 namespace bind {
 namespace {
 
-using Pair = std::array<int64_t, 2>;
+using namespace conv_checks;
 
-std::string pair_str(const Pair& p) { return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")"; }
-
-bool is_same(const std::string& padding, const char* fn) {
-  if (padding == "same") return true;
-  if (padding == "valid") return false;
-  throw py::value_error(std::string(fn) + ": padding must be 'valid' or 'same', got '" + padding + "'");
-}
-
-void positive(const Pair& p, const char* fn, const char* name) {
-  if (p[0] <= 0 || p[1] <= 0)
-    throw py::value_error(std::string(fn) + ": " + name + " must be positive, got " + pair_str(p));
-}
-
-// The window geometry of a (batch, h, w, c) input; ValueError when the output
-// would be empty (a "valid" window larger than the input).
-Window2D window_of(const py::array& x, const char* name, const Pair& kernel, const Pair& strides,
-                   const Pair& dilation, const std::string& padding, const char* fn) {
-  if (x.ndim() != 4)
-    throw py::value_error(std::string(fn) + ": " + name +
-                          " must be a 4-D (batch, height, width, channels) tensor, got shape " + shape_str(x));
-  positive(kernel, fn, "the window size");
-  positive(strides, fn, "strides");
-  positive(dilation, fn, "dilation_rate");
-  const bool same = is_same(padding, fn);
-  Window2D g = make_window2d(x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel[0], kernel[1], strides[0],
-                             strides[1], dilation[0], dilation[1], same);
-  if (g.oh <= 0 || g.ow <= 0)
-    throw py::value_error(std::string(fn) + ": the window " + pair_str(kernel) + " (dilation " + pair_str(dilation) +
-                          ") is larger than the input's " + std::to_string(g.h) + "x" + std::to_string(g.w) +
-                          " pixels with padding='valid'; use padding='same' or a smaller window");
-  if (g.h * g.w > INT32_MAX)
-    throw py::value_error(std::string(fn) + ": images of more than 2^31 pixels are not supported");
-  return g;
-}
+std::vector<py::ssize_t> dims(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
 
 void expect_nhwc(const py::array& a, const Window2D& g, index_t c, bool output, const char* fn, const char* name) {
-  expect_shape(a, {g.batch, output ? g.oh : g.h, output ? g.ow : g.w, c}, fn, name);
-}
-
-Pool pool_mode(const std::string& mode, const char* fn) {
-  if (mode == "max") return Pool::Max;
-  if (mode == "avg") return Pool::Avg;
-  throw py::value_error(std::string(fn) + ": mode must be 'max' or 'avg', got '" + mode + "'");
-}
-
-std::tuple<index_t, index_t, index_t, index_t> padding4(const std::array<Pair, 2>& p, const char* fn) {
-  for (const Pair& q : p)
-    if (q[0] < 0 || q[1] < 0)
-      throw py::value_error(std::string(fn) + ": padding must be non-negative, got (" + pair_str(p[0]) + ", " +
-                            pair_str(p[1]) + ")");
-  return {p[0][0], p[0][1], p[1][0], p[1][1]};
+  expect_shape(a, nhwc(g, c, output), fn, name);
 }
 
 }  // namespace
@@ -92,10 +46,8 @@ void bind_conv(py::module_& m) {
     const char* fn = "conv2d_forward";
     auto a = act_params(kind, alpha, beta, fn);
     py::array x = checked<float>(x_, fn, "x"), w = checked<float>(w_, fn, "w");
-    if (w.ndim() != 4)
-      throw py::value_error(std::string(fn) + ": w must be a 4-D (kh, kw, in_channels, filters) kernel, got shape " +
-                            shape_str(w));
-    const Window2D g = window_of(x, "x", {w.shape(0), w.shape(1)}, strides, dilation, padding, fn);
+    check_kernel_rank(dims(w), fn);
+    const Window2D g = window_of(dims(x), "x", {w.shape(0), w.shape(1)}, strides, dilation, padding, fn);
     expect_shape(w, {-1, -1, g.c, -1}, fn, "w");
     const index_t cout = w.shape(3);
     py::array col = checked<float>(col_, fn, "col", true), z = checked<float>(z_, fn, "z", true),
@@ -125,10 +77,8 @@ void bind_conv(py::module_& m) {
     const char* fn = "conv2d_backward";
     auto a = act_params(kind, alpha, beta, fn);
     py::array x = checked<float>(x_, fn, "x"), w = checked<float>(w_, fn, "w");
-    if (w.ndim() != 4)
-      throw py::value_error(std::string(fn) + ": w must be a 4-D (kh, kw, in_channels, filters) kernel, got shape " +
-                            shape_str(w));
-    const Window2D g = window_of(x, "x", {w.shape(0), w.shape(1)}, strides, dilation, padding, fn);
+    check_kernel_rank(dims(w), fn);
+    const Window2D g = window_of(dims(x), "x", {w.shape(0), w.shape(1)}, strides, dilation, padding, fn);
     expect_shape(w, {-1, -1, g.c, -1}, fn, "w");
     const index_t cout = w.shape(3);
     py::array col = checked<float>(col_, fn, "col"), z = checked<float>(z_, fn, "z"), y = checked<float>(y_, fn, "y"),
@@ -175,13 +125,12 @@ void bind_conv(py::module_& m) {
     const char* fn = "pool2d_forward";
     const Pool pm = pool_mode(mode, fn);
     py::array x = checked<float>(x_, fn, "x");
-    const Window2D g = window_of(x, "x", pool_size, strides, {1, 1}, padding, fn);
+    const Window2D g = window_of(dims(x), "x", pool_size, strides, {1, 1}, padding, fn);
     py::array y = checked<float>(y_, fn, "y", true), arg;
     expect_nhwc(y, g, g.c, true, fn, "y");
     int32_t* argp = nullptr;
     if (pm == Pool::Max) {
-      if (argmax_.is_none())
-        throw py::value_error(std::string(fn) + ": max pooling needs an int32 argmax buffer of y's shape");
+      if (argmax_.is_none()) throw py::value_error(missing_argmax(fn, true));
       arg = checked<int32_t>(argmax_, fn, "argmax", true);
       same_shape(y, arg, fn, "y", "argmax");
       argp = ptr<int32_t>(arg);
@@ -199,12 +148,12 @@ void bind_conv(py::module_& m) {
     const char* fn = "pool2d_backward";
     const Pool pm = pool_mode(mode, fn);
     py::array dx = checked<float>(dx_, fn, "dx", true);
-    const Window2D g = window_of(dx, "dx", pool_size, strides, {1, 1}, padding, fn);
+    const Window2D g = window_of(dims(dx), "dx", pool_size, strides, {1, 1}, padding, fn);
     py::array dy = checked<float>(dy_, fn, "dy"), arg;
     expect_nhwc(dy, g, g.c, true, fn, "dy");
     const int32_t* argp = nullptr;
     if (pm == Pool::Max) {
-      if (argmax_.is_none()) throw py::value_error(std::string(fn) + ": max pooling needs the forward's argmax");
+      if (argmax_.is_none()) throw py::value_error(missing_argmax(fn, false));
       arg = checked<int32_t>(argmax_, fn, "argmax");
       same_shape(dy, arg, fn, "dy", "argmax");
       argp = cptr<int32_t>(arg);

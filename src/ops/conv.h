@@ -44,9 +44,32 @@ struct Window2D {
   index_t batch, h, w, c;
   index_t kh, kw, sh, sw, dh, dw;
   index_t oh, ow, pad_top, pad_left;
-  index_t rows() const { return batch * oh * ow; }
-  index_t patch() const { return kh * kw * c; }
+  DC_HD index_t rows() const { return batch * oh * ow; }
+  DC_HD index_t patch() const { return kh * kw * c; }
 };
+
+// The in-image part [i0, i1) x [j0, j1) of output pixel (oh, ow)'s window
+// (dilation 1: pooling), which starts at input pixel (ih0, iw0). Pooling
+// counts only these pixels ("same" padding is not part of any window).
+struct WindowRange {
+  index_t ih0, iw0, i0, i1, j0, j1;
+  DC_HD index_t count() const { return (i1 - i0) * (j1 - j0); }
+};
+DC_HD WindowRange window_range(const Window2D& g, index_t oh, index_t ow) {
+  WindowRange r;
+  r.ih0 = oh * g.sh - g.pad_top;
+  r.iw0 = ow * g.sw - g.pad_left;
+  r.i0 = r.ih0 < 0 ? -r.ih0 : 0;
+  r.i1 = g.h - r.ih0 < g.kh ? g.h - r.ih0 : g.kh;
+  r.j0 = r.iw0 < 0 ? -r.iw0 : 0;
+  r.j1 = g.w - r.iw0 < g.kw ? g.w - r.iw0 : g.kw;
+  return r;
+}
+
+// Max pooling's update of the running maximum m (and its pixel) by v: strictly
+// greater wins, so the first maximum wins ties; a NaN, once taken, stays
+// (nothing compares greater than it), so NaN propagates as in PyTorch.
+DC_HD bool pool_takes(float v, float m) { return v > m || (v != v && m == m); }
 
 inline Window2D make_window2d(index_t batch, index_t h, index_t w, index_t c, index_t kh, index_t kw, index_t sh,
                               index_t sw, index_t dh, index_t dw, bool same) {

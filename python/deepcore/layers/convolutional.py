@@ -89,7 +89,7 @@ class Conv2D(Layer):
     the bias gradient, as Dense does.
     """
 
-    supports_device = False  # CPU kernels only so far (no CUDA twin)
+    supports_device = True
     needs_gemm = True
     _per_call = ("_bufs", "_x", "_cur")
 
@@ -192,7 +192,7 @@ class ZeroPadding2D(Layer):
     sides), a tuple of 2 ints (symmetric height and width padding), or
     ((top, bottom), (left, right))."""
 
-    supports_device = False  # CPU kernels only so far
+    supports_device = True
     _per_call = ("_bufs", "_cur")
 
     def __init__(self, padding=(1, 1), data_format=None, **kwargs):

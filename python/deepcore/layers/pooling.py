@@ -6,7 +6,7 @@ global pooling is a pooling whose window is the whole image. Max pooling
 keeps each output's winning pixel index for its backward."""
 from __future__ import annotations
 
-from ..backend import empty, ops
+from ..backend import empty, ops, reshape
 from .base import Layer
 from .convolutional import _check_image, _data_format, _pair, _padding, window_output_shape
 from .core import _BatchBuffers
@@ -18,7 +18,7 @@ class _Pooling2D(Layer):
     """A pooling over (pool_size) windows moved by strides; subclasses fix the
     mode ("max" or "avg") and, for global pooling, the window."""
 
-    supports_device = False  # CPU kernels only so far
+    supports_device = True
     _per_call = ("_bufs", "_cur")
     _mode = "max"
 
@@ -67,7 +67,7 @@ class _Pooling2D(Layer):
             return None
         b = self._cur
         pool, strides, padding = self._window()
-        ops(dy).pool2d_backward(dy.reshape(b["y"].shape), b["argmax"], b["dx"], pool, strides, padding, self._mode)
+        ops(dy).pool2d_backward(reshape(dy, b["y"].shape), b["argmax"], b["dx"], pool, strides, padding, self._mode)
         return b["dx"]
 
     def get_config(self):
@@ -113,7 +113,7 @@ class _GlobalPooling2D(_Pooling2D):
         return (1, 1, c) if self.keepdims else (c,)
 
     def _output_view(self, y):
-        return y if self.keepdims else y.reshape(y.shape[0], y.shape[3])
+        return y if self.keepdims else reshape(y, (y.shape[0], y.shape[3]))
 
     def get_config(self):
         cfg = Layer.get_config(self)
