@@ -19,6 +19,7 @@
 
 #include "ops/activations.h"
 #include "ops/common.h"
+#include "ops/conv.h"
 #include "ops/dropout.h"
 #include "ops/losses.h"
 #include "ops/merge.h"
@@ -122,6 +123,21 @@ void dense_forward(const float* x, const float* w, const float* b, float* z, flo
 void dense_backward(const float* x, const float* w, const float* z, const float* y, const float* dy, float* dz_buf,
                     float* dx, float* dw, float* db, index_t batch, index_t in, index_t out, ActParams act,
                     bool dy_is_dz, bool accumulate);
+
+// ops/conv.h (cuda/conv.cu): im2col + the dense twins above (cuBLASLt) for
+// Conv2D, gather kernels for col2im and the pooling backward (the CPU's terms
+// in the CPU's order), pooling forward and zero padding.
+void conv2d_forward(const Window2D& g, const float* x, const float* w, const float* b, float* col, float* z,
+                    float* y, index_t cout, ActParams act);
+void conv2d_backward(const Window2D& g, const float* col, const float* w, const float* z, const float* y,
+                     const float* dy, float* dz_buf, float* dcol, float* dx, float* dw, float* db, index_t cout,
+                     ActParams act, bool dy_is_dz, bool accumulate);
+void pool2d_forward(const Window2D& g, Pool mode, const float* x, float* y, int32_t* argmax);
+void pool2d_backward(const Window2D& g, Pool mode, const float* dy, const int32_t* argmax, float* dx);
+void pad2d(const float* x, float* y, index_t batch, index_t h, index_t w, index_t c, index_t top, index_t bottom,
+           index_t left, index_t right);
+void crop2d(const float* dy, float* dx, index_t batch, index_t h, index_t w, index_t c, index_t top, index_t bottom,
+            index_t left, index_t right);
 
 // ops/losses.h: every dense-target loss, the CPU's terms and gradients.
 // Synchronizes (the loss comes back to the host); fixed-order double sum.

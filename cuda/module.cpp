@@ -19,6 +19,7 @@
 
 #include "allocator.h"
 #include "bind/common.h"
+#include "bind/conv_checks.h"
 #include "bind/shared_checks.h"
 #include "bind_args.h"
 #include "check.h"
@@ -229,6 +230,158 @@ void require_cublaslt(const char* fn) {
   if (!cublaslt())
     throw std::runtime_error(std::string(fn) + ": the GPU GEMM needs cuBLASLt, which is unavailable: " +
                              lt::reason());
+}
+
+// The conv family (ops/conv.h) with the CPU bindings' names, arguments and checks
+// (bind/conv_checks.h); conv2d_* need cuBLASLt (their GEMMs are dense's).
+void bind_conv_twins(py::module_& m) {
+  using namespace bind::conv_checks;
+  const auto opt_float = [](py::object obj, const char* fn, const char* name) -> DeviceBuffer* {
+    return obj.is_none() ? nullptr : &dbuf(obj, fn, name, "float32");
+  };
+
+  m.def("conv2d_output_shape", [](int64_t h, int64_t w, Pair kernel, Pair strides, Pair dilation,
+                                  const std::string& padding) {
+    const char* fn = "conv2d_output_shape";
+    positive(kernel, fn, "the window size");
+    positive(strides, fn, "strides");
+    positive(dilation, fn, "dilation_rate");
+    const bool same = is_same(padding, fn);
+    const AxisGeometry gy = window_axis(h, kernel[0], strides[0], dilation[0], same);
+    const AxisGeometry gx = window_axis(w, kernel[1], strides[1], dilation[1], same);
+    return std::make_tuple(gy.out, gx.out, gy.pad_before, gx.pad_before);
+  }, py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("strides"), py::arg("dilation"), py::arg("padding"),
+     "The CPU's rule (a host computation).");
+
+  m.def("conv2d_forward", [opt_float](py::handle x_, py::handle w_, py::object b_, py::handle col_, py::handle z_,
+                                      py::handle y_, Pair strides, Pair dilation, const std::string& padding,
+                                      int kind, float alpha, float beta) {
+    const char* fn = "conv2d_forward";
+    const ActParams a = bind::act_params(kind, alpha, beta, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &w = dbuf(w_, fn, "w", "float32");
+    check_kernel_rank(w.shape(), fn);
+    const Window2D g = window_of(x.shape(), "x", {w.shape()[0], w.shape()[1]}, strides, dilation, padding, fn);
+    expect_shape(w, {-1, -1, g.c, -1}, fn, "w");
+    const index_t cout = w.shape()[3];
+    DeviceBuffer &col = dbuf(col_, fn, "col", "float32"), &z = dbuf(z_, fn, "z", "float32"),
+                 &y = dbuf(y_, fn, "y", "float32");
+    expect_shape(col, {g.rows(), g.patch()}, fn, "col");
+    expect_shape(z, nhwc(g, cout, true), fn, "z");
+    expect_shape(y, nhwc(g, cout, true), fn, "y");
+    DeviceBuffer* b = opt_float(b_, fn, "b");
+    if (b) expect_shape(*b, {cout}, fn, "b");
+    if (g.batch == 0 || cout == 0) return;
+    require_cublaslt(fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::conv2d_forward(g, p<float>(x), p<float>(w), b ? p<float>(*b) : nullptr, p<float>(col),
+                                   p<float>(z), p<float>(y), cout, a);
+  }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("col"), py::arg("z"), py::arg("y"), py::arg("strides"),
+     py::arg("dilation"), py::arg("padding"), py::arg("kind"), py::arg("alpha") = 0.0f, py::arg("beta") = 1.0f,
+     "col = im2col(x) (a kernel); z = col w + b, y = act(z) by dense_forward (cuBLASLt).");
+
+  m.def("conv2d_backward", [opt_float](py::handle x_, py::handle w_, py::handle col_, py::handle z_, py::handle y_,
+                                       py::handle dy_, py::handle dzbuf_, py::object dcol_, py::object dx_,
+                                       py::handle dw_, py::object db_, Pair strides, Pair dilation,
+                                       const std::string& padding, int kind, float alpha, float beta, bool dy_is_dz,
+                                       bool accumulate) {
+    const char* fn = "conv2d_backward";
+    const ActParams a = bind::act_params(kind, alpha, beta, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &w = dbuf(w_, fn, "w", "float32");
+    check_kernel_rank(w.shape(), fn);
+    const Window2D g = window_of(x.shape(), "x", {w.shape()[0], w.shape()[1]}, strides, dilation, padding, fn);
+    expect_shape(w, {-1, -1, g.c, -1}, fn, "w");
+    const index_t cout = w.shape()[3];
+    DeviceBuffer &col = dbuf(col_, fn, "col", "float32"), &z = dbuf(z_, fn, "z", "float32"),
+                 &y = dbuf(y_, fn, "y", "float32"), &dy = dbuf(dy_, fn, "dy", "float32"),
+                 &dzb = dbuf(dzbuf_, fn, "dz_buf", "float32"), &dw = dbuf(dw_, fn, "dw", "float32");
+    expect_shape(col, {g.rows(), g.patch()}, fn, "col");
+    for (auto [buf, name] : {std::pair<DeviceBuffer*, const char*>{&z, "z"}, {&y, "y"}, {&dy, "dy"}, {&dzb, "dz_buf"}})
+      expect_shape(*buf, nhwc(g, cout, true), fn, name);
+    expect_shape(dw, w.shape(), fn, "dw");
+    DeviceBuffer* dx = opt_float(dx_, fn, "dx");
+    DeviceBuffer* dcol = nullptr;
+    if (dx) {
+      expect_shape(*dx, x.shape(), fn, "dx");
+      if (dcol_.is_none())
+        throw py::value_error(std::string(fn) + ": dcol (a scratch of col's shape) is required with dx");
+      dcol = &dbuf(dcol_, fn, "dcol", "float32");
+      expect_shape(*dcol, col.shape(), fn, "dcol");
+    }
+    DeviceBuffer* db = opt_float(db_, fn, "db");
+    if (db) expect_shape(*db, {cout}, fn, "db");
+    if (g.batch == 0 || cout == 0) return;
+    require_cublaslt(fn);
+    py::gil_scoped_release nogil;
+    deepcore::cuda::conv2d_backward(g, p<float>(col), p<float>(w), p<float>(z), p<float>(y), p<float>(dy),
+                                    p<float>(dzb), dcol ? p<float>(*dcol) : nullptr, dx ? p<float>(*dx) : nullptr,
+                                    p<float>(dw), db ? p<float>(*db) : nullptr, cout, a, dy_is_dz, accumulate);
+  }, py::arg("x"), py::arg("w"), py::arg("col"), py::arg("z"), py::arg("y"), py::arg("dy"), py::arg("dz_buf"),
+     py::arg("dcol"), py::arg("dx"), py::arg("dw"), py::arg("db"), py::arg("strides"), py::arg("dilation"),
+     py::arg("padding"), py::arg("kind"), py::arg("alpha") = 0.0f, py::arg("beta") = 1.0f,
+     py::arg("dy_is_dz") = false, py::arg("accumulate") = false,
+     "dense_backward on the patch matrix (cuBLASLt), then dx = col2im(dcol) (a gather kernel).");
+
+  m.def("pool2d_forward", [](py::handle x_, py::handle y_, py::object argmax_, Pair pool_size, Pair strides,
+                             const std::string& padding, const std::string& mode) {
+    const char* fn = "pool2d_forward";
+    const Pool pm = pool_mode(mode, fn);
+    DeviceBuffer& x = dbuf(x_, fn, "x", "float32");
+    const Window2D g = window_of(x.shape(), "x", pool_size, strides, {1, 1}, padding, fn);
+    DeviceBuffer& y = dbuf(y_, fn, "y", "float32");
+    expect_shape(y, nhwc(g, g.c, true), fn, "y");
+    int32_t* argp = nullptr;
+    if (pm == Pool::Max) {
+      if (argmax_.is_none()) throw py::value_error(missing_argmax(fn, true));
+      DeviceBuffer& arg = dbuf(argmax_, fn, "argmax", "int32");
+      expect_shape(arg, y.shape(), fn, "argmax");
+      argp = p<int32_t>(arg);
+    }
+    py::gil_scoped_release nogil;
+    deepcore::cuda::pool2d_forward(g, pm, p<float>(x), p<float>(y), argp);
+  }, py::arg("x"), py::arg("y"), py::arg("argmax"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
+     py::arg("mode"), "One thread per output: the CPU's window loop, the same bits.");
+
+  m.def("pool2d_backward", [](py::handle dy_, py::object argmax_, py::handle dx_, Pair pool_size, Pair strides,
+                              const std::string& padding, const std::string& mode) {
+    const char* fn = "pool2d_backward";
+    const Pool pm = pool_mode(mode, fn);
+    DeviceBuffer& dx = dbuf(dx_, fn, "dx", "float32");
+    const Window2D g = window_of(dx.shape(), "dx", pool_size, strides, {1, 1}, padding, fn);
+    DeviceBuffer& dy = dbuf(dy_, fn, "dy", "float32");
+    expect_shape(dy, nhwc(g, g.c, true), fn, "dy");
+    const int32_t* argp = nullptr;
+    if (pm == Pool::Max) {
+      if (argmax_.is_none()) throw py::value_error(missing_argmax(fn, false));
+      DeviceBuffer& arg = dbuf(argmax_, fn, "argmax", "int32");
+      expect_shape(arg, dy.shape(), fn, "argmax");
+      argp = p<int32_t>(arg);
+    }
+    py::gil_scoped_release nogil;
+    deepcore::cuda::pool2d_backward(g, pm, p<float>(dy), argp, p<float>(dx));
+  }, py::arg("dy"), py::arg("argmax"), py::arg("dx"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
+     py::arg("mode"), "One thread per input pixel gathering its windows' terms in the CPU's order: the same bits.");
+
+  m.def("pad2d", [](py::handle x_, py::handle y_, std::array<Pair, 2> padding) {
+    const char* fn = "pad2d";
+    auto [top, bottom, left, right] = padding4(padding, fn);
+    DeviceBuffer &x = dbuf(x_, fn, "x", "float32"), &y = dbuf(y_, fn, "y", "float32");
+    expect_shape(x, {-1, -1, -1, -1}, fn, "x");
+    const auto& s = x.shape();
+    expect_shape(y, {s[0], s[1] + top + bottom, s[2] + left + right, s[3]}, fn, "y");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::pad2d(p<float>(x), p<float>(y), s[0], s[1], s[2], s[3], top, bottom, left, right);
+  }, py::arg("x"), py::arg("y"), py::arg("padding"), "y = x with zero borders.");
+
+  m.def("crop2d", [](py::handle dy_, py::handle dx_, std::array<Pair, 2> padding) {
+    const char* fn = "crop2d";
+    auto [top, bottom, left, right] = padding4(padding, fn);
+    DeviceBuffer &dy = dbuf(dy_, fn, "dy", "float32"), &dx = dbuf(dx_, fn, "dx", "float32");
+    expect_shape(dx, {-1, -1, -1, -1}, fn, "dx");
+    const auto& s = dx.shape();
+    expect_shape(dy, {s[0], s[1] + top + bottom, s[2] + left + right, s[3]}, fn, "dy");
+    py::gil_scoped_release nogil;
+    deepcore::cuda::crop2d(p<float>(dy), p<float>(dx), s[0], s[1], s[2], s[3], top, bottom, left, right);
+  }, py::arg("dy"), py::arg("dx"), py::arg("padding"), "dx = the interior of dy (pad2d's backward).");
 }
 
 void bind_dense_twins(py::module_& m) {
@@ -736,4 +889,5 @@ PYBIND11_MODULE(_cuda, m) {
 
   // GPU dense through cuBLASLt, dense-target losses, reductions, gather.
   bind_dense_twins(m);
+  bind_conv_twins(m);
 }

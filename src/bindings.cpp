@@ -139,6 +139,7 @@ PYBIND11_MODULE(_core, m) {
     d["kNormalParallelThreshold"] = kNormalParallelThreshold;
     d["kGatherParallelBytes"] = kGatherParallelBytes;
     d["kPreluBackwardParallelChannels"] = kPreluBackwardParallelChannels;
+    d["kWindowParallelThreshold"] = kWindowParallelThreshold;
     return d;
   }, "The sizes at which CPU kernels split their work across threads (src/ops/common.h), name -> int.");
   m.def("blas_config", []() { return std::string(scipy_openblas_get_config()); });
@@ -416,6 +417,7 @@ PYBIND11_MODULE(_core, m) {
      py::arg("nesterov"));
 
   bind_batchnorm(m);
+  bind_conv(m);
   bind_dropout(m);
   bind_merge(m);
   bind_training(m);

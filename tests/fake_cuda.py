@@ -104,6 +104,7 @@ TWINS = (
     "alpha_dropout_backward", "rrelu_forward", "rrelu_backward", "prelu_forward", "prelu_backward",
     "count_nonfinite", "gather_rows", "merge_forward", "merge_backward", "concatenate_forward",
     "concatenate_backward", "repeat_forward", "repeat_backward",
+    "conv2d_forward", "conv2d_backward", "pool2d_forward", "pool2d_backward", "pad2d", "crop2d",
 )
 # Twins that wait for the device (they return a host value or read host
 # memory): refused during a capture, as by ensure_not_capturing in cuda/.

@@ -143,3 +143,28 @@ def test_gpu_section_asks_both_sides_in_their_processes_and_prints_ratios(monkey
         assert "PyTorch Adam (fused) | 20.00 ms | 140 | 100 | 140%" in out
     else:
         assert "32 | 100.0 us | 50.0 us | - | - | -" in out and "PyTorch Adam" not in out
+
+
+@pytest.mark.parametrize("side", ["numpy", "deepcore"] + (["torch"] if HAS_TORCH else []))
+def test_tiny_conv_and_pooling_rows_run_on_each_side(side, harness):
+    rows = [{"case": "conv", "p": {"n": 2, "h": 7, "c": 2, "k": 3, "f": 3, "stride": 2}},
+            {"case": "maxpool", "p": {"n": 2, "h": 6, "c": 3}}]
+    out = _worker_run({"side": side, "rows": rows, "mt": 0.001, "threads": 1}, harness)
+    assert [r["t"] > 0 for r in out["results"]] == [True, True]
+    assert out["loaded"]["deepcore"] == (side == "deepcore")
+
+
+def test_the_numpy_conv_baseline_computes_the_conv_gradients():
+    """The NumPy side times real work: its dx, dw, db match the float64 reference of tests/test_conv.py."""
+    import numpy as np
+    from test_conv import conv_grads_ref, conv_ref
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 7, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    dx, dw, db = bench_worker._np_conv_step(x, w, b, 2)
+    z = conv_ref(x, w, b, (2, 2), (1, 1), "same")
+    want = conv_grads_ref(x, w, (z > 0).astype(np.float64), (2, 2), (1, 1), "same")
+    for got, ref in zip((dx, dw, db), want):
+        np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-4, atol=1e-4)

@@ -34,6 +34,7 @@ from activation_reference import _sigmoid, _softmax, ref_forward
 from test_activation_layers import prelu64
 from test_activations import ACTS, ref_backward, swish_beta_grad64
 from test_batchnorm import EPS, bn_ref, close32
+from test_conv import avg_pool_grad_ref, conv_grads_ref, conv_ref, pool_ref
 from test_dropout import ALPHA_P, alpha_coefficients, call_bits, eff, philox4x32_10, ref_keep, unpack_keep_bits
 from test_merge_layers import fold32, repeat_fold32, ref_backward as merge_ref_backward
 from test_losses import (BCE, BCE_LOGITS, CCE, CCE_LOGITS, HUBER, MAE, MSE, P_HI, P_LO, assert_grad_close,
@@ -86,7 +87,8 @@ def rows_above(threshold, cols, extra=2):
 # --------------------------------------------------------------------------
 def test_parallel_thresholds_lists_every_named_threshold_as_a_positive_int():
     assert set(THRESHOLDS) == {"kParallelThreshold", "kOptimizerParallelThreshold", "kNormalParallelThreshold",
-                               "kGatherParallelBytes", "kPreluBackwardParallelChannels"}
+                               "kGatherParallelBytes", "kPreluBackwardParallelChannels",
+                               "kWindowParallelThreshold"}
     for name, value in THRESHOLDS.items():
         assert isinstance(value, int) and value > 0, name
     assert C.parallel_thresholds() == THRESHOLDS  # a fresh dict each call, the same values
@@ -404,6 +406,95 @@ def test_count_nonfinite_is_exact_at_one_and_two_threads():
     x[bad[1::2]] = np.inf
     c1, c2 = at_one_and_two_threads(lambda: C.count_nonfinite(x))
     assert c1 == c2 == bad.size
+
+
+# --------------------------------------------------------------------------
+# conv family: im2col, col2im, pooling, zero padding (kWindowParallelThreshold)
+# --------------------------------------------------------------------------
+
+WINDOW = THRESHOLDS["kWindowParallelThreshold"]
+
+
+def conv_problem(seed):
+    """An NHWC x in multiples of 1/4 and, as the kernel, the identity on the
+    patch (filters = kh*kw*cin, HWIO): z = im2col(x) exactly and dcol = dz
+    exactly, so conv2d_forward's z and conv2d_backward's dx (col2im) depend on
+    the threaded copies and adds alone. rows * K is just above the threshold."""
+    kh, kw, cin, h, w = 3, 3, 4, 20, 20
+    k = kh * kw * cin
+    batch = WINDOW // (h * w * k) + 1
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-8, 9, size=(batch, h, w, cin)) / 4).astype(np.float32)
+    kernel = np.eye(k, dtype=np.float32).reshape(kh, kw, cin, k)
+    dy = (rng.integers(-8, 9, size=(batch, h, w, k)) / 4).astype(np.float32)
+    return x, kernel, dy
+
+
+def test_conv2d_im2col_and_col2im_are_identical_at_one_and_two_threads_above_the_threshold():
+    x, w, dy = conv_problem(11)
+    args = ((1, 1), (1, 1), "same")
+    assert dy.shape[0] * dy.shape[1] * dy.shape[2] * dy.shape[3] > WINDOW
+
+    def run():
+        col = np.full((dy.shape[0] * dy.shape[1] * dy.shape[2], dy.shape[3]), np.nan, np.float32)
+        z = np.full(dy.shape, np.nan, np.float32)
+        C.conv2d_forward(x, w, None, col, z, z, *args, _CODES["linear"])
+        dx, dw, dcol = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(col, np.nan)
+        C.conv2d_backward(x, w, col, z, z, dy, np.empty_like(dy), dcol, dx, dw, None, *args, _CODES["linear"])
+        return col, z, dx
+
+    (col1, z1, dx1), (col2, z2, dx2) = at_one_and_two_threads(run)
+    assert_same_bits(col1, col2, "col")
+    assert_same_bits(z1, z2, "z")
+    assert_same_bits(dx1, dx2, "dx")
+    np.testing.assert_array_equal(z2, conv_ref(x, w, None, *args))  # exact: sums of quarters
+    np.testing.assert_array_equal(dx2, conv_grads_ref(x, w, dy, *args)[0])
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pooling_forward_and_backward_are_identical_at_one_and_two_threads_above_the_threshold(mode):
+    pool, strides, padding = (3, 3), (2, 2), "same"  # overlapping windows: backward adds into shared pixels
+    batch = WINDOW // (16 * 16 * 9 * 8) + 1
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(batch, 32, 32, 8)).astype(np.float32)
+    dy = rng.normal(size=(batch, 16, 16, 8)).astype(np.float32)
+
+    def run():
+        y = np.full(dy.shape, np.nan, np.float32)
+        arg = np.full(dy.shape, -1, np.int32) if mode == "max" else None
+        C.pool2d_forward(x, y, arg, pool, strides, padding, mode)
+        dx = np.full_like(x, np.nan)
+        C.pool2d_backward(dy, arg, dx, pool, strides, padding, mode)
+        return y, arg, dx
+
+    (y1, a1, dx1), (y2, a2, dx2) = at_one_and_two_threads(run)
+    assert_same_bits(y1, y2, "y")
+    assert_same_bits(dx1, dx2, "dx")
+    if mode == "max":
+        assert_same_bits(a1, a2, "argmax")
+    np.testing.assert_allclose(y2, pool_ref(x, pool, strides, padding, mode), rtol=1e-6, atol=1e-6)
+    if mode == "avg":
+        np.testing.assert_allclose(dx2, avg_pool_grad_ref(x.shape, dy.astype(np.float64), pool, strides, padding),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_zero_padding_and_its_crop_are_identical_at_one_and_two_threads_above_the_threshold():
+    pads = ((1, 2), (3, 0))
+    batch = WINDOW // (33 * 33 * 8) + 1
+    x = np.random.default_rng(13).normal(size=(batch, 30, 30, 8)).astype(np.float32)
+
+    def run():
+        y = np.full((batch, 33, 33, 8), np.nan, np.float32)
+        C.pad2d(x, y, pads)
+        dx = np.full_like(x, np.nan)
+        C.crop2d(y, dx, pads)
+        return y, dx
+
+    (y1, dx1), (y2, dx2) = at_one_and_two_threads(run)
+    assert_same_bits(y1, y2, "y")
+    assert_same_bits(dx1, dx2, "dx")
+    np.testing.assert_array_equal(y2, np.pad(x, ((0, 0),) + pads + ((0, 0),)))
+    np.testing.assert_array_equal(dx2, x)
 
 
 # --------------------------------------------------------------------------

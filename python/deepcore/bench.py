@@ -34,9 +34,9 @@ import numpy as np
 from . import bench_worker as _worker
 from .bench_worker import _median_time, _paired_ratio  # noqa: F401  (callers use them from here)
 
-SECTIONS = ("kernels", "batchnorm", "dropout", "training", "optimizers", "coexist", "gpu")
+SECTIONS = ("kernels", "conv", "batchnorm", "dropout", "training", "optimizers", "coexist", "gpu")
 #: What ``deepcore bench`` runs without --only (coexist is asked for by name).
-DEFAULT_SECTIONS = ("kernels", "batchnorm", "dropout", "training", "optimizers", "gpu")
+DEFAULT_SECTIONS = ("kernels", "conv", "batchnorm", "dropout", "training", "optimizers", "gpu")
 _ROWS_PER_PROCESS = 4  # rows a side times in one process (it pays one import of its library per process)
 
 # Loads bench_worker.py by its path (argv[1]) without importing the deepcore package.
@@ -230,6 +230,33 @@ def bench_merge(h):
     for row, res in h.measure_rows(rows, mt=mt):
         p = row["p"]
         _three(table, labels[p["op"]], f"{p['k']} x 256x300", res)
+    return table
+
+
+# --------------------------------------------------------------------- conv
+# (batch, image side, in channels, kernel side, filters, stride), "same" padding:
+# the MNIST ladder's three convolutions, and a 3x3 64->64 layer on 32x32 images.
+CONV_SHAPES = [(100, 28, 1, 5, 6, 1), (100, 28, 6, 5, 12, 2), (100, 14, 12, 4, 24, 2), (32, 32, 64, 3, 64, 1)]
+
+
+def bench_conv(h):
+    """Conv2D ("same" + bias + ReLU) forward and backward (dx, dw, db) at the
+    ladder's shapes, and 2x2 max pooling, against a NumPy im2col baseline and
+    PyTorch (NCHW, its native layout; deepcore is NHWC)."""
+    mt = 0.05 if h.quick else 0.3
+    table = _Table("Conv2D and pooling, forward + backward (median time per call; ratio = other / deepcore, "
+                   "> 1 means deepcore is faster)",
+                   ["kernel", "shape", "NumPy", "deepcore", "PyTorch", "vs NumPy", "vs PyTorch"])
+    rows = [{"case": "conv", "p": dict(zip(("n", "h", "c", "k", "f", "stride"), s))} for s in CONV_SHAPES]
+    rows += [{"case": "maxpool", "p": {"n": 100, "h": 28, "c": 32}}]
+    for row, res in h.measure_rows(rows, mt=mt):
+        p = row["p"]
+        if row["case"] == "conv":
+            shape = f"{p['n']}x{p['h']}x{p['h']}x{p['c']} -> {p['f']}@{p['k']}x{p['k']} s{p['stride']}"
+            method = (res.get("deepcore") or {}).get("method", "?")
+            _three(table, f"conv2d fwd+bwd ({method})", shape, res)
+        else:
+            _three(table, "maxpool 2x2 fwd+bwd", f"{p['n']}x{p['h']}x{p['h']}x{p['c']}", res)
     return table
 
 
@@ -430,6 +457,8 @@ def run(quick=False, torch=True, sections=None, repeats=None):
         if "kernels" in sections:
             bench_kernels(h)
             bench_merge(h)
+        if "conv" in sections:
+            bench_conv(h)
         if "batchnorm" in sections:
             bench_batchnorm(h)
         if "dropout" in sections:

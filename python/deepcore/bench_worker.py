@@ -287,6 +287,115 @@ def _swish_beta(p, ctx):
                               ctx.mt)}
 
 
+# ------------------------------------------------------------- conv, pooling
+def _same_pads(n, k, stride):
+    """TensorFlow's "same" padding of one axis: (out, before, after)."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + k - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def _np_conv_step(x, w, b, stride):
+    """Conv2D "same" + bias + ReLU forward and backward (dx, dw, db) in float32
+    NumPy: im2col through sliding_window_view, the GEMMs through np.matmul,
+    col2im one kernel tap at a time."""
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    (oh, t, bt), (ow, l, r) = _same_pads(h, kh, stride), _same_pads(wd, kw, stride)
+    xp = np.pad(x, ((0, 0), (t, bt), (l, r), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    col = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * oh * ow, kh * kw * c)
+    z = col @ w.reshape(-1, f) + b
+    y = np.maximum(z, 0)
+    dz = (y > 0) * np.float32(1)  # dy = 1
+    db = dz.sum(0)
+    dw = col.T @ dz
+    dcol = (dz @ w.reshape(-1, f).T).reshape(n, oh, ow, kh, kw, c)
+    dxp = np.zeros_like(xp)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += dcol[:, :, :, i, j]
+    return dxp[:, t:t + h, l:l + wd], dw, db
+
+
+@_case("conv", *SIDES)
+def _conv(p, ctx):
+    """Conv2D "same" + bias + ReLU, forward and backward (dx, dw, db) with dy = 1."""
+    rng = np.random.default_rng(0)
+    n, h, c, k, f, stride = p["n"], p["h"], p["c"], p["k"], p["f"], p["stride"]
+    x = rng.standard_normal((n, h, h, c), dtype=np.float32)
+    w = rng.standard_normal((k, k, c, f), dtype=np.float32) * np.float32(0.1)
+    b = rng.standard_normal(f, dtype=np.float32)
+    if ctx.side == "numpy":
+        return {"t": _median_time(lambda: _np_conv_step(x, w, b, stride), ctx.mt)}
+    if ctx.side == "deepcore":
+        from deepcore.activations import _CODES
+
+        core, relu = _core(), _CODES["relu"]
+        oh, ow, _, _ = core.conv2d_output_shape(h, h, (k, k), (stride, stride), (1, 1), "same")
+        col = np.empty((n * oh * ow, k * k * c), np.float32)
+        dcol = np.empty_like(col)
+        z = np.empty((n, oh, ow, f), np.float32)
+        dy, dz = np.ones_like(z), np.empty_like(z)
+        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+        args = ((stride, stride), (1, 1), "same", relu)
+
+        def dc_conv():
+            core.conv2d_forward(x, w, b, col, z, z, *args)
+            core.conv2d_backward(x, w, col, z, z, dy, dz, dcol, dx, dw, db, *args)
+
+        return {"t": _median_time(dc_conv, ctx.mt), "method": "im2col+sgemm"}
+    torch = ctx.torch()
+    F = torch.nn.functional
+    (_, t, bt), (_, l, r) = _same_pads(h, k, stride), _same_pads(h, k, stride)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)  # NCHW, PyTorch's native layout
+    tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).requires_grad_(True)
+    tb = torch.from_numpy(b.copy()).requires_grad_(True)
+
+    def torch_conv():
+        out = torch.relu(F.conv2d(F.pad(tx, (l, r, t, bt)) if (l, r, t, bt) != (0, 0, 0, 0) else tx, tw, tb,
+                                  stride=stride))
+        return torch.autograd.grad(out, (tx, tw, tb), torch.ones_like(out))
+
+    return {"t": _median_time(torch_conv, ctx.mt)}
+
+
+@_case("maxpool", *SIDES)
+def _maxpool(p, ctx):
+    """MaxPooling2D 2x2 stride 2, forward and backward."""
+    rng = np.random.default_rng(0)
+    n, h, c = p["n"], p["h"], p["c"]
+    x = rng.standard_normal((n, h, h, c), dtype=np.float32)
+    o = h // 2
+    if ctx.side == "numpy":
+        def np_pool():
+            v = x[:, :2 * o, :2 * o].reshape(n, o, 2, o, 2, c)
+            y = v.max(axis=(2, 4))
+            mask = v == y[:, :, None, :, None]  # (ties share the gradient: fine for timing)
+            return y, mask * np.float32(1)
+
+        return {"t": _median_time(np_pool, ctx.mt)}
+    if ctx.side == "deepcore":
+        core = _core()
+        y = np.empty((n, o, o, c), np.float32)
+        arg = np.empty(y.shape, np.int32)
+        dy, dx = np.ones_like(y), np.empty_like(x)
+
+        def dc_pool():
+            core.pool2d_forward(x, y, arg, (2, 2), (2, 2), "valid", "max")
+            core.pool2d_backward(dy, arg, dx, (2, 2), (2, 2), "valid", "max")
+
+        return {"t": _median_time(dc_pool, ctx.mt)}
+    torch = ctx.torch()
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+
+    def torch_pool():
+        out = torch.nn.functional.max_pool2d(tx, 2)
+        return torch.autograd.grad(out, tx, torch.ones_like(out))
+
+    return {"t": _median_time(torch_pool, ctx.mt)}
+
+
 @_case("xent", *SIDES)
 def _xent(p, ctx):
     rows = p["rows"]

@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="microbenchmarks and training throughput vs NumPy (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, training rows on a subset")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
-    p.add_argument("--only", choices=["kernels", "batchnorm", "dropout", "training", "optimizers", "coexist", "gpu"],
+    p.add_argument("--only", choices=["kernels", "conv", "batchnorm", "dropout", "training", "optimizers", "coexist",
+                                      "gpu"],
                    action="append", help="run only these sections (repeatable); coexist (two libraries in one "
                    "process) runs only when named")
     p.add_argument("--repeats", type=_positive_int, default=None,

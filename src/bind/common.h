@@ -101,6 +101,7 @@ inline ActParams act_params(int kind, float alpha, float beta, const char* fn) {
 
 // Each op family registers its functions from its own file in src/bind/.
 void bind_batchnorm(py::module_& m);
+void bind_conv(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_merge(py::module_& m);
 void bind_training(py::module_& m);

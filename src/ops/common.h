@@ -47,5 +47,8 @@ constexpr index_t kNormalParallelThreshold = kParallelThreshold / 4;
 constexpr index_t kGatherParallelBytes = 4 * kParallelThreshold;
 // Channels (alpha entries): prelu_backward splits them among threads only with this many (and enough elements).
 constexpr index_t kPreluBackwardParallelChannels = 64;
+// Floats moved: im2col, col2im, pooling and zero padding (copies and short
+// window sums, cheaper per element than an activation).
+constexpr index_t kWindowParallelThreshold = 1 << 18;
 
 }  // namespace deepcore

@@ -126,7 +126,7 @@ run_pytest() {
 }
 start=$(date +%s)
 TESTS="${DEEPCORE_EMU_TESTS:-tests/test_cuda.py tests/test_cuda_tensor.py tests/test_cuda_graph.py tests/test_cuda_dense.py
-  tests/test_cuda_merge.py
+  tests/test_cuda_merge.py tests/test_cuda_conv.py
   tests/test_device_model.py tests/test_device_scenarios.py tests/test_graph_training.py tests/test_multi_device.py}"
 # shellcheck disable=SC2086
 run_pytest "$PY" -m pytest -q -p no:cacheprovider $TESTS "$@"
@@ -135,7 +135,8 @@ echo "CUDA host emulator: tests took $(( $(date +%s) - start )) s"
 # The kernel tests again with blocks and threads started in reverse order: a
 # kernel whose result depends on that order (a missing barrier, a race between
 # blocks) fails one of the two runs. DEEPCORE_EMU_REVERSE_TESTS="" skips it.
-REVERSE="${DEEPCORE_EMU_REVERSE_TESTS-tests/test_cuda.py tests/test_cuda_dense.py tests/test_cuda_graph.py tests/test_cuda_merge.py}"
+REVERSE="${DEEPCORE_EMU_REVERSE_TESTS-tests/test_cuda.py tests/test_cuda_dense.py tests/test_cuda_graph.py tests/test_cuda_merge.py
+  tests/test_cuda_conv.py}"
 if [ -n "$REVERSE" ]; then
   start=$(date +%s)
   # shellcheck disable=SC2086
