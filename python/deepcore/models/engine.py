@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 
-from ..backend import empty, ops
+from ..backend import ops
 
 # ----------------------------------------------------------- symbolic tensors
 
@@ -44,9 +44,6 @@ class KerasTensor:
     @property
     def ndim(self):
         return len(self.shape)
-
-    def _layer(self):
-        return self._node.layer
 
     def __repr__(self):
         who = self._node.layer.name if self._node is not None else "?"
@@ -207,16 +204,16 @@ def graph_plan(inputs, outputs, model_name="model"):
             slot[id(out)] = n
         steps.append(Step(node.layer, ins, n, node.multi))
         n += 1
+    consumed = {id(x) for node in order for x in node.inputs} | {id(o) for o in outputs}
     for t in inputs:  # an input that no output depends on
-        if not any(id(t) in {id(x) for x in node.inputs} for node in order) and id(t) not in {id(o) for o in outputs}:
+        if id(t) not in consumed:
             raise ValueError(f"Model '{model_name}': input '{t._node.layer.name}' is not connected to any output")
-    layers, names = [], {}
-    for t in inputs:
-        layers.append(t._node.layer)
+    layers, names = [t._node.layer for t in inputs], {}
+    seen = {id(layer) for layer in layers}
     for node in order:
-        if id(node.layer) in {id(x) for x in layers}:
-            continue
-        layers.append(node.layer)
+        if id(node.layer) not in seen:
+            seen.add(id(node.layer))
+            layers.append(node.layer)
     for layer in layers:
         other = names.get(layer.name)
         if other is not None and other is not layer:
@@ -281,7 +278,7 @@ def prepare_backward(plan):
         st.need = any(requires[i] for i in st.ins)
         st.run = st.need or st.weights
         requires[st.out] = st.run
-    plan.prepared = tuple(id(v) for st in plan.steps for v in st.layer.trainable_weights)
+    plan.prepared = True
     return plan
 
 
@@ -311,8 +308,7 @@ def fusable_output(plan, k):
 def run_backward(model, plan, dys):
     """Backpropagate the output gradients ``dys`` (one per output; None for
     an output without loss) through the last forward of ``plan``."""
-    key_ = plan.prepared
-    if key_ is None:
+    if plan.prepared is None:
         prepare_backward(plan)
     grads = [None] * plan.n_slots
     owned = set()
@@ -411,8 +407,7 @@ class Tape:
         ins = [self._slot_of(layer, v) for v in x] if multi else [self._slot_of(layer, x)]
         model = self.model
         training = self.training if training is None else bool(training)
-        with_model_device = model._device
-        if not layer.built or layer._device != with_model_device:
+        if not layer.built or layer._device != model._device:
             model._adopt_layer(layer, [tuple(v.shape[1:]) for v in x] if multi else tuple(x.shape[1:]))
         lid = id(layer)
         k = self.calls.get(lid, 0)
@@ -460,12 +455,3 @@ class Tape:
                                 f"produced; return layer outputs")
             outs.append(s)
         return Plan(self.steps, len(self.values), self.in_slots, outs)
-
-
-def grad_scale(g, w):
-    """g <- w g in place (an output's loss weight)."""
-    ops(g).axpby(0.0, g, float(w), g)
-
-
-def new_like(x):
-    return empty(tuple(x.shape), like=x)

@@ -92,15 +92,6 @@ class Functional(Model):
     def _run(self, xs, training):
         return self._plan_forward(xs, training)
 
-    def get_layer(self, name=None, index=None):
-        if index is not None:
-            return self._layers[index]
-        for layer in self._layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"No layer named '{name}' in model '{self.name}'; layers: "
-                         f"{[layer.name for layer in self._layers]}")
-
     def _inbound(self):
         """{id(step): [names of the layers whose outputs it reads]}."""
         producer = {s: self._inputs[i]._node.layer.name for i, s in enumerate(self._plan.in_slots)}

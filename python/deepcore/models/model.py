@@ -237,13 +237,10 @@ class Model:
         outs = list(outs) if multi else [outs]
         plan = tape.plan(outs)
         self._plan = self._last_plan = plan
-        if training:
-            engine.prepare_backward(plan)
-            if any(self._fused_list):
-                fused = [f and engine.fusable_output(plan, k) is not None for k, f in enumerate(self._fused_list)]
-                engine.mark_fused(plan, fused)
-                self._logits = [plan.steps[[st.out for st in plan.steps].index(plan.out_slots[k])].layer.logits
-                                if f else None for k, f in enumerate(fused)]
+        if any(self._fused_list):  # the plan is new each call: mark the fused outputs, take their logits
+            engine.mark_fused(plan, self._fused_list)
+            self._logits = [engine.fusable_output(plan, k).logits if f else None
+                            for k, f in enumerate(self._fused_list)]
         return outs
 
     def _plan_forward(self, xs, training):
@@ -274,11 +271,6 @@ class Model:
         plan = self._plan
         slot = plan.out_slots[0]
         return next(st.layer for st in plan.steps if st.out == slot)
-
-    def _output_layers(self):
-        plan = self._plan
-        by_out = {st.out: st.layer for st in plan.steps}
-        return [by_out.get(s) for s in plan.out_slots]
 
     # --------------------------------------------------------------- weights
     @property
@@ -488,6 +480,11 @@ class Model:
         self._require_built("save_weights")
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(f"save_weights: {filepath} exists and overwrite=False")
+        save_safetensors(filepath, *self._weight_tensors())
+
+    def _weight_tensors(self):
+        """({name: host array}, metadata) of the weights and, once the
+        optimizer has stepped, its state (what save_weights and save write)."""
         tensors = {v.path: to_host(v.value) for v in self.weights}
         metadata = {"format": "deepcore-weights", "model": self.name}
         opt = self.optimizer
@@ -497,13 +494,18 @@ class Model:
             for key, value in opt.get_state().items():
                 tensors[_OPT_PREFIX + key] = value
             metadata["optimizer"] = json.dumps({"class": type(opt).__name__, "layout": self._layout})
-        save_safetensors(filepath, tensors, metadata)
+        return tensors, metadata
 
     @_on_model_device
     def load_weights(self, filepath):
         """Load weights saved by save_weights; names and shapes must match."""
         self._require_built("load_weights")
-        tensors, metadata = load_safetensors(filepath)
+        self._load_weight_tensors(*load_safetensors(filepath), filepath)
+
+    def _load_weight_tensors(self, tensors, metadata, filepath):
+        """Check {name: array} against the weights (names, shapes, float32),
+        restore the optimizer's state when it fits, assign the weights."""
+        tensors = dict(tensors)
         opt_state = {k[len(_OPT_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(_OPT_PREFIX)}
         variables = {v.path: v for v in self.weights}
         missing = sorted(set(variables) - set(tensors))
@@ -727,8 +729,7 @@ class Model:
         if k > 1:
             raise ValueError(f"{where}: model '{self.name}' has {k} {what}s {names}; pass a list or a dict of "
                              f"arrays")
-        if isinstance(data, (list, tuple)) and len(data) == 1 and not np.isscalar(data[0]) and \
-                np.asarray(data[0]).ndim >= 1 and isinstance(data[0], np.ndarray):
+        if isinstance(data, (list, tuple)) and len(data) == 1 and isinstance(data[0], np.ndarray):
             return [data[0]]
         return [data]
 
@@ -981,15 +982,14 @@ class Model:
 
     def _frozen_prefix(self):
         """(k, why): the first k layers of a Sequential can be cached (none: k = 0, why says)."""
-        from ..layers.activation_layers import RReLU
+        from ..layers.core import Activation, Flatten
         from ..layers.regularization import _RandomLayer
         from .sequential import Sequential
         if not isinstance(self, Sequential):
             return 0, "only a Sequential model's leading frozen layers are cached"
-        from ..layers.core import Activation, Flatten
         k = 0
         for layer in self._layers:
-            if layer.trainable_weights or isinstance(layer, (_RandomLayer, RReLU)):
+            if layer.trainable_weights or isinstance(layer, _RandomLayer):
                 break
             # A layer left trainable counts only if it is one of deepcore's own
             # stateless layers (a custom layer may act on every call; a
@@ -1157,7 +1157,7 @@ class Model:
                 yh = a[lo:lo + batch_size]
                 yb = self._on_device(yh, ("y", k, n))
                 if self._fused_list[k]:
-                    loss, correct = loss_fn.compute_and_count(self._output_logits(k), yb, None, from_logits=True)
+                    loss, correct = loss_fn.compute_and_count(self._logits[k], yb, None, from_logits=True)
                 else:
                     loss, correct = loss_fn.compute_and_count(out, yb, None)
                 sums[k] += loss * n
@@ -1174,12 +1174,6 @@ class Model:
         if cb is not None:
             cb.call("on_test_end", dict(logs))
         return logs
-
-    def _output_logits(self, k):
-        """Output k's logits from the last forward (its layer's pre-activation)."""
-        if self._logits[k] is not None and type(self)._run is Model._run:
-            return self._logits[k]
-        return self._output_layers()[k].logits
 
     @_whole_model
     @_on_model_device

@@ -79,15 +79,6 @@ class Sequential(Model):
         self._plan = engine.linear_plan(self._layers) if self._layers else None
         return layer
 
-    def get_layer(self, name=None, index=None):
-        if index is not None:
-            return self._layers[index]
-        for layer in self._layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"No layer named '{name}' in model '{self.name}'; layers: "
-                         f"{[layer.name for layer in self._layers]}")
-
     @_on_model_device
     def build(self, input_shape=None):
         if input_shape is not None:

@@ -27,9 +27,8 @@ import json
 import os
 import zipfile
 
-import numpy as np
-
 from ..saving import atomic_write, safetensors_bytes, safetensors_from_bytes
+from .model import _OPT_PREFIX
 
 FORMAT = "deepcore-model"
 VERSION = 1
@@ -37,7 +36,6 @@ _CONFIG, _WEIGHTS = "config.json", "model.weights.safetensors"
 #: The largest members load_model reads (declared sizes above are refused before reading).
 MAX_CONFIG_BYTES = 64 << 20
 MAX_WEIGHTS_BYTES = 64 << 30
-_OPT_PREFIX = "optimizer/"
 
 _REGISTERED = {}
 
@@ -109,9 +107,7 @@ def model_config(model):
                            "output_names": model.output_names}}
     if isinstance(model, Model):
         model._require_built("get_config")
-        get_config = getattr(model, "get_config", None)
-        cfg = get_config() if get_config is not None and type(model).get_config is not Model.get_config else {}
-        return {"class_name": _class_key(model), "config": cfg,
+        return {"class_name": _class_key(model), "config": model.get_config(),
                 "build": {"input_shapes": [list(s) for s in model._input_shapes()]},
                 "subclassed": True}
     raise TypeError(f"model_config: expected a deepcore Model, got {type(model).__name__}")
@@ -131,20 +127,13 @@ def _compile_config(model):
 
 def _random_states(model):
     from ..layers.regularization import _RandomLayer
-    from ..layers.activation_layers import RReLU
 
-    out = {}
-    for layer in model.layers:
-        if isinstance(layer, (_RandomLayer, RReLU)) and hasattr(layer, "_calls"):
-            out[layer.name] = {"key_seed": int(layer._key_seed), "stream": int(layer._stream),
-                               "calls": int(layer._calls)}
-    return out
+    return {layer.name: {"key_seed": int(layer._key_seed), "stream": int(layer._stream), "calls": int(layer._calls)}
+            for layer in model.layers if isinstance(layer, _RandomLayer)}
 
 
 def save_model(model, filepath, overwrite=True):
     """Write ``model`` to ``filepath`` (see the module docstring)."""
-    from ..backend import to_host
-
     filepath = os.fspath(filepath)
     if not overwrite and os.path.exists(filepath):
         raise FileExistsError(f"save: {filepath} exists and overwrite=False")
@@ -152,14 +141,7 @@ def save_model(model, filepath, overwrite=True):
     config = {"format": FORMAT, "version": VERSION, "model": model_config(model),
               "compile": _compile_config(model), "random": _random_states(model)}
     text = json.dumps(config, indent=1, sort_keys=False).encode()
-    tensors = {v.path: np.ascontiguousarray(to_host(v.value), dtype=np.float32) for v in model.weights}
-    metadata = {"format": "deepcore-weights", "model": model.name}
-    opt = model.optimizer
-    if opt is not None and opt.built and model._flat_params is not None:
-        for key, value in opt.get_state().items():
-            tensors[_OPT_PREFIX + key] = value
-        metadata["optimizer"] = json.dumps({"class": type(opt).__name__, "layout": model._layout})
-    weights = safetensors_bytes(tensors, metadata)
+    weights = safetensors_bytes(*model._weight_tensors())
 
     def write(f):
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
@@ -373,19 +355,12 @@ def load_model(filepath, custom_objects=None, compile=True):  # noqa: A002 (Kera
     if weights is None:
         raise ValueError(f"{label}: {_WEIGHTS} is missing")
     tensors, metadata = safetensors_from_bytes(weights, f"{label}:{_WEIGHTS}")
-    opt_state = {k[len(_OPT_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(_OPT_PREFIX)}
-    variables = {v.path: v for v in model.weights}
-    missing, unexpected = sorted(set(variables) - set(tensors)), sorted(set(tensors) - set(variables))
-    if missing or unexpected:
-        raise ValueError(f"{label}: weights do not match the architecture: missing {missing or 'none'}, "
-                         f"unexpected {unexpected or 'none'}")
-    for path, var in variables.items():
-        t = tensors[path]
-        if t.shape != tuple(var.value.shape) or t.dtype != np.float32:
-            raise ValueError(f"{label}: weight {path!r} has shape {t.shape} and dtype {t.dtype}; the model expects "
-                             f"{tuple(var.value.shape)} float32")
-    for path, var in variables.items():
-        var.assign(tensors[path])
+    cc = config.get("compile")
+    if compile and cc is not None:
+        _compile_from(model, cc, label)  # before the weights: their optimizer state is restored with them
+    else:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(_OPT_PREFIX)}
+    model._load_weight_tensors(tensors, metadata, label)
     rnd = config.get("random") or {}
     _expect(isinstance(rnd, dict), label, "random must map layer names to stream positions")
     for layer in model.layers:
@@ -394,12 +369,6 @@ def load_model(filepath, custom_objects=None, compile=True):  # noqa: A002 (Kera
             _expect(isinstance(st, dict) and all(isinstance(st.get(k), int) for k in ("key_seed", "stream", "calls")),
                     label, f"bad random state for layer {layer.name!r}")
             layer._key_seed, layer._stream, layer._calls = st["key_seed"], st["stream"], st["calls"]
-    cc = config.get("compile")
-    if compile and cc is not None:
-        _compile_from(model, cc, label)
-        info = json.loads(metadata.get("optimizer", "null") or "null")
-        if opt_state and info is not None:
-            model._restore_optimizer_state(label, info, opt_state)
     return model
 
 
