@@ -15,7 +15,7 @@ from .. import regularizers as _regularizers
 from .._native import core as _core
 from ..backend import empty, ops
 from .base import Layer
-from .core import _BatchBuffers
+from .core import _BatchBuffers, _kernel_bias_config
 
 __all__ = ["Conv2D", "ZeroPadding2D"]
 
@@ -175,13 +175,7 @@ class Conv2D(Layer):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
                    padding=self.padding, data_format=self.data_format, dilation_rate=list(self.dilation_rate),
-                   groups=self.groups, activation=self.activation.name, use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer),
-                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=_regularizers.serialize(self.bias_regularizer),
-                   kernel_constraint=_constraints.serialize(self.kernel_constraint),
-                   bias_constraint=_constraints.serialize(self.bias_constraint))
+                   groups=self.groups, **_kernel_bias_config(self))
         return cfg
 
 

@@ -90,6 +90,17 @@ class _BatchBuffers:
             self._by_batch.pop(batch, None)
 
 
+def _kernel_bias_config(layer):
+    """The config entries of a layer with a kernel and a bias (Dense, Conv2D)."""
+    return dict(activation=layer.activation.name, use_bias=layer.use_bias,
+                kernel_initializer=_initializers.serialize(layer.kernel_initializer),
+                bias_initializer=_initializers.serialize(layer.bias_initializer),
+                kernel_regularizer=_regularizers.serialize(layer.kernel_regularizer),
+                bias_regularizer=_regularizers.serialize(layer.bias_regularizer),
+                kernel_constraint=_constraints.serialize(layer.kernel_constraint),
+                bias_constraint=_constraints.serialize(layer.bias_constraint))
+
+
 class Dense(Layer):
     """``y = activation(x W + b)`` with W of shape (input_dim, units).
 
@@ -183,13 +194,7 @@ class Dense(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(units=self.units, activation=self.activation.name, use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer),
-                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=_regularizers.serialize(self.bias_regularizer),
-                   kernel_constraint=_constraints.serialize(self.kernel_constraint),
-                   bias_constraint=_constraints.serialize(self.bias_constraint))
+        cfg.update(units=self.units, **_kernel_bias_config(self))
         return cfg
 
 
