@@ -65,6 +65,13 @@ class Variable:
         return f"<Variable {self.path} shape={self.value.shape} trainable={self.trainable}>"
 
 
+def _to_host_outputs(out):
+    """Fresh NumPy copies of a forward's output (a list for several outputs)."""
+    if isinstance(out, (list, tuple)):
+        return [to_host(o, copy=True) for o in out]
+    return to_host(out, copy=True)
+
+
 class Layer:
     """Base layer. Subclasses implement ``build``, ``compute_output_shape``,
     ``forward(x, training)`` and ``backward(dy, need_dx)``; forward caches
@@ -175,7 +182,9 @@ class Layer:
             self.build(input_shape)
             self.built = True
             self.input_shape = input_shape
-            self.output_shape = tuple(self.compute_output_shape(input_shape))
+            out = self.compute_output_shape(input_shape)
+            # a list: one shape per output (a layer with several outputs, e.g. an RNN with return_state)
+            self.output_shape = [tuple(o) for o in out] if isinstance(out, list) else tuple(out)
         elif self.input_shape != input_shape:
             raise ValueError(f"Layer '{self.name}' was built for input shape {_batched(self.input_shape)}, "
                              f"got {_batched(input_shape)}")
@@ -221,7 +230,7 @@ class Layer:
         x = np.ascontiguousarray(x, dtype=np.float32)
         with _cuda_front.device(self._device):  # the layer's device current for its kernels
             self._build_for(x.shape[1:])
-            return to_host(self.forward(to_device(x, self._device), training=training), copy=True)
+            return _to_host_outputs(self.forward(to_device(x, self._device), training=training))
 
     def _call_list(self, xs, training=False):
         """Eager call on a list of NumPy arrays (a layer with several inputs)."""
@@ -229,7 +238,7 @@ class Layer:
         with _cuda_front.device(self._device):
             self._build_for([x.shape[1:] for x in xs])
             out = self.forward([to_device(x, self._device) for x in xs], training=training)
-            return to_host(out, copy=True)
+            return _to_host_outputs(out)
 
     @property
     def input(self):
@@ -248,7 +257,7 @@ class Layer:
         node = self._inbound_nodes[index]
         if what == "input":
             return node.inputs if node.multi else node.inputs[0]
-        return node.outputs[0]
+        return list(node.outputs) if isinstance(self.output_shape, list) else node.outputs[0]
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}

@@ -90,6 +90,10 @@ def symbolic_call(layer, x):
                          f"{[t.shape for t in inputs] if multi else inputs[0].shape} "
                          f"from {[t._node.layer.name for t in inputs]}: {e}") from None
     node = Node(layer, inputs, multi)
+    if isinstance(out_shape, list):  # a layer with several outputs (e.g. an RNN with return_state)
+        node.outputs.extend(KerasTensor(shape, node, i) for i, shape in enumerate(out_shape))
+        layer._inbound_nodes.append(node)
+        return list(node.outputs)
     out = KerasTensor(out_shape, node, 0)
     node.outputs.append(out)
     layer._inbound_nodes.append(node)
@@ -101,23 +105,63 @@ def symbolic_call(layer, x):
 
 class Step:
     """One layer call of a plan: reads slots ``ins`` (a list for a
-    multi-input layer when ``multi``), writes slot ``out``. ``key`` names the
+    multi-input layer when ``multi``), writes slot ``out`` (a tuple of slots
+    for a layer with several outputs: ``multi_out``). ``key`` names the
     call's saved state when the layer is called more than once per step."""
 
-    __slots__ = ("layer", "ins", "out", "multi", "key", "need", "run", "weights", "fused", "logit_of")
+    __slots__ = ("layer", "ins", "out", "multi", "key", "need", "run", "weights", "fused", "logit_of", "multi_out")
 
     def __init__(self, layer, ins, out, multi=False, key=None):
-        self.layer, self.ins, self.out, self.multi, self.key = layer, tuple(ins), out, multi, key
+        self.layer, self.ins, self.multi, self.key = layer, tuple(ins), multi, key
+        self.multi_out = isinstance(out, (tuple, list))
+        self.out = tuple(out) if self.multi_out else out
         self.need = self.run = True   # need dx / run backward at all (set by prepare_backward)
         self.weights = False          # has trainable weights
         self.fused = False            # its output's loss took the logits (dy is dL/dz)
         self.logit_of = -1            # index of the model output whose logits this step gives
 
 
-class Plan:
-    """Steps plus the slots of the model's inputs and outputs."""
+def out_slots_of(st):
+    """The slots a step writes (a tuple)."""
+    return st.out if st.multi_out else (st.out,)
 
-    __slots__ = ("steps", "n_slots", "in_slots", "out_slots", "fan_out", "prepared")
+
+def producer_step(plan, slot):
+    """The step that writes ``slot`` (None for a model input)."""
+    return next((st for st in plan.steps if slot in out_slots_of(st)), None)
+
+
+def _makes_masks(layer) -> bool:
+    """Whether a layer's class defines compute_mask (beyond the base Layer's):
+    a plan with such a layer tracks masks (an Embedding with mask_zero, a
+    Masking layer, an RNN that passes them on)."""
+    from ..layers.base import Layer
+
+    for cls in type(layer).__mro__:
+        if cls is Layer or cls is object:
+            return False
+        if "compute_mask" in cls.__dict__:
+            return True
+    return False
+
+
+def _out_mask(layer, x, mask):
+    """The mask of a layer call's output(s), from its input mask (Keras's
+    compute_mask; a layer that does not support masking drops it)."""
+    f = getattr(layer, "compute_mask", None)
+    if f is None:
+        return mask if getattr(layer, "supports_masking", False) else None
+    return f(x, mask)
+
+
+class Plan:
+    """Steps plus the slots of the model's inputs and outputs. ``masked``:
+    some layer may make a mask (Keras masking: a float32 (batch, timesteps)
+    array of 1.0 kept / 0.0 padded steps, on the data's device), so the
+    executor carries masks from slot to slot and hands them to the layers
+    that consume them (``_consumes_mask``: ``forward(x, training, mask=m)``)."""
+
+    __slots__ = ("steps", "n_slots", "in_slots", "out_slots", "fan_out", "prepared", "masked")
 
     def __init__(self, steps, n_slots, in_slots, out_slots):
         self.steps, self.n_slots, self.in_slots, self.out_slots = steps, n_slots, list(in_slots), list(out_slots)
@@ -128,6 +172,7 @@ class Plan:
         for s in out_slots:
             self.fan_out[s] += 1
         self.prepared = None
+        self.masked = any(_makes_masks(st.layer) for st in steps)
         _assign_call_keys(steps)
 
 
@@ -200,10 +245,13 @@ def graph_plan(inputs, outputs, model_name="model"):
     n = len(inputs)
     for node in order:
         ins = [slot[id(x)] for x in node.inputs]
+        outs = []
         for out in node.outputs:
             slot[id(out)] = n
-        steps.append(Step(node.layer, ins, n, node.multi))
-        n += 1
+            outs.append(n)
+            n += 1
+        multi_out = len(node.outputs) > 1 or isinstance(node.layer.output_shape, list)
+        steps.append(Step(node.layer, ins, tuple(outs) if multi_out else outs[0], node.multi))
     consumed = {id(x) for node in order for x in node.inputs} | {id(o) for o in outputs}
     for t in inputs:  # an input that no output depends on
         if id(t) not in consumed:
@@ -253,20 +301,46 @@ def run_forward(model, plan, xs, training, logits=None):
     for s, x in zip(plan.in_slots, xs):
         vals[s] = x
     states, taps = model._call_states, model._taps
+    masks = [None] * plan.n_slots if plan.masked else None
     for st in plan.steps:
         layer = st.layer
         key = st.key
         if key is not None:
             _load(layer, states, key)
-        y = layer.forward([vals[i] for i in st.ins] if st.multi else vals[st.ins[0]], training)
+        x = [vals[i] for i in st.ins] if st.multi else vals[st.ins[0]]
+        if masks is None:
+            y = layer.forward(x, training)
+        else:
+            y = _forward_masked(layer, x, training, masks[st.ins[0]], masks, out_slots_of(st))
         if key is not None:
             _save(layer, states, key)
-        vals[st.out] = y
+        if st.multi_out:
+            for s, v in zip(st.out, y):
+                vals[s] = v
+        else:
+            vals[st.out] = y
+            if taps is not None:  # GradientDiagnostics: references to this batch's outputs
+                taps[layer.name] = y
         if st.logit_of >= 0 and logits is not None:
             logits[st.logit_of] = layer.logits
-        if taps is not None:  # GradientDiagnostics: references to this batch's outputs
-            taps[layer.name] = y
     return [vals[s] for s in plan.out_slots]
+
+
+def _forward_masked(layer, x, training, mask, masks, outs):
+    """forward with Keras masking: the input's mask goes to a layer that
+    consumes it, and the output's mask(s) into ``masks``."""
+    if mask is not None and getattr(layer, "_consumes_mask", False):
+        y = layer.forward(x, training, mask=mask)
+    else:
+        y = layer.forward(x, training)
+    m = _out_mask(layer, x, mask)
+    if len(outs) > 1:
+        ms = list(m) if isinstance(m, (list, tuple)) else [m] + [None] * (len(outs) - 1)
+        for s, mk in zip(outs, ms):
+            masks[s] = mk
+    else:
+        masks[outs[0]] = m[0] if isinstance(m, (list, tuple)) else m
+    return y
 
 
 def prepare_backward(plan):
@@ -277,7 +351,8 @@ def prepare_backward(plan):
         st.weights = bool(st.layer.trainable_weights)
         st.need = any(requires[i] for i in st.ins)
         st.run = st.need or st.weights
-        requires[st.out] = st.run
+        for s in out_slots_of(st):
+            requires[s] = st.run
     plan.prepared = True
     return plan
 
@@ -289,7 +364,7 @@ def mark_fused(plan, fused):
     for k, (slot, f) in enumerate(zip(plan.out_slots, fused)):
         if not f:
             continue
-        st = next(s for s in plan.steps if s.out == slot)
+        st = producer_step(plan, slot)
         st.fused, st.logit_of = True, k
 
 
@@ -299,8 +374,8 @@ def fusable_output(plan, k):
     slot = plan.out_slots[k]
     if plan.fan_out[slot] != 1:
         return None
-    st = next((s for s in plan.steps if s.out == slot), None)
-    if st is None or st.key is not None:
+    st = producer_step(plan, slot)
+    if st is None or st.key is not None or st.multi_out:
         return None
     return st.layer
 
@@ -320,9 +395,14 @@ def run_backward(model, plan, dys):
     for st in reversed(plan.steps):
         if not st.run:
             continue
-        dy = grads[st.out]
-        if dy is None:
-            continue
+        if st.multi_out:  # one gradient per output; None where nothing flows back
+            dy = [grads[s] for s in st.out]
+            if all(d is None for d in dy):
+                continue
+        else:
+            dy = grads[st.out]
+            if dy is None:
+                continue
         layer = st.layer
         key = st.key
         saved = None
@@ -385,6 +465,7 @@ class Tape:
         self.slot = {}
         self.values = []  # keeps every value alive: ids stay unique during the step
         self.calls = {}
+        self.masks = None  # slot -> mask, once a layer that makes masks ran
         self.in_slots = [self._new(x) for x in xs]
 
     def _new(self, value):
@@ -426,12 +507,31 @@ class Tape:
         if lid in multi_call:
             key = (lid, k)
             _load(layer, model._call_states, key)
-        y = layer.forward([self.values[i] for i in ins] if multi else self.values[ins[0]], training)
+        x = [self.values[i] for i in ins] if multi else self.values[ins[0]]
+        multi_out = isinstance(layer.output_shape, list)
+        if self.masks is None and _makes_masks(layer):
+            self.masks = {}
+        if self.masks is None:
+            y = layer.forward(x, training)
+            outs_masks = None
+        else:
+            n_out = len(layer.output_shape) if multi_out else 1
+            got = [None] * n_out
+            y = _forward_masked(layer, x, training, self.masks.get(ins[0]), got, list(range(n_out)))
+            outs_masks = got
         if key is not None:
             _save(layer, model._call_states, key)
-        if model._taps is not None:
-            model._taps[layer.name] = y
-        out = self._new(y)
+        if multi_out:
+            y = list(y)
+            out = tuple(self._new(v) for v in y)
+        else:
+            if model._taps is not None:
+                model._taps[layer.name] = y
+            out = self._new(y)
+        if outs_masks is not None:
+            for s, m in zip(out if multi_out else (out,), outs_masks):
+                if m is not None:
+                    self.masks[s] = m
         self.steps.append(Step(layer, ins, out, multi, key))
         return y
 

@@ -96,5 +96,6 @@ class Functional(Model):
         """{id(step): [names of the layers whose outputs it reads]}."""
         producer = {s: self._inputs[i]._node.layer.name for i, s in enumerate(self._plan.in_slots)}
         for st in self._plan.steps:
-            producer[st.out] = st.layer.name
+            for k, s in enumerate(engine.out_slots_of(st)):
+                producer[s] = st.layer.name if not st.multi_out else f"{st.layer.name}[{k}]"
         return [(st, [producer[i] for i in st.ins]) for st in self._plan.steps]

@@ -261,16 +261,16 @@ class Model:
     def _backward(self, dy, dy_is_dz):
         plan = self._last_plan
         step = plan.steps[-1] if plan.steps else None
-        if step is not None and step.out == plan.out_slots[0] and step.fused != bool(dy_is_dz):
+        if step is not None and not step.multi_out and step.out == plan.out_slots[0] and step.fused != bool(dy_is_dz):
             from . import engine
             engine.mark_fused(plan, [bool(dy_is_dz)])
         self._backprop([dy])
 
     def _output_layer(self):
         """The layer that produces output 0 (its logits feed a fused loss)."""
+        from . import engine
         plan = self._plan
-        slot = plan.out_slots[0]
-        return next(st.layer for st in plan.steps if st.out == slot)
+        return engine.producer_step(plan, plan.out_slots[0]).layer
 
     # --------------------------------------------------------------- weights
     @property
@@ -640,6 +640,8 @@ class Model:
             return "a layer is called more than once per step (shared weights)"
         if type(self)._run is Model._run:
             return "a subclassed model's call is recorded at every step"
+        if self._plan is not None and (self._plan.masked or any(st.multi_out for st in self._plan.steps)):
+            return "the model carries masks or has a layer with several outputs"
         return None
 
     def _device_train_step(self, xhs, yhs):
@@ -1287,6 +1289,8 @@ class Model:
                            for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         def shape_of(shape):
+            if isinstance(shape, list):  # a layer with several outputs
+                return "[" + ", ".join(shape_of(s) for s in shape) + "]"
             return "(None, " + ", ".join(str(d) for d in shape) + ")"
 
         head = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if inbound is not None else [])

@@ -96,7 +96,11 @@ def model_config(model):
             k = count.get(st.layer.name, 0)
             count[st.layer.name] = k + 1
             calls.append({"layer": st.layer.name, "multi": st.multi, "inbound": [list(producer[i]) for i in st.ins]})
-            producer[st.out] = (st.layer.name, k)
+            if st.multi_out:  # [layer, call, output index] for each output of a layer with several
+                for j, s in enumerate(st.out):
+                    producer[s] = (st.layer.name, k, j)
+            else:
+                producer[st.out] = (st.layer.name, k)
         return {"class_name": "Functional",
                 "config": {"name": model.name,
                            "layers": [_layer_config(la) for la in model.layers if not isinstance(la, InputLayer)],
@@ -152,6 +156,15 @@ def save_model(model, filepath, overwrite=True):
 
 
 # -------------------------------------------------------------- from config
+def _ref_key(ref):
+    """A call's reference to a tensor, [layer, call] or [layer, call, output], as a
+    dict key (None when it is not of that form, e.g. in a hand-edited file)."""
+    if (isinstance(ref, list) and len(ref) in (2, 3) and isinstance(ref[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in ref[1:])):
+        return tuple(ref)
+    return None
+
+
 def _read_archive(filepath):
     label = os.fspath(filepath)
     try:
@@ -277,9 +290,9 @@ def model_from_config(config, custom_objects=None, label="config"):
                     label, f"a call names an unknown layer or has no inbound list: {str(call)[:200]}")
             srcs = []
             for ref in call["inbound"]:
-                _expect(isinstance(ref, list) and len(ref) == 2 and tuple(ref) in tensors, label,
+                _expect(_ref_key(ref) in tensors, label,
                         f"call of {call['layer']!r} reads {ref!r}, which no earlier call produced")
-                srcs.append(tensors[tuple(ref)])
+                srcs.append(tensors[_ref_key(ref)])
             layer = layers[call["layer"]]
             try:
                 out = layer(srcs if call.get("multi") else srcs[0])
@@ -287,12 +300,16 @@ def model_from_config(config, custom_objects=None, label="config"):
                 raise ValueError(f"{label}: rebuilding the call of layer {call['layer']!r}: {e}") from None
             k = count.get(layer.name, 0)
             count[layer.name] = k + 1
-            tensors[(layer.name, k)] = out
+            if isinstance(out, list):
+                for j, t in enumerate(out):
+                    tensors[(layer.name, k, j)] = t
+            else:
+                tensors[(layer.name, k)] = out
         outs = []
         for ref in cfg["outputs"]:
-            _expect(isinstance(ref, list) and len(ref) == 2 and tuple(ref) in tensors, label,
+            _expect(_ref_key(ref) in tensors, label,
                     f"output {ref!r} is not produced by any call")
-            outs.append(tensors[tuple(ref)])
+            outs.append(tensors[_ref_key(ref)])
         names = cfg.get("output_names")
         if isinstance(names, list) and len(names) == len(outs) and names != [t._node.layer.name for t in outs]:
             outputs = dict(zip(names, outs))
