@@ -404,3 +404,75 @@ def test_every_merge_layer_in_a_graph_trains_as_pytorch(merge):
         opt.step()
     for n, lin in zip(("l", "r", "o"), lins):
         _assert_weights(model.get_layer(n), lin, f"{merge}: {n}")
+
+
+def _nested_data():
+    rng = np.random.default_rng(5)
+    return rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 3, 64)
+
+
+def test_a_model_as_a_layer_shares_its_weights_and_freezes_as_a_whole(tmp_path):
+    """Keras's stacked autoencoder: Sequential([encoder, decoder]) trains the
+    encoder's own layers; the encoder then called in a functional classifier
+    shares them, and encoder.trainable = False freezes them there."""
+    x, y = _nested_data()
+    dc.set_random_seed(3)
+    enc = dc.Sequential([dc.Input(shape=[6]), Dense(4, activation="relu", name="enc_d")])
+    dec = dc.Sequential([dc.Input(shape=[4]), Dense(6, name="dec_d")])
+    ae = dc.Sequential([enc, dec])
+    assert [la.name for la in ae.layers] == ["enc_d", "dec_d"] and ae.input_shape == (None, 6)
+    ae.compile(optimizer=dc.optimizers.SGD(0.05), loss="mse")
+    before = enc.get_weights()[0].copy()
+    ae.fit(x, x, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(before, enc.get_weights()[0])
+    np.testing.assert_array_equal(enc.predict(x, verbose=0), enc.layers[0](x))
+
+    inp = dc.Input(shape=[6])
+    clf = dc.Model(inp, Dense(3, activation="softmax", name="clf_head")(enc(inp)))
+    enc.trainable = False
+    assert not enc.layers[0].trainable
+    clf.compile(optimizer=dc.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    frozen = enc.get_weights()[0].copy()
+    clf.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(frozen, enc.get_weights()[0])
+    enc.trainable = True
+    clf.compile(optimizer=dc.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    clf.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(frozen, enc.get_weights()[0])
+    # the outer model's file holds the encoder's layers, and predicts the same after loading
+    clf.save(tmp_path / "clf.deepcore")
+    back = dc.models.load_model(tmp_path / "clf.deepcore")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), clf.predict(x, verbose=0))
+
+
+def test_a_model_called_inside_a_subclassed_model_trains_its_layers():
+    x, y = _nested_data()
+    enc = dc.Sequential([dc.Input(shape=[6]), Dense(4, activation="relu", name="inner_d")])
+    enc.predict(x, verbose=0)  # built before the outer model ever runs
+
+    class Outer(dc.Model):
+        def __init__(self):
+            super().__init__(name="outer")
+            self.enc = enc
+            self.head = Dense(3, activation="softmax", name="outer_head")
+
+        def call(self, inputs, training=None):
+            return self.head(self.enc(inputs))
+
+    m = Outer()
+    m.compile(optimizer=dc.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    before = enc.get_weights()[0].copy()
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert {la.name for la in m.layers} == {"inner_d", "outer_head"}
+    assert not np.array_equal(before, enc.get_weights()[0])
+
+
+def test_a_branching_model_cannot_be_a_layer_of_a_sequential():
+    a = dc.Input(shape=[4])
+    two = dc.Model(a, [Dense(2, name="br1")(a), Dense(2, name="br2")(a)])
+    with pytest.raises(TypeError, match="not a plain stack"):
+        dc.Sequential([two])
+    chain_in = dc.Input(shape=[4])
+    chain = dc.Model(chain_in, Dense(2, name="ch2")(Dense(3, name="ch1")(chain_in)))
+    s = dc.Sequential([chain, Dense(1, name="ch_out")])
+    assert [la.name for la in s.layers] == ["ch1", "ch2", "ch_out"] and s.input_shape == (None, 4)

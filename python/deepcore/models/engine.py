@@ -466,6 +466,7 @@ class Tape:
         self.values = []  # keeps every value alive: ids stay unique during the step
         self.calls = {}
         self.masks = None  # slot -> mask, once a layer that makes masks ran
+        self.tracked = {id(t) for t in model._tracked}
         self.in_slots = [self._new(x) for x in xs]
 
     def _new(self, value):
@@ -488,8 +489,10 @@ class Tape:
         ins = [self._slot_of(layer, v) for v in x] if multi else [self._slot_of(layer, x)]
         model = self.model
         training = self.training if training is None else bool(training)
-        if not layer.built or layer._device != model._device:
+        if not layer.built or layer._device != model._device or id(layer) not in self.tracked:
+            # first met here (e.g. a layer of a model called inside call): built, placed and tracked
             model._adopt_layer(layer, [tuple(v.shape[1:]) for v in x] if multi else tuple(x.shape[1:]))
+            self.tracked.add(id(layer))
         lid = id(layer)
         k = self.calls.get(lid, 0)
         self.calls[lid] = k + 1

@@ -92,6 +92,32 @@ class Functional(Model):
     def _run(self, xs, training):
         return self._plan_forward(xs, training)
 
+    def _call_inline(self, x, training):
+        """Replay this model's layer calls on ``x`` (symbolic tensors, or
+        values inside a subclassed model's call): a list or dict by input
+        name, or one tensor for a one-input model."""
+        if isinstance(x, dict):
+            missing = [n for n in self._in_names if n not in x]
+            if missing:
+                raise ValueError(f"Model '{self.name}' called with inputs {sorted(x)}; missing {missing}")
+            xs = [x[n] for n in self._in_names]
+        else:
+            xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self._inputs):
+            raise ValueError(f"Model '{self.name}' takes {len(self._inputs)} input(s) {self._in_names}, got "
+                             f"{len(xs)}")
+        plan = self._plan
+        vals = dict(zip(plan.in_slots, xs))
+        for st in plan.steps:
+            args = [vals[i] for i in st.ins] if st.multi else vals[st.ins[0]]
+            y = st.layer(args, training=training)
+            if st.multi_out:
+                vals.update(zip(st.out, y))
+            else:
+                vals[st.out] = y
+        outs = [vals[s] for s in plan.out_slots]
+        return outs[0] if len(outs) == 1 else outs
+
     def _inbound(self):
         """{id(step): [names of the layers whose outputs it reads]}."""
         producer = {s: self._inputs[i]._node.layer.name for i, s in enumerate(self._plan.in_slots)}

@@ -278,6 +278,20 @@ class Model:
         return [v for layer in self.layers for v in layer.weights]
 
     @property
+    def trainable(self):
+        """Whether the model trains (Keras: setting it sets every layer's
+        ``trainable``, so freezing a model used inside another freezes its
+        layers there too; it takes effect at the next compile/fit)."""
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        self.__dict__["_trainable"] = value
+        for layer in self.layers:
+            layer.trainable = value
+
+    @property
     def trainable_weights(self):
         return [v for layer in self.layers for v in layer.trainable_weights]
 
@@ -1247,18 +1261,26 @@ class Model:
 
     @_whole_model
     @_on_model_device
-    def __call__(self, x, training=False):
+    def __call__(self, x, training=None):
         """On data (NumPy, or a list/dict of arrays): the outputs as new NumPy
-        arrays. On symbolic tensors: the model used as a layer is not
-        supported yet (TypeError)."""
+        arrays. On symbolic tensors, or inside a subclassed model's ``call``:
+        the model used as a layer of another. Its layers are called in turn
+        on the inputs (they share their weights with this model, as in
+        Keras), so the outer model's ``layers`` lists them one by one rather
+        than this model as one entry."""
         from . import engine
-        if engine.is_symbolic(x) or (isinstance(x, dict) and any(engine.is_symbolic(v) for v in x.values())):
-            raise TypeError(f"Model '{self.name}' called on symbolic tensors: nesting a model as a layer of "
-                            f"another is not supported yet; call its layers instead (they share weights)")
+        if (engine.is_symbolic(x) or (isinstance(x, dict) and any(engine.is_symbolic(v) for v in x.values()))
+                or engine.active_tape() is not None):
+            return self._call_inline(x, training)
         xs = self._prepare_inputs(x, "call")
         outs = self._run([self._on_device(a, ("x", i, len(a))) for i, a in enumerate(xs)], bool(training))
         outs = [to_host(o, copy=True) for o in outs]
         return outs[0] if len(outs) == 1 else outs
+
+    def _call_inline(self, x, training):
+        """This model as a layer: its ``call`` on symbolic tensors or inside
+        another model's call (each layer call records itself there)."""
+        return self.call(x, training=training)
 
     @_on_model_device
     def fold_batchnorm(self):

@@ -29,6 +29,11 @@ class Sequential(Model):
     def _run(self, xs, training):
         return self._plan_forward(xs, training)
 
+    def _call_inline(self, x, training):
+        for layer in self._layers:
+            x = layer(x, training=training)
+        return x
+
     @property
     def layers(self):
         return list(self._layers)
@@ -58,6 +63,9 @@ class Sequential(Model):
                 raise ValueError("Sequential: an Input can only be the first element")
             self._input_shape = layer.input_shape
             return
+        if isinstance(layer, Model):
+            self._add_model(layer)
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
         if any(layer.name == other.name for other in self._layers):
@@ -70,6 +78,34 @@ class Sequential(Model):
             self._build_layers()
         else:
             self._place_layers()
+
+    def _add_model(self, model):
+        """A model in a Sequential: its layers are added in turn (shared with
+        it, as Keras shares a nested model's weights). Only a plain stack can
+        be: a Sequential, or a functional model whose calls form a chain."""
+        from .functional import Functional
+
+        if isinstance(model, Sequential):
+            chain = model.layers
+        elif isinstance(model, Functional):
+            plan = model._plan
+            chain, slot = [], plan.in_slots[0] if len(plan.in_slots) == 1 else None
+            for st in plan.steps:
+                if st.multi or st.multi_out or slot is None or st.ins[0] != slot:
+                    chain = None
+                    break
+                chain.append(st.layer)
+                slot = st.out
+            if chain is None or len(plan.out_slots) != 1 or plan.out_slots[0] != slot:
+                raise TypeError(f"Sequential.add: model '{model.name}' is not a plain stack (several inputs or "
+                                f"outputs, or branches); use the functional API: y = model(x)")
+        else:
+            raise TypeError(f"Sequential.add: a subclassed model ('{model.name}') cannot be a layer of a "
+                            f"Sequential; call it inside a functional or subclassed model instead")
+        if not self._layers and self._input_shape is None and model.built and model._input_shapes()[0]:
+            self._input_shape = tuple(model._input_shapes()[0])
+        for layer in chain:
+            self.add(layer)
 
     def pop(self):
         if not self._layers:
