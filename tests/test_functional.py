@@ -476,3 +476,29 @@ def test_a_branching_model_cannot_be_a_layer_of_a_sequential():
     chain = dc.Model(chain_in, Dense(2, name="ch2")(Dense(3, name="ch1")(chain_in)))
     s = dc.Sequential([chain, Dense(1, name="ch_out")])
     assert [la.name for la in s.layers] == ["ch1", "ch2", "ch_out"] and s.input_shape == (None, 4)
+
+
+def test_sparse_cross_entropy_on_a_sequence_output_is_the_mean_over_positions():
+    """Dense on (batch, steps, features) with one label per step (a language
+    model's output): the same loss, accuracy and weights as the same Dense
+    on the (batch * steps) rows."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((8, 5, 4)).astype(np.float32)
+    y = rng.integers(0, 6, (8, 5))
+    seq_d, row_d = Dense(6, activation="softmax", name="seq_d"), Dense(6, activation="softmax", name="row_d")
+    seq = dc.Sequential([dc.Input(shape=[5, 4]), seq_d])
+    rows = dc.Sequential([dc.Input(shape=[4]), row_d])
+    row_d.set_weights(seq_d.get_weights())
+    for m in (seq, rows):
+        m.compile(optimizer=dc.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    p = seq.predict(x, verbose=0).reshape(-1, 6).astype(np.float64)
+    ref = -np.mean(np.log(p[np.arange(40), y.reshape(-1)]))
+    loss, acc = seq.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(loss, ref, rtol=1e-5)
+    np.testing.assert_allclose(acc, np.mean(p.argmax(1) == y.reshape(-1)), rtol=1e-6)
+    for _ in range(3):
+        seq.train_on_batch(x, y)
+        rows.train_on_batch(x.reshape(-1, 4), y.reshape(-1))
+    np.testing.assert_allclose(seq_d.get_weights()[0], row_d.get_weights()[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(batch,\) \+ \(5,\)"):
+        seq.fit(x, y[:, :4], verbose=0)

@@ -154,22 +154,25 @@ class SparseCategoricalCrossentropy(Loss):
 
     def prepare_targets(self, y, output_shape, where="y"):
         y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{where}: sparse_categorical_crossentropy expects integer labels of shape (batch,), "
-                             f"got {y.shape}")
+        output_shape = tuple(output_shape)
+        lead = output_shape[:-1]  # positions with one label each: () for (batch, classes)
+        if y.ndim == len(output_shape) + 1 and y.shape[-1] == 1:
+            y = y[..., 0]
+        if y.ndim < 1 or y.shape[1:] != lead:
+            want = "(batch,)" if not lead else f"(batch,) + {lead} (one label per position)"
+            hint = (" (Dense on N-D input applies to the last axis, as in Keras: add a Flatten() layer before it "
+                    "for one prediction per sample)") if lead and y.ndim == 1 else ""
+            raise ValueError(f"{where}: sparse_categorical_crossentropy expects integer labels of shape {want} for "
+                             f"a model output of shape {(None,) + output_shape}, got {y.shape}{hint}")
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
                 raise ValueError(f"{where}: labels must be whole numbers, got non-integer values")
         elif y.dtype.kind not in "iub":
             raise TypeError(f"{where}: labels must be integers, got dtype {y.dtype}")
-        if len(output_shape) != 1:
+        if len(output_shape) < 1:
             raise ValueError(f"{where}: sparse_categorical_crossentropy needs a model output of shape "
-                             f"(batch, classes), got {(None,) + tuple(output_shape)} (Dense on N-D input applies "
-                             f"to the last axis, as in Keras: add a Flatten() layer before it for one prediction "
-                             f"per sample)")
-        classes = output_shape[0]
+                             f"(batch, classes), got {(None,) + output_shape}")
+        classes = output_shape[-1]
         if y.size and (y.min() < 0 or y.max() >= classes):
             bad = y[(y < 0) | (y >= classes)][0]
             raise ValueError(f"{where}: label {bad.item()!r} is out of range: the model has {classes} outputs, so "
@@ -182,7 +185,13 @@ class SparseCategoricalCrossentropy(Loss):
     def compute_and_count(self, y_pred, y_true, grad=None, from_logits=False):
         # The kernel counts the rows whose first largest entry is the label
         # (a NaN entry loses, except in column 0), so accuracy needs no second
-        # pass over the output.
+        # pass over the output. A sequence output (batch, steps, classes) is
+        # (batch * steps) rows: the mean over every position, as in Keras.
+        if y_pred.ndim > 2:
+            classes = y_pred.shape[-1]
+            y_pred = y_pred.reshape(-1, classes)
+            y_true = y_true.reshape(-1)
+            grad = None if grad is None else grad.reshape(-1, classes)
         return ops(y_pred).sparse_categorical_crossentropy(y_pred, y_true, grad, from_logits or self.from_logits)
 
     has_graph_variant = True

@@ -49,7 +49,8 @@ class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
 
     def _values(self, y_true, y_pred):
-        return np.argmax(y_pred, axis=-1) == y_true.reshape(-1)
+        pred = np.argmax(y_pred, axis=-1)
+        return pred == y_true.reshape(pred.shape)
 
     def counts_from_loss(self, loss):
         # A subclass that redefines the values computes them itself.

@@ -1379,7 +1379,7 @@ def _update_metrics(metrics, counted, correct, y_host, out):
     out_host = None
     for m, by_count in zip(metrics, counted):
         if by_count and correct is not None:
-            m.update_count(correct, len(y_host))
+            m.update_count(correct, y_host.size)  # one label per row (per position for a sequence)
         else:
             if out_host is None:
                 out_host = to_host(out)
